@@ -1,0 +1,608 @@
+//! Node configuration: defaults < TOML file < `EDGERUN_*` environment < command-line flags.
+//!
+//! # Layout
+//! - [`NodeConfig`] and one plain-data section per component (each takes only its own).
+//! - [`Sources`]: where the layers come from. Tests pass their own environment instead of
+//!   touching the process's.
+//! - [`load`]: merges the layers with figment, rejects unknown keys and wrong types, then
+//!   [`NodeConfig::validate`]s the values once.
+//!
+//! Environment variables map to keys by splitting at the first `_` after the prefix:
+//! `EDGERUN_API_LISTEN` is `api.listen`, `EDGERUN_NODE_DATA_DIR` is `node.data_dir`.
+//! Flags are `--set key=value` (dotted keys) plus a few named shortcuts in the binary.
+//! Values in env and flags are parsed like TOML values (`4`, `true`, `"x"`, `[1, 2]`).
+//!
+//! Every error names the key, the value and what would be accepted, and where it came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use edgerun_model::{NodeId, Tier};
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables read as configuration.
+pub const ENV_PREFIX: &str = "EDGERUN_";
+/// Environment variables with the prefix that are not configuration keys.
+const ENV_NOT_KEYS: &[&str] = &["EDGERUN_LOG", "EDGERUN_URL", "EDGERUN_TOKEN"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub api: ApiConfig,
+    pub cluster: ClusterConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub redis: RedisConfig,
+    pub executor: ExecutorConfig,
+    pub raft: RaftConfig,
+    pub supervisor: SupervisorConfig,
+    pub debug: DebugConfig,
+}
+
+/// Who this node is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Unique in the cluster; also the Raft node id.
+    pub id: NodeId,
+    /// Cloud nodes vote; edge nodes usually learn.
+    pub tier: Tier,
+    /// Free-form labels for placement constraints.
+    pub labels: BTreeMap<String, String>,
+    /// Where the sled database (Raft log, votes, snapshots) lives.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            id: 1,
+            tier: Tier::Cloud,
+            labels: BTreeMap::new(),
+            data_dir: PathBuf::from("./data/n1"),
+        }
+    }
+}
+
+/// The REST server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// actix-web worker threads (0 = one per core).
+    pub workers: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            max_body_bytes: 16 * 1024 * 1024,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Voter,
+    Learner,
+}
+
+/// One initial cluster member.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: NodeId,
+    /// host:port of its cluster RPC.
+    pub rpc: String,
+    /// host:port of its REST API.
+    pub api: String,
+}
+
+/// Cluster membership and node-to-node RPC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub listen: SocketAddr,
+    /// Address other nodes use to reach this node's RPC; defaults to `listen`.
+    pub advertise_rpc: Option<String>,
+    /// Address clients and peers use to reach this node's REST API; defaults to `api.listen`.
+    pub advertise_api: Option<String>,
+    pub role: Role,
+    /// The initial members, this node included. Empty = a single-node cluster of this node.
+    pub peers: Vec<Peer>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7201)),
+            advertise_rpc: None,
+            advertise_api: None,
+            role: Role::Voter,
+            peers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthRole {
+    Admin,
+    Submitter,
+    Reader,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub key_file: PathBuf,
+    pub role: AuthRole,
+}
+
+/// JWT authentication (enforced by the security issue; the keys are accepted now).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub jwt_secret_file: PathBuf,
+    pub api_keys: Vec<ApiKey>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            jwt_secret_file: PathBuf::from("./secret"),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// Request rate limits per client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_second: 200,
+            burst: 400,
+        }
+    }
+}
+
+/// Optional Redis for the shared result cache and rate limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// e.g. `redis://127.0.0.1:6379`; empty = in-process cache and limits.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationMode {
+    Container,
+    Process,
+    Inproc,
+    #[default]
+    Auto,
+}
+
+/// How this node's Worker runs tasks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    pub isolation: IsolationMode,
+    /// Tasks run at once on this node.
+    pub slots: u32,
+    /// Wall-clock limit of one attempt when the task gives none.
+    pub default_timeout_ms: u64,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            isolation: IsolationMode::Auto,
+            slots: 4,
+            default_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Raft and its sled store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_after_logs: u64,
+    /// Log entries kept behind the last snapshot (for slow followers).
+    pub keep_logs_after_snapshot: u64,
+    /// sled page cache; its own default (~1 GiB) is far too much for an edge box.
+    pub cache_capacity_mb: u64,
+    /// Most commands gathered into one Raft entry while an earlier write is in flight.
+    pub max_batch: usize,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_after_logs: 5000,
+            keep_logs_after_snapshot: 1000,
+            cache_capacity_mb: 64,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// Restart policy of the node supervisor (Erlang's max restart intensity).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// More restarts of one actor than this within `window_secs` shut the node down.
+    pub max_restarts: u32,
+    pub window_secs: u64,
+    /// First restart delay; doubles with each restart in the window up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: 5,
+            window_secs: 30,
+            backoff_initial_ms: 50,
+            backoff_max_ms: 2_000,
+        }
+    }
+}
+
+/// Switches for tests. Off by default; never turn them on in production.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Enables `POST /v1/debug/fail/{actor}`, which makes that actor fail (supervision tests).
+    pub fault_injection: bool,
+}
+
+/// Where the layers come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file; it must exist if given.
+    pub file: Option<PathBuf>,
+    /// Environment variables (all of them; those without the prefix are ignored).
+    pub env: Vec<(String, String)>,
+    /// `key=value` overrides from flags, applied last, in order.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process's real environment.
+    pub fn process_env() -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("bad flag {flag:?}: expected key=value, e.g. executor.slots=8")]
+    Flag { flag: String },
+    #[error("bad environment variable {var}: expected {ENV_PREFIX}<SECTION>_<KEY>, e.g. EDGERUN_API_LISTEN")]
+    EnvName { var: String },
+    #[error("invalid value for {key}: {value:?}; accepted: {accepted}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        accepted: String,
+    },
+}
+
+/// One named layer of keys (an env var, a flag): errors name it.
+struct Layer {
+    name: String,
+    dict: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+fn layer(name: String, key: &str, raw: &str) -> Layer {
+    let value: Value = raw.parse().unwrap_or_else(|never| match never {});
+    Layer {
+        name,
+        dict: match figment::util::nest(key, value) {
+            Value::Dict(_, d) => d,
+            _ => Dict::new(),
+        },
+    }
+}
+
+/// Merge the layers, check types and unknown keys, then validate the values.
+pub fn load(sources: &Sources) -> Result<NodeConfig, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(NodeConfig::default()));
+    if let Some(path) = &sources.file {
+        // Toml::file would silently treat a missing file as empty: check first.
+        std::fs::metadata(path).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    for (var, raw) in &sources.env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_NOT_KEYS.contains(&var.as_str()) {
+            continue;
+        }
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            return Err(ConfigError::EnvName { var: var.clone() });
+        };
+        let dotted = format!("{section}.{key}");
+        fig = fig.merge(layer(format!("environment variable {var}"), &dotted, raw));
+    }
+    for (key, raw) in &sources.overrides {
+        fig = fig.merge(layer(format!("flag --set {key}={raw}"), key, raw));
+    }
+    let cfg: NodeConfig = fig.extract().map_err(|e| ConfigError::Parse(describe(e)))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Parse one `key=value` flag.
+pub fn parse_override(flag: &str) -> Result<(String, String), ConfigError> {
+    match flag.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(ConfigError::Flag {
+            flag: flag.to_string(),
+        }),
+    }
+}
+
+/// figment's errors, one per line, with the key and where the value came from.
+fn describe(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let mut s = e.kind.to_string();
+            if !e.path.is_empty() {
+                s = format!("{s} for key {}", e.path.join("."));
+            }
+            if let Some(md) = &e.metadata {
+                s = format!("{s} (from {})", md.name);
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn invalid(key: &'static str, value: impl ToString, accepted: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        accepted: accepted.into(),
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+impl NodeConfig {
+    /// Check values that types alone cannot (ranges, cross-field rules).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.id == 0 {
+            return Err(invalid("node.id", 0, "an integer from 1 to 2^64-1"));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(invalid("node.data_dir", "", "a directory path"));
+        }
+        if !(1..=1024).contains(&self.executor.slots) {
+            return Err(invalid("executor.slots", self.executor.slots, "1 to 1024"));
+        }
+        if self.executor.default_timeout_ms == 0 {
+            return Err(invalid(
+                "executor.default_timeout_ms",
+                0,
+                "a positive number of milliseconds",
+            ));
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(invalid(
+                "api.max_body_bytes",
+                self.api.max_body_bytes,
+                "at least 1024",
+            ));
+        }
+        if self.api.workers > 256 {
+            return Err(invalid(
+                "api.workers",
+                self.api.workers,
+                "0 (one per core) to 256",
+            ));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                r.election_timeout_min_ms,
+                format!(
+                    "more than raft.heartbeat_ms ({}), which must be positive",
+                    r.heartbeat_ms
+                ),
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                r.election_timeout_max_ms,
+                format!(
+                    "more than raft.election_timeout_min_ms ({})",
+                    r.election_timeout_min_ms
+                ),
+            ));
+        }
+        if r.cache_capacity_mb == 0 || r.cache_capacity_mb > 65_536 {
+            return Err(invalid(
+                "raft.cache_capacity_mb",
+                r.cache_capacity_mb,
+                "1 to 65536",
+            ));
+        }
+        if r.snapshot_after_logs == 0 {
+            return Err(invalid(
+                "raft.snapshot_after_logs",
+                0,
+                "a positive number of entries",
+            ));
+        }
+        if !(1..=1_000_000).contains(&r.max_batch) {
+            return Err(invalid("raft.max_batch", r.max_batch, "1 to 1000000"));
+        }
+        if self.limits.requests_per_second == 0 {
+            return Err(invalid(
+                "limits.requests_per_second",
+                0,
+                "a positive number",
+            ));
+        }
+        if self.limits.burst < self.limits.requests_per_second.min(1) {
+            return Err(invalid(
+                "limits.burst",
+                self.limits.burst,
+                "a positive number",
+            ));
+        }
+        let url = &self.redis.url;
+        if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "redis.url",
+                url,
+                "empty, or redis://host:port or rediss://host:port",
+            ));
+        }
+        let s = &self.supervisor;
+        if s.max_restarts == 0 || s.window_secs == 0 {
+            return Err(invalid(
+                "supervisor.max_restarts",
+                s.max_restarts,
+                "positive, with a positive supervisor.window_secs",
+            ));
+        }
+        if s.backoff_max_ms < s.backoff_initial_ms {
+            return Err(invalid(
+                "supervisor.backoff_max_ms",
+                s.backoff_max_ms,
+                "at least supervisor.backoff_initial_ms",
+            ));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for p in &self.cluster.peers {
+            if p.id == 0 || !ids.insert(p.id) {
+                return Err(invalid(
+                    "cluster.peers",
+                    format!("id {}", p.id),
+                    "unique ids from 1",
+                ));
+            }
+            if !is_host_port(&p.rpc) || !is_host_port(&p.api) {
+                return Err(invalid(
+                    "cluster.peers",
+                    format!("{{ id = {}, rpc = {:?}, api = {:?} }}", p.id, p.rpc, p.api),
+                    "host:port addresses",
+                ));
+            }
+        }
+        if !self.cluster.peers.is_empty()
+            && self.cluster.role == Role::Voter
+            && !ids.contains(&self.node.id)
+        {
+            return Err(invalid(
+                "cluster.peers",
+                format!("ids {ids:?}"),
+                format!(
+                    "a list that includes this voter (node.id = {})",
+                    self.node.id
+                ),
+            ));
+        }
+        for (key, addr) in [
+            ("cluster.advertise_rpc", &self.cluster.advertise_rpc),
+            ("cluster.advertise_api", &self.cluster.advertise_api),
+        ] {
+            if let Some(a) = addr {
+                if !is_host_port(a) {
+                    return Err(invalid(key, a, "host:port"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The RPC address peers should use for this node.
+    pub fn advertised_rpc(&self) -> String {
+        self.cluster
+            .advertise_rpc
+            .clone()
+            .unwrap_or_else(|| self.cluster.listen.to_string())
+    }
+
+    /// The REST address clients should use for this node.
+    pub fn advertised_api(&self) -> String {
+        self.cluster
+            .advertise_api
+            .clone()
+            .unwrap_or_else(|| self.api.listen.to_string())
+    }
+
+    /// The sled database directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.node.data_dir.join("db")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.node.data_dir
+    }
+}
+
+#[cfg(test)]
+mod tests;

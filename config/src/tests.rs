@@ -1,0 +1,156 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    f
+}
+
+fn err(s: &Sources) -> String {
+    match load(s) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn defaults_are_valid() {
+    let c = load(&Sources::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c, NodeConfig::default());
+    assert_eq!(c.raft.cache_capacity_mb, 64);
+}
+
+#[test]
+fn layers_override_in_order_file_env_flags() {
+    let f = file(
+        r#"
+[node]
+id = 2
+tier = "edge"
+labels = { region = "eu-west" }
+[executor]
+slots = 2
+[cluster]
+peers = [ { id = 2, rpc = "n2:7202", api = "n2:7102" } ]
+"#,
+    );
+    let s = Sources {
+        file: Some(f.path().to_path_buf()),
+        env: env(&[
+            ("EDGERUN_EXECUTOR_SLOTS", "3"),
+            ("EDGERUN_API_LISTEN", "0.0.0.0:9000"),
+            ("PATH", "/bin"),
+        ]),
+        overrides: vec![("executor.slots".into(), "5".into())],
+    };
+    let c = load(&s).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.node.id, 2);
+    assert_eq!(c.node.tier, Tier::Edge);
+    assert_eq!(
+        c.node.labels.get("region").map(String::as_str),
+        Some("eu-west")
+    );
+    assert_eq!(c.executor.slots, 5);
+    assert_eq!(c.api.listen.to_string(), "0.0.0.0:9000");
+    let s2 = Sources {
+        overrides: vec![],
+        ..s
+    };
+    assert_eq!(load(&s2).map(|c| c.executor.slots).ok(), Some(3));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let f = file("[node]\nidd = 3\n");
+    let e = err(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    });
+    assert!(e.contains("idd") && e.contains("node"), "{e}");
+    let e = err(&Sources {
+        env: env(&[("EDGERUN_EXECUTOR_SLOTZ", "3")]),
+        ..Sources::default()
+    });
+    assert!(
+        e.contains("slotz") && e.contains("EDGERUN_EXECUTOR_SLOTZ"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_name_key_value_and_what_is_accepted() {
+    let e = err(&Sources {
+        env: env(&[("EDGERUN_NODE_ID", "abc")]),
+        ..Sources::default()
+    });
+    assert!(
+        e.contains("node.id") && e.contains("abc") && e.contains("EDGERUN_NODE_ID"),
+        "{e}"
+    );
+    let e = err(&Sources {
+        overrides: vec![("executor.isolation".into(), "vm".into())],
+        ..Sources::default()
+    });
+    assert!(
+        e.contains("vm") && e.contains("container") && e.contains("executor.isolation"),
+        "{e}"
+    );
+    let e = err(&Sources {
+        overrides: vec![("executor.slots".into(), "0".into())],
+        ..Sources::default()
+    });
+    assert_eq!(
+        e,
+        "invalid value for executor.slots: \"0\"; accepted: 1 to 1024"
+    );
+    let e = err(&Sources {
+        overrides: vec![("redis.url".into(), "http://x".into())],
+        ..Sources::default()
+    });
+    assert!(e.contains("redis.url") && e.contains("redis://"), "{e}");
+    let e = err(&Sources {
+        overrides: vec![("api.listen".into(), "nowhere".into())],
+        ..Sources::default()
+    });
+    assert!(e.contains("api.listen") && e.contains("nowhere"), "{e}");
+}
+
+#[test]
+fn a_voter_must_be_among_its_peers_and_files_must_exist() {
+    let f = file("[cluster]\npeers = [ { id = 2, rpc = \"a:1\", api = \"a:2\" } ]\n");
+    let e = err(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    });
+    assert!(
+        e.contains("cluster.peers") && e.contains("node.id = 1"),
+        "{e}"
+    );
+    let e = err(&Sources {
+        file: Some("/nonexistent/edgerun.toml".into()),
+        ..Sources::default()
+    });
+    assert!(e.contains("/nonexistent/edgerun.toml"), "{e}");
+    let f = file("[node\nid = 1");
+    let e = err(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    });
+    assert!(!e.is_empty());
+}
+
+#[test]
+fn flags_must_be_key_value() {
+    assert!(parse_override("executor.slots").is_err());
+    assert_eq!(
+        parse_override("executor.slots=8").ok(),
+        Some(("executor.slots".to_string(), "8".to_string()))
+    );
+}

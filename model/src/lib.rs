@@ -1,0 +1,44 @@
+//! edgerun's domain model: tasks, nodes, the Raft commands that change them and the
+//! deterministic state machine that applies those commands.
+//!
+//! # Layout
+//! - [`task`]: `TaskSpec` (what a user asks for), `Task` (what the cluster records), statuses.
+//! - [`node`]: `NodeInfo`, the tier and address of a cluster member.
+//! - [`command`]: `RaftRequest` / `Command` / `Response`, the replicated log's payload.
+//! - [`state`]: `ClusterState`, the state machine. `apply` is pure: no clocks, no I/O, no
+//!   randomness; the proposer stamps every time it needs.
+//!
+//! Everything here is plain data with serde, encoded with bincode on the wire and on disk.
+//! Types in this crate avoid serde attributes that bincode cannot honour (internally tagged
+//! enums, skipped-if fields); the JSON shapes users see live in the `api` crate.
+//!
+//! **Architecture Invariant:** this crate has no internal dependencies and does no I/O.
+
+pub mod command;
+pub mod node;
+pub mod state;
+pub mod task;
+
+pub use command::*;
+pub use node::*;
+pub use state::*;
+pub use task::*;
+
+/// Version tag written into every Raft request and snapshot. A node refuses to apply a
+/// request with a version it does not know instead of guessing at its layout.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Encode a value with the project's one binary encoding (bincode 1, fixed options).
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serialize(value).map_err(|e| CodecError(e.to_string()))
+}
+
+/// Decode a value written by [`encode`]. Corrupt or truncated input is an error, never a panic.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    bincode::deserialize(bytes).map_err(|e| CodecError(e.to_string()))
+}
+
+/// A value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("bincode: {0}")]
+pub struct CodecError(pub String);

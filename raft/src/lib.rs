@@ -1,0 +1,92 @@
+//! Raft for edgerun: openraft's type configuration, a sled log store, the state machine
+//! store around `model::ClusterState`, and the node-to-node network.
+//!
+//! # Layout
+//! - [`TypeConfig`] and aliases (this file).
+//! - [`log_store`]: `LogStore`, the Raft log and vote in sled; appends are acknowledged only
+//!   after sled has flushed them.
+//! - [`state_machine`]: `StateMachineStore` (in-memory `ClusterState`, snapshots in sled) and
+//!   `StateView`, the read handle the rest of the node uses.
+//! - [`network`]: the RaftNetwork. One node for now: every peer is unreachable.
+//! - [`start`]: opens the database and starts a Raft node from the config.
+//!
+//! ```text
+//!  proposer ──client_write──▶ openraft ──append──▶ LogStore (sled "raft_log", flushed)
+//!                                 │
+//!                                 └──apply──▶ StateMachineStore ──events──▶ StateView subscribers
+//!                                                 │ build/install snapshot
+//!                                                 ▼
+//!                                             sled "snapshot"
+//! ```
+//!
+//! Durability: the log is the record. The state machine lives in memory and is rebuilt at
+//! start from the last snapshot plus the committed log entries after it.
+//!
+//! **Architecture Invariant:** raft never depends on actors or api.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub mod log_store;
+pub mod network;
+pub mod start;
+pub mod state_machine;
+
+pub use log_store::LogStore;
+pub use start::{open_db, start_raft, RaftNode};
+pub use state_machine::{StateEvent, StateMachineStore, StateView};
+
+pub use openraft;
+
+/// What openraft knows about a member: how to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Cluster RPC, host:port.
+    pub rpc: String,
+    /// REST API, host:port.
+    pub api: String,
+}
+
+openraft::declare_raft_types!(
+    /// edgerun's Raft types: the log carries `RaftRequest`s, apply answers `Response`s.
+    pub TypeConfig:
+        D = edgerun_model::RaftRequest,
+        R = edgerun_model::Response,
+        NodeId = u64,
+        Node = Member,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Member>;
+pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Member>;
+pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+
+/// Errors of this layer, for callers that start or inspect the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStoreError {
+    #[error("opening the database at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("the database at {path} was written by an incompatible edgerun (format {found}, this build reads {expected})")]
+    Format {
+        path: String,
+        found: String,
+        expected: u16,
+    },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("raft config: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Fatal(String),
+}

@@ -1,0 +1,136 @@
+//! Open the node's sled database and start its Raft node.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use edgerun_config::NodeConfig;
+use edgerun_model::FORMAT_VERSION;
+use openraft::SnapshotPolicy;
+
+use crate::network::Network;
+use crate::{LogStore, Member, NodeId, Raft, RaftStoreError, StateMachineStore, StateView};
+
+const FORMAT_KEY: &[u8] = b"edgerun_format";
+
+/// A started Raft node and the read side of its state machine.
+#[derive(Clone)]
+pub struct RaftNode {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub view: StateView,
+}
+
+/// Open (or create) the database at `path` with a capped page cache, and check that it was
+/// written by a compatible build.
+pub fn open_db(path: &Path, cache_capacity_mb: u64) -> Result<sled::Db, RaftStoreError> {
+    let shown = path.display().to_string();
+    std::fs::create_dir_all(path).map_err(|e| RaftStoreError::Open {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity_mb * 1024 * 1024)
+        // We flush explicitly where durability matters; sled's timer flush is a fallback.
+        .flush_every_ms(Some(1000))
+        .open()
+        .map_err(|e| RaftStoreError::Open {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+    let open_err = |e: sled::Error| RaftStoreError::Open {
+        path: shown.clone(),
+        message: e.to_string(),
+    };
+    match db.get(FORMAT_KEY).map_err(open_err)? {
+        None => {
+            db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .map_err(open_err)?;
+            db.flush().map_err(open_err)?;
+        }
+        Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+        Some(v) => {
+            return Err(RaftStoreError::Format {
+                path: shown,
+                found: format!("{:?}", v.as_ref()),
+                expected: FORMAT_VERSION,
+            })
+        }
+    }
+    Ok(db)
+}
+
+/// openraft's config from ours.
+pub fn raft_config(cfg: &NodeConfig) -> Result<Arc<openraft::Config>, RaftStoreError> {
+    let r = &cfg.raft;
+    let c = openraft::Config {
+        cluster_name: "edgerun".into(),
+        heartbeat_interval: r.heartbeat_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_logs),
+        max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
+        ..Default::default()
+    };
+    c.validate()
+        .map(Arc::new)
+        .map_err(|e| RaftStoreError::Config(e.to_string()))
+}
+
+/// The initial voters: `cluster.peers`, or this node alone.
+pub fn initial_members(cfg: &NodeConfig) -> BTreeMap<NodeId, Member> {
+    if cfg.cluster.peers.is_empty() {
+        BTreeMap::from([(
+            cfg.node.id,
+            Member {
+                rpc: cfg.advertised_rpc(),
+                api: cfg.advertised_api(),
+            },
+        )])
+    } else {
+        cfg.cluster
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.id,
+                    Member {
+                        rpc: p.rpc.clone(),
+                        api: p.api.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Start Raft on `db`. A fresh voter initializes the cluster with the initial members; a
+/// node that already has state never re-initializes.
+pub async fn start_raft(cfg: &NodeConfig, db: &sled::Db) -> Result<RaftNode, RaftStoreError> {
+    let log = LogStore::new(db).map_err(|e| RaftStoreError::Open {
+        path: cfg.db_path().display().to_string(),
+        message: e.to_string(),
+    })?;
+    let sm = StateMachineStore::open(db)?;
+    let view = sm.view();
+    let raft = Raft::new(cfg.node.id, raft_config(cfg)?, Network, log, sm)
+        .await
+        .map_err(|e| RaftStoreError::Fatal(e.to_string()))?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| RaftStoreError::Fatal(e.to_string()))?;
+    if !initialized && cfg.cluster.role == edgerun_config::Role::Voter {
+        let members = initial_members(cfg);
+        if let Err(e) = raft.initialize(members).await {
+            // NotAllowed means another path already initialized it: fine.
+            tracing::info!(error = %e, "raft initialize skipped");
+        }
+    }
+    Ok(RaftNode {
+        id: cfg.node.id,
+        raft,
+        view,
+    })
+}

@@ -1,0 +1,24 @@
+//! openraft's storage test suite against the sled log store and state machine.
+
+use edgerun_raft::{LogStore, StateMachineStore, StorageError, TypeConfig};
+use openraft::testing::{StoreBuilder, Suite};
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let db = edgerun_raft::open_db(dir.path(), 16).unwrap_or_else(|e| panic!("open_db: {e}"));
+        let log = LogStore::new(&db).unwrap_or_else(|e| panic!("log store: {e}"));
+        let sm = StateMachineStore::open(&db)?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_sled() -> Result<(), StorageError> {
+    Suite::test_all(SledBuilder)?;
+    Ok(())
+}
