@@ -1,1 +1,53 @@
+//! The node's supervised actors (ractor).
+//!
+//! # Layout
+//! - [`supervisor`]: `NodeSupervisor`, restarts failed children with backoff and a budget.
+//! - [`child`]: `ChildSpec`, how the supervisor starts each child (the Api lives in the
+//!   `api` crate and plugs in through it).
+//! - [`shard`]: `StateShard`, the only writer to Raft; gathers concurrent proposals into one
+//!   entry (group commit). [`Proposer`] is the handle others propose through.
+//! - [`scheduler`]: places pending tasks, only where this node leads.
+//! - [`worker`]: runs the tasks placed on this node and commits their results.
+//! - [`monitor`]: registers the node and exports gauges.
+//!
+//! ```text
+//!  NodeSupervisor ─┬─ StateShard ◀──Propose── Scheduler, Worker, Monitor, Api
+//!                  ├─ Scheduler  ◀──StateEvent── raft state machine
+//!                  ├─ Worker     ──spawn_blocking──▶ cpp kernels
+//!                  ├─ Monitor
+//!                  └─ Api (api crate)
+//! ```
+//!
+//! Failure policy: an actor returns `Err` from `handle` only when it should die; the
+//! supervisor restarts it. Everything an actor needs after a restart is rebuilt from the
+//! replicated state (`StateView`), never kept only in the actor.
 
+pub mod child;
+pub mod metrics_names;
+pub mod monitor;
+pub mod scheduler;
+pub mod shard;
+pub mod specs;
+pub mod supervisor;
+pub mod worker;
+
+pub use child::{ChildSpec, Slot};
+pub use shard::{ProposeError, Proposer};
+pub use specs::{core_children, CoreParts};
+pub use supervisor::{NodeExit, NodeSupervisor, SupervisorArgs, SupervisorMsg};
+
+pub use edgerun_cpp::{catalog, CppKernels, KernelError, KernelInfo, Kernels};
+pub use edgerun_raft::{RaftNode, StateEvent, StateView};
+
+/// The current time in milliseconds since the Unix epoch, as proposers stamp it.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Injected failure, used by the supervision tests (`debug.fault_injection`).
+#[derive(Debug, thiserror::Error)]
+#[error("injected failure (debug.fault_injection)")]
+pub struct InjectedFailure;

@@ -1,1 +1,24 @@
+//! The REST API (actix-web): `/v1` routes of API.md, health, readiness and metrics.
+//!
+//! # Layout
+//! - [`routes`]: the one route table.
+//! - [`handlers`]: one module per resource; each takes only the context it needs
+//!   (`TasksCtx`, `ClusterCtx`, `DebugCtx`, the Prometheus handle).
+//! - [`dto`]: JSON shapes and their validation into model types.
+//! - [`error`]: `ApiError` and its one mapping to statuses and the error body.
+//! - [`server`]: the Api actor and its `ChildSpec` for the node supervisor.
+//!
+//! Failure policy: every bad request gets a 4xx in API.md's shape and changes nothing;
+//! writes that cannot reach a leader get 503 with Retry-After.
 
+pub mod dto;
+pub mod error;
+pub mod handlers;
+pub mod routes;
+pub mod server;
+
+pub use error::ApiError;
+pub use handlers::cluster::ClusterCtx;
+pub use handlers::debug::DebugCtx;
+pub use handlers::tasks::TasksCtx;
+pub use server::{ApiParts, ApiSpec};

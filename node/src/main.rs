@@ -1,1 +1,22 @@
-fn main() {}
+//! `edgerun`: one binary for every node, plus a small client for the REST API.
+//!
+//! ```text
+//! edgerun node --config node.toml     run a node
+//! edgerun dev                         a local node with a demo task, for trying things out
+//! edgerun task submit|get|wait|list|cancel, edgerun cluster status, edgerun kernels
+//! ```
+
+mod cli;
+mod client;
+mod dev;
+mod wiring;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    if let Err(e) = cli::run(cli) {
+        eprintln!("edgerun: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,164 @@
+//! The ChildSpecs of the core actors (the Api's lives in the api crate).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgerun_cpp::Kernels;
+use edgerun_model::NodeInfo;
+use edgerun_raft::RaftNode;
+use ractor::{Actor, ActorCell};
+
+use crate::child::{ChildSpec, Slot, SpawnFuture};
+use crate::monitor::{Monitor, MonitorArgs, MonitorMsg};
+use crate::scheduler::{Scheduler, SchedulerArgs, SchedulerMsg};
+use crate::shard::{ShardArgs, ShardMsg, StateShard};
+use crate::worker::{Worker, WorkerArgs, WorkerMsg};
+use crate::Proposer;
+
+/// Everything the core actors are built from.
+#[derive(Clone)]
+pub struct CoreParts {
+    pub node: RaftNode,
+    pub info: NodeInfo,
+    pub kernels: Arc<dyn Kernels>,
+    pub slots: u32,
+    pub default_timeout: Duration,
+    pub max_batch: usize,
+}
+
+/// Spawns an actor into a slot and fails it on request.
+struct Spec<M: ractor::Message> {
+    name: &'static str,
+    slot: Slot<M>,
+    fail: fn() -> M,
+    start: Box<dyn Fn(ActorCell, Slot<M>) -> SpawnFuture<'static> + Send + Sync>,
+}
+
+impl<M: ractor::Message> ChildSpec for Spec<M> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn spawn(&self, supervisor: ActorCell) -> SpawnFuture<'_> {
+        (self.start)(supervisor, self.slot.clone())
+    }
+
+    fn inject_failure(&self) -> bool {
+        self.slot
+            .get()
+            .is_some_and(|r| r.cast((self.fail)()).is_ok())
+    }
+}
+
+fn spec<A, F>(
+    name: &'static str,
+    slot: Slot<A::Msg>,
+    fail: fn() -> A::Msg,
+    make: F,
+) -> Arc<dyn ChildSpec>
+where
+    A: Actor,
+    F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    Arc::new(Spec {
+        name,
+        slot,
+        fail,
+        start: Box::new(move |sup, slot| {
+            let make = make.clone();
+            Box::pin(async move {
+                let (actor, args) = make();
+                let (r, _) = A::spawn_linked(
+                    Some(format!("{name}-{}", crate::now_ms())),
+                    actor,
+                    args,
+                    sup,
+                )
+                .await?;
+                slot.set(Some(r.clone()));
+                Ok(r.get_cell())
+            })
+        }),
+    })
+}
+
+/// The core children in start order, and the proposer that reaches the StateShard.
+pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
+    let shard: Slot<ShardMsg> = Slot::default();
+    let proposer = Proposer::new(shard.clone());
+    let mut out: Vec<Arc<dyn ChildSpec>> = Vec::new();
+    {
+        let p = p.clone();
+        out.push(spec::<StateShard, _>(
+            "state_shard",
+            shard,
+            || ShardMsg::Fail,
+            move || {
+                (
+                    StateShard,
+                    ShardArgs {
+                        raft: p.node.raft.clone(),
+                        max_batch: p.max_batch,
+                    },
+                )
+            },
+        ));
+    }
+    {
+        let (p, proposer) = (p.clone(), proposer.clone());
+        out.push(spec::<Monitor, _>(
+            "monitor",
+            Slot::default(),
+            || MonitorMsg::Fail,
+            move || {
+                (
+                    Monitor,
+                    MonitorArgs {
+                        node: p.node.clone(),
+                        proposer: proposer.clone(),
+                        info: p.info.clone(),
+                    },
+                )
+            },
+        ));
+    }
+    {
+        let (p, proposer) = (p.clone(), proposer.clone());
+        out.push(spec::<Scheduler, _>(
+            "scheduler",
+            Slot::default(),
+            || SchedulerMsg::Fail,
+            move || {
+                (
+                    Scheduler,
+                    SchedulerArgs {
+                        node: p.node.clone(),
+                        proposer: proposer.clone(),
+                    },
+                )
+            },
+        ));
+    }
+    {
+        let (p, proposer) = (p.clone(), proposer.clone());
+        out.push(spec::<Worker, _>(
+            "worker",
+            Slot::default(),
+            || WorkerMsg::Fail,
+            move || {
+                (
+                    Worker,
+                    WorkerArgs {
+                        node: p.node.clone(),
+                        proposer: proposer.clone(),
+                        kernels: p.kernels.clone(),
+                        slots: p.slots,
+                        default_timeout: p.default_timeout,
+                    },
+                )
+            },
+        ));
+    }
+    (out, proposer)
+}

@@ -1,0 +1,291 @@
+//! Worker: runs the tasks placed on this node and commits their results.
+//!
+//! Holds no durable state: on every change it looks at the tasks the replicated state says
+//! are scheduled or running here, and starts those it is not already running (up to
+//! `executor.slots`). After a restart of the actor or the process, that same scan picks up
+//! where the last one stopped (execution is at-least-once; the state machine records one
+//! result per attempt).
+//!
+//! ```text
+//!  StateEvent ─Changed─▶ Worker ─spawn─▶ attempt task ─spawn_blocking─▶ Kernels::run (C++)
+//!                          ▲                 │  Propose(Start), Propose(Complete)
+//!                          └──── Finished ◀──┘
+//! ```
+//!
+//! Isolation in this slice is `inproc` (a blocking thread in the node); the container issue
+//! adds `container` and `process`. A kernel that panics fails its attempt (retryable), never
+//! the node. Failure policy: the actor only dies on injected failures.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgerun_cpp::{KernelError, Kernels};
+use edgerun_model::{
+    AttemptRef, Command, Completion, Isolation, NodeId, Outcome, Response, TaskError, TaskId,
+    TaskStatus, Work,
+};
+use edgerun_raft::RaftNode;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::metrics_names as m;
+use crate::scheduler::forward_changes;
+use crate::{now_ms, InjectedFailure, ProposeError, Proposer};
+
+const TICK: Duration = Duration::from_millis(500);
+
+pub enum WorkerMsg {
+    Changed,
+    Tick,
+    /// An attempt ended (its completion is committed or no longer wanted).
+    Finished(TaskId),
+    Fail,
+}
+
+pub struct Worker;
+
+pub struct WorkerArgs {
+    pub node: RaftNode,
+    pub proposer: Proposer,
+    pub kernels: Arc<dyn Kernels>,
+    pub slots: u32,
+    pub default_timeout: Duration,
+}
+
+pub struct WorkerState {
+    args: WorkerArgs,
+    running: HashMap<TaskId, u32>,
+    dirty: Arc<AtomicBool>,
+    forwarder: tokio::task::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+struct Job {
+    at: AttemptRef,
+    status: TaskStatus,
+    work: Work,
+    timeout: Duration,
+}
+
+impl WorkerState {
+    fn me(&self) -> NodeId {
+        self.args.node.id
+    }
+
+    fn scan(&mut self, myself: &ActorRef<WorkerMsg>) {
+        self.dirty.store(false, Ordering::SeqCst);
+        let free = (self.args.slots as usize).saturating_sub(self.running.len());
+        if free == 0 {
+            return;
+        }
+        let me = self.me();
+        let default_timeout = self.args.default_timeout;
+        let jobs: Vec<Job> = self.args.node.view.read(|s| {
+            s.active_on(me)
+                .filter(|t| !self.running.contains_key(&t.id))
+                .take(free)
+                .map(|t| Job {
+                    at: AttemptRef {
+                        task: t.id,
+                        node: me,
+                        attempt: t.attempt,
+                    },
+                    status: t.status,
+                    work: t.spec.work.clone(),
+                    timeout: t
+                        .spec
+                        .timeout_ms
+                        .map_or(default_timeout, Duration::from_millis),
+                })
+                .collect()
+        });
+        for job in jobs {
+            self.running.insert(job.at.task, job.at.attempt);
+            let proposer = self.args.proposer.clone();
+            let kernels = self.args.kernels.clone();
+            let node = self.args.node.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let id = job.at.task;
+                run_attempt(job, kernels, proposer, node).await;
+                let _ = me.cast(WorkerMsg::Finished(id));
+            });
+        }
+        metrics::gauge!(m::WORKER_BUSY_SLOTS).set(self.running.len() as f64);
+    }
+}
+
+fn kernel_failure(e: KernelError) -> Outcome {
+    Outcome::Failed {
+        error: TaskError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        },
+        // Kernels are deterministic: the same input fails the same way again.
+        retryable: false,
+    }
+}
+
+async fn execute(work: Work, kernels: Arc<dyn Kernels>, timeout: Duration) -> Outcome {
+    let (kernel, input) =
+        match work {
+            Work::Kernel { kernel, input } => (kernel, input),
+            Work::Exec { .. } => return Outcome::Failed {
+                error: TaskError {
+                    code: "unsupported".into(),
+                    message:
+                        "exec tasks need the container executor, which this build does not have yet"
+                            .into(),
+                },
+                retryable: false,
+            },
+        };
+    let job = tokio::task::spawn_blocking(move || kernels.run(&kernel, &input));
+    match tokio::time::timeout(timeout, job).await {
+        Ok(Ok(Ok(result))) => Outcome::Succeeded { result },
+        Ok(Ok(Err(e))) => kernel_failure(e),
+        Ok(Err(join)) => Outcome::Failed {
+            error: TaskError {
+                code: "worker_crashed".into(),
+                message: format!("the kernel thread died: {join}"),
+            },
+            retryable: true,
+        },
+        Err(_) => Outcome::TimedOut {
+            after_ms: timeout.as_millis() as u64,
+        },
+    }
+}
+
+/// Run one attempt and commit its completion, retrying the commit while the task is still
+/// this attempt's and the cluster has no leader.
+async fn run_attempt(job: Job, kernels: Arc<dyn Kernels>, proposer: Proposer, node: RaftNode) {
+    let at = job.at;
+    if job.status == TaskStatus::Scheduled {
+        let p = proposer.clone();
+        // Running and the Start write overlap; a Start that lands after the completion is
+        // refused by the state machine, which is fine.
+        tokio::spawn(async move {
+            let _ = p
+                .propose(Command::Start {
+                    now_ms: now_ms(),
+                    starts: vec![at],
+                })
+                .await;
+        });
+    }
+    let started = Instant::now();
+    let outcome = execute(job.work, kernels, job.timeout).await;
+    let label = match &outcome {
+        Outcome::Succeeded { .. } => "succeeded",
+        Outcome::Failed { .. } => "failed",
+        Outcome::TimedOut { .. } => "timed_out",
+    };
+    metrics::histogram!(m::TASK_RUN_SECONDS).record(started.elapsed().as_secs_f64());
+    let completion = Completion {
+        attempt: at,
+        outcome,
+        isolation: Isolation::Inproc,
+    };
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let cmd = Command::Complete {
+            now_ms: now_ms(),
+            completions: vec![completion.clone()],
+        };
+        match proposer.propose(cmd).await {
+            Ok(Response::Accepted(v)) => {
+                if v.first() == Some(&true) {
+                    metrics::counter!(m::TASKS_COMPLETED, "outcome" => label).increment(1);
+                } else {
+                    tracing::debug!(
+                        task = at.task,
+                        attempt = at.attempt,
+                        "completion refused (stale attempt or cancelled)"
+                    );
+                }
+                return;
+            }
+            Ok(other) => {
+                tracing::warn!(task = at.task, ?other, "unexpected answer to Complete");
+                return;
+            }
+            Err(e) => {
+                let still_ours = node.view.read(|s| {
+                    s.task(at.task).is_some_and(|t| {
+                        !t.status.is_terminal()
+                            && t.attempt == at.attempt
+                            && t.node == Some(at.node)
+                    })
+                });
+                if !still_ours {
+                    return;
+                }
+                if !matches!(e, ProposeError::NoLeader | ProposeError::Unavailable) {
+                    tracing::warn!(task = at.task, error = %e, "committing a result failed; retrying");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl Actor for Worker {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        let dirty = Arc::new(AtomicBool::new(false));
+        let forwarder = forward_changes(&args.node, myself.clone(), dirty.clone(), || {
+            WorkerMsg::Changed
+        });
+        let ticker = myself.send_interval(TICK, || WorkerMsg::Tick);
+        let _ = myself.cast(WorkerMsg::Changed);
+        Ok(WorkerState {
+            args,
+            running: HashMap::new(),
+            dirty,
+            forwarder,
+            ticker,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.forwarder.abort();
+        state.ticker.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::Changed | WorkerMsg::Tick => state.scan(&myself),
+            WorkerMsg::Finished(id) => {
+                state.running.remove(&id);
+                state.scan(&myself);
+            }
+            WorkerMsg::Fail => {
+                // post_stop does not run for a failed actor: stop its helpers here.
+                state.ticker.abort();
+                state.forwarder.abort();
+                return Err(Box::new(InjectedFailure));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! `ApiError`: every error a REST call can answer, mapped to a status in one place.
+//!
+//! The body is always `{"error": {"code", "message", "details"}}` (API.md).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use edgerun_actors::{KernelError, ProposeError};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or invalid request (bad JSON, wrong types, bad parameters).
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The kernel is unknown or its input does not fit its schema.
+    #[error("{message}")]
+    InvalidKernelInput {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    /// No leader yet / state shard restarting: retry after a moment.
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::InvalidKernelInput { code, .. }
+            | ApiError::Unavailable { code, .. } => code,
+            ApiError::NotFound(_) => "not_found",
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::BadRequest { details, .. }
+            | ApiError::Conflict { details, .. }
+            | ApiError::InvalidKernelInput { details, .. }
+            | ApiError::Unavailable { details, .. } => details.clone(),
+            ApiError::TooLarge { limit } => json!({ "limit_bytes": limit }),
+            _ => Value::Null,
+        }
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> ApiError {
+        match e {
+            ProposeError::NoLeader => ApiError::Unavailable {
+                code: "no_leader",
+                message: e.to_string(),
+                details: Value::Null,
+            },
+            ProposeError::Unavailable => ApiError::Unavailable {
+                code: "unavailable",
+                message: e.to_string(),
+                details: Value::Null,
+            },
+            ProposeError::NotLeader { leader, ref api } => ApiError::Unavailable {
+                code: "not_leader",
+                message: e.to_string(),
+                details: json!({ "leader": leader, "leader_api": api }),
+            },
+            ProposeError::Raft(m) => ApiError::Internal(format!("raft: {m}")),
+        }
+    }
+}
+
+impl ApiError {
+    /// A kernel error found while validating a submission (`field` says where).
+    pub fn kernel(field: &str, e: KernelError) -> ApiError {
+        ApiError::InvalidKernelInput {
+            code: e.code(),
+            message: format!("{field}: {e}"),
+            details: json!({ "field": field, "kernels": edgerun_actors::catalog().iter().map(|k| k.name).collect::<Vec<_>>() }),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidKernelInput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut b = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unavailable { .. }) {
+            b.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if matches!(self, ApiError::Internal(_)) {
+            tracing::error!(error = %self, "internal error");
+        }
+        b.json(json!({ "error": { "code": self.code(), "message": self.to_string(), "details": self.details() } }))
+    }
+}
+
+/// Body errors from actix's JSON extractor, in our shape: 413 for size, 400 with the
+/// parser's message for everything else.
+pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError {
+    use actix_web::error::JsonPayloadError as J;
+    match err {
+        J::Overflow { .. } | J::OverflowKnownLength { .. } => ApiError::TooLarge { limit },
+        J::Deserialize(e) => ApiError::BadRequest {
+            code: "invalid_json",
+            message: format!("request body: {e}"),
+            details: json!({ "line": e.line(), "column": e.column() }),
+        },
+        J::ContentType => ApiError::bad_request(
+            "invalid_content_type",
+            "expected Content-Type: application/json",
+        ),
+        other => ApiError::bad_request("invalid_body", format!("request body: {other}")),
+    }
+}

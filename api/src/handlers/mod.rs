@@ -1,0 +1,6 @@
+//! One module per resource.
+
+pub mod cluster;
+pub mod debug;
+pub mod system;
+pub mod tasks;

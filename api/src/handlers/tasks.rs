@@ -1,0 +1,260 @@
+//! /v1/tasks: submit, batch, get, wait, list, cancel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use edgerun_actors::{now_ms, Kernels, Proposer, StateView};
+use edgerun_model::{Command, Response, Submitted, TaskId, TaskStatus};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::dto::{task_json, BatchSubmission, TaskSubmission, MAX_BATCH};
+use crate::error::ApiError;
+
+/// What the task handlers need, and nothing else.
+#[derive(Clone)]
+pub struct TasksCtx {
+    pub view: StateView,
+    pub proposer: Proposer,
+    pub kernels: Arc<dyn Kernels>,
+}
+
+/// Longest `wait` a client may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+fn json_bytes(status: actix_web::http::StatusCode, body: Vec<u8>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
+}
+
+pub fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse::<TaskId>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_id",
+                format!("task id {raw:?} is not a positive integer"),
+            )
+        })
+}
+
+fn render(view: &StateView, id: TaskId) -> Result<Vec<u8>, ApiError> {
+    view.read(|s| s.task(id).map(task_json))
+        .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
+}
+
+fn submitted(resp: Response, n: usize) -> Result<Vec<Submitted>, ApiError> {
+    match resp {
+        Response::Submitted(v) if v.len() == n => Ok(v),
+        other => Err(ApiError::Internal(format!(
+            "unexpected answer to Submit: {other:?}"
+        ))),
+    }
+}
+
+pub async fn submit(
+    ctx: web::Data<TasksCtx>,
+    body: web::Json<TaskSubmission>,
+) -> Result<HttpResponse, ApiError> {
+    let spec = body.into_inner().into_spec("", &*ctx.kernels)?;
+    let resp = ctx
+        .proposer
+        .propose(Command::Submit {
+            now_ms: now_ms(),
+            tasks: vec![spec],
+        })
+        .await?;
+    let s = submitted(resp, 1)?[0];
+    let status = if s.created {
+        actix_web::http::StatusCode::CREATED
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    Ok(json_bytes(status, render(&ctx.view, s.id)?))
+}
+
+pub async fn submit_batch(
+    ctx: web::Data<TasksCtx>,
+    body: web::Json<BatchSubmission>,
+) -> Result<HttpResponse, ApiError> {
+    let tasks = body.into_inner().tasks;
+    if tasks.is_empty() || tasks.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!(
+                "tasks: {} given; a batch holds 1 to {MAX_BATCH}",
+                tasks.len()
+            ),
+        ));
+    }
+    let n = tasks.len();
+    let mut specs = Vec::with_capacity(n);
+    for (i, t) in tasks.into_iter().enumerate() {
+        specs.push(t.into_spec(&format!("tasks[{i}]."), &*ctx.kernels)?);
+    }
+    let resp = ctx
+        .proposer
+        .propose(Command::Submit {
+            now_ms: now_ms(),
+            tasks: specs,
+        })
+        .await?;
+    let ids: Vec<TaskId> = submitted(resp, n)?.iter().map(|s| s.id).collect();
+    Ok(HttpResponse::Created().json(json!({ "ids": ids })))
+}
+
+pub async fn get(
+    ctx: web::Data<TasksCtx>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(json_bytes(
+        actix_web::http::StatusCode::OK,
+        render(&ctx.view, id)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    timeout: Option<String>,
+}
+
+/// Parse `30s`, `500ms`, `2m`; a bare number is seconds.
+pub fn parse_timeout(raw: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_WAIT);
+    };
+    let d = match raw.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(raw).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_timeout",
+                format!("timeout {raw:?}: {e}; e.g. 30s, 500ms, 2m"),
+            )
+        })?,
+    };
+    if d > MAX_WAIT {
+        return Err(ApiError::bad_request(
+            "invalid_timeout",
+            format!("timeout {raw:?} is more than {}s", MAX_WAIT.as_secs()),
+        ));
+    }
+    Ok(d)
+}
+
+pub async fn wait(
+    ctx: web::Data<TasksCtx>,
+    id: web::Path<String>,
+    q: web::Query<WaitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let timeout = parse_timeout(q.timeout.as_deref())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut applied = ctx.view.applied();
+    loop {
+        applied.borrow_and_update();
+        let (done, body) = ctx
+            .view
+            .read(|s| s.task(id).map(|t| (t.status.is_terminal(), task_json(t))))
+            .ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
+        let body = body?;
+        if done {
+            return Ok(json_bytes(actix_web::http::StatusCode::OK, body));
+        }
+        match tokio::time::timeout_at(deadline, applied.changed()).await {
+            Ok(Ok(())) => continue,
+            // Timed out, or the state machine is gone (node stopping): answer what we have.
+            _ => return Ok(json_bytes(actix_web::http::StatusCode::OK, body)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    after: Option<TaskId>,
+}
+
+pub async fn list(
+    ctx: web::Data<TasksCtx>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                format!(
+                    "status {s:?} is not one of {}",
+                    TaskStatus::ALL
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit {limit} is out of range 1..={MAX_PAGE}"),
+        ));
+    }
+    let body = ctx.view.read(|s| {
+        let page = s.list(status, q.after, limit);
+        let next = if page.len() == limit {
+            page.last().map(|t| t.id)
+        } else {
+            None
+        };
+        let tasks: Vec<_> = page
+            .iter()
+            .map(|t| crate::dto::TaskDto::from_task(t))
+            .collect();
+        serde_json::to_vec(&json!({ "tasks": tasks, "next": next }))
+    });
+    let body = body.map_err(|e| ApiError::Internal(format!("encoding the page: {e}")))?;
+    Ok(json_bytes(actix_web::http::StatusCode::OK, body))
+}
+
+pub async fn cancel(
+    ctx: web::Data<TasksCtx>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let resp = ctx
+        .proposer
+        .propose(Command::Cancel {
+            now_ms: now_ms(),
+            ids: vec![id],
+        })
+        .await?;
+    match resp {
+        Response::Cancelled(v) => match v.first().copied().flatten() {
+            None => Err(ApiError::NotFound(format!("no task with id {id}"))),
+            Some(TaskStatus::Cancelled) => Ok(json_bytes(
+                actix_web::http::StatusCode::OK,
+                render(&ctx.view, id)?,
+            )),
+            Some(other) => Err(ApiError::Conflict {
+                code: "already_ended",
+                message: format!("task {id} already ended: {}", other.as_str()),
+                details: json!({ "status": other.as_str() }),
+            }),
+        },
+        other => Err(ApiError::Internal(format!(
+            "unexpected answer to Cancel: {other:?}"
+        ))),
+    }
+}

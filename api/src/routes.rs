@@ -1,0 +1,35 @@
+//! The route table: every REST path in one place.
+
+use actix_web::web;
+
+use crate::error::{json_error, ApiError};
+use crate::handlers::{cluster, debug, system, tasks};
+
+/// Register every route on `cfg`. `max_body` bounds JSON bodies (413 past it).
+pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
+    let json = web::JsonConfig::default()
+        .limit(max_body)
+        .content_type_required(false)
+        .error_handler(move |err, _req| json_error(err, max_body).into());
+    let query = web::QueryConfig::default()
+        .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into());
+    cfg.app_data(json)
+        .app_data(query)
+        .route("/healthz", web::get().to(system::healthz))
+        .route("/readyz", web::get().to(system::readyz))
+        .route("/metrics", web::get().to(system::metrics))
+        .service(
+            web::scope("/v1")
+                .route("/tasks", web::post().to(tasks::submit))
+                .route("/tasks", web::get().to(tasks::list))
+                .route("/tasks/batch", web::post().to(tasks::submit_batch))
+                .route("/tasks/{id}", web::get().to(tasks::get))
+                .route("/tasks/{id}/wait", web::get().to(tasks::wait))
+                .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+                .route("/kernels", web::get().to(system::kernels))
+                .route("/cluster", web::get().to(cluster::cluster))
+                .route("/nodes", web::get().to(cluster::nodes))
+                .route("/debug/fail/{actor}", web::post().to(debug::fail_actor)),
+        )
+        .default_service(web::to(system::not_found));
+}

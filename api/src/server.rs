@@ -1,0 +1,161 @@
+//! The Api actor: owns the actix-web server and plugs into the node supervisor.
+//!
+//! actix-web runs inside the node's tokio runtime (its workers have their own
+//! single-threaded runtimes). The actor binds in `pre_start`, so a taken port fails the
+//! node's start with the address in the message; if the server ever stops on its own the
+//! actor fails and the supervisor restarts it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use edgerun_actors::child::SpawnFuture;
+use edgerun_actors::{ChildSpec, InjectedFailure, Slot};
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+
+use crate::handlers::cluster::ClusterCtx;
+use crate::handlers::debug::DebugCtx;
+use crate::handlers::tasks::TasksCtx;
+
+/// Everything the REST server is built from.
+#[derive(Clone)]
+pub struct ApiParts {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub max_body: usize,
+    pub tasks: TasksCtx,
+    pub cluster: ClusterCtx,
+    pub debug: DebugCtx,
+    pub metrics: PrometheusHandle,
+}
+
+pub enum ApiMsg {
+    ServerExited(String),
+    Fail,
+}
+
+pub struct ApiServer;
+
+pub struct ApiState {
+    handle: ServerHandle,
+}
+
+fn build(parts: ApiParts) -> std::io::Result<actix_web::dev::Server> {
+    let p = parts.clone();
+    let mut server = HttpServer::new(move || {
+        let p = p.clone();
+        App::new()
+            .app_data(web::Data::new(p.tasks))
+            .app_data(web::Data::new(p.cluster))
+            .app_data(web::Data::new(p.debug))
+            .app_data(web::Data::new(p.metrics))
+            .configure(|cfg| crate::routes::configure(cfg, p.max_body))
+    })
+    .disable_signals()
+    .shutdown_timeout(5);
+    if parts.workers > 0 {
+        server = server.workers(parts.workers);
+    }
+    Ok(server.bind(parts.listen)?.run())
+}
+
+impl Actor for ApiServer {
+    type Msg = ApiMsg;
+    type State = ApiState;
+    type Arguments = ApiParts;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ApiMsg>,
+        parts: ApiParts,
+    ) -> Result<ApiState, ActorProcessingErr> {
+        let listen = parts.listen;
+        let server = build(parts).map_err(|e| format!("binding api.listen {listen}: {e}"))?;
+        let handle = server.handle();
+        tokio::spawn(async move {
+            let res = server.await;
+            let _ = myself.cast(ApiMsg::ServerExited(match res {
+                Ok(()) => "the HTTP server stopped".into(),
+                Err(e) => format!("the HTTP server failed: {e}"),
+            }));
+        });
+        tracing::info!(%listen, "REST API listening");
+        Ok(ApiState { handle })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ApiMsg>,
+        state: &mut ApiState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.handle.stop(true).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ApiMsg>,
+        msg: ApiMsg,
+        state: &mut ApiState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ApiMsg::ServerExited(why) => Err(why.into()),
+            ApiMsg::Fail => {
+                // post_stop does not run for a failed actor: stop the server here.
+                state.handle.stop(false).await;
+                Err(Box::new(InjectedFailure))
+            }
+        }
+    }
+}
+
+/// The supervisor's view of the Api actor.
+pub struct ApiSpec {
+    parts: ApiParts,
+    slot: Slot<ApiMsg>,
+    /// The last server started, stopped before a new one binds (a panicking actor skips
+    /// post_stop and would otherwise leave it listening).
+    last: Arc<Mutex<Option<ServerHandle>>>,
+}
+
+impl ApiSpec {
+    pub fn new(parts: ApiParts) -> ApiSpec {
+        ApiSpec {
+            parts,
+            slot: Slot::default(),
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+impl ChildSpec for ApiSpec {
+    fn name(&self) -> &'static str {
+        "api"
+    }
+
+    fn spawn(&self, supervisor: ActorCell) -> SpawnFuture<'_> {
+        Box::pin(async move {
+            let previous = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(h) = previous {
+                h.stop(false).await;
+            }
+            let (r, _) = ApiServer::spawn_linked(
+                Some(format!("api-{}", edgerun_actors::now_ms())),
+                ApiServer,
+                self.parts.clone(),
+                supervisor,
+            )
+            .await?;
+            self.slot.set(Some(r.clone()));
+            Ok(r.get_cell())
+        })
+    }
+
+    fn inject_failure(&self) -> bool {
+        self.slot
+            .get()
+            .is_some_and(|r| r.cast(ApiMsg::Fail).is_ok())
+    }
+}

@@ -1,0 +1,272 @@
+//! Command-line parsing (clap) and dispatch.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use edgerun_config::{parse_override, Sources};
+
+use crate::client::Client;
+
+#[derive(Parser)]
+#[command(
+    name = "edgerun",
+    version,
+    about = "A compute cluster for the edge: Raft-replicated tasks, C++ kernels, supervised actors."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Node(NodeArgs),
+    /// Run a local node on 127.0.0.1 for trying things out; submits a demo task and shows it run.
+    Dev(DevArgs),
+    /// Submit and inspect tasks (a client of the REST API).
+    Task {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: TaskCmd,
+    },
+    /// Cluster membership and leader.
+    Cluster {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// List the kernels with their input schemas.
+    Kernels {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// TOML config file (keys as in API.md).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. --set executor.slots=8 (repeatable; applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Shortcut for --set node.id=N.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Shortcut for --set node.data_dir=DIR.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Shortcut for --set api.listen=ADDR.
+    #[arg(long)]
+    pub api_listen: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Nodes to start (this build runs single-node clusters).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
+    /// Data directory; a temporary one (removed on exit) when not given.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// REST port.
+    #[arg(long, default_value_t = 7101)]
+    pub port: u16,
+    /// Do not submit the demo tasks.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The node's REST address.
+    #[arg(
+        long,
+        env = "EDGERUN_URL",
+        default_value = "http://127.0.0.1:7101",
+        global = true
+    )]
+    pub url: String,
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    /// Submit a task: --kernel NAME --input JSON, or --file task.json (API.md's task shape).
+    Submit {
+        #[arg(long, conflicts_with = "file")]
+        kernel: Option<String>,
+        /// Kernel input as JSON text, or @FILE to read it from a file.
+        #[arg(long, requires = "kernel")]
+        input: Option<String>,
+        /// A whole task as JSON (API.md), or - for standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        priority: Option<i32>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait for the task to end and print it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a task.
+    Get { id: u64 },
+    /// Wait until a task ends (or the timeout passes) and show it.
+    Wait {
+        id: u64,
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+    },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Cursor: the `next` of the previous page.
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Cancel a task unless it already ended.
+    Cancel { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Leader, term and members.
+    Status,
+}
+
+/// Config sources for `edgerun node`: file, process env, flags.
+pub fn node_sources(a: &NodeArgs) -> anyhow::Result<Sources> {
+    let mut overrides = Vec::new();
+    if let Some(id) = a.id {
+        overrides.push(("node.id".to_string(), id.to_string()));
+    }
+    if let Some(d) = &a.data_dir {
+        overrides.push((
+            "node.data_dir".to_string(),
+            toml_string(&d.display().to_string()),
+        ));
+    }
+    if let Some(l) = &a.api_listen {
+        overrides.push(("api.listen".to_string(), toml_string(l)));
+    }
+    for s in &a.set {
+        overrides.push(parse_override(s)?);
+    }
+    Ok(Sources {
+        file: a.config.clone(),
+        env: Sources::process_env(),
+        overrides,
+    })
+}
+
+/// Quote a string as a TOML value so paths with odd characters survive the flag layer.
+pub fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| s.to_string())
+}
+
+fn read_arg(v: &str) -> anyhow::Result<String> {
+    match v.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
+        None => Ok(v.to_string()),
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Node(a) => {
+            let cfg = edgerun_config::load(&node_sources(&a)?)?;
+            crate::wiring::run(cfg)
+        }
+        Cmd::Dev(a) => crate::dev::run(a),
+        Cmd::Kernels { conn } => Client::new(&conn.url).print_get("/v1/kernels"),
+        Cmd::Cluster {
+            conn,
+            cmd: ClusterCmd::Status,
+        } => Client::new(&conn.url).print_get("/v1/cluster"),
+        Cmd::Task { conn, cmd } => {
+            let c = Client::new(&conn.url);
+            match cmd {
+                TaskCmd::Submit {
+                    kernel,
+                    input,
+                    file,
+                    priority,
+                    idempotency_key,
+                    wait,
+                } => {
+                    let mut task: serde_json::Value = match (kernel, file) {
+                        (Some(k), _) => {
+                            let input = match input {
+                                Some(i) => serde_json::from_str(&read_arg(&i)?)
+                                    .context("--input is not valid JSON")?,
+                                None => serde_json::json!({}),
+                            };
+                            serde_json::json!({ "kernel": k, "input": input })
+                        }
+                        (None, Some(f)) => {
+                            let text = if f.as_os_str() == "-" {
+                                std::io::read_to_string(std::io::stdin())
+                                    .context("reading standard input")?
+                            } else {
+                                std::fs::read_to_string(&f)
+                                    .with_context(|| format!("reading {}", f.display()))?
+                            };
+                            serde_json::from_str(&text)
+                                .context("the task file is not valid JSON")?
+                        }
+                        (None, None) => {
+                            anyhow::bail!("give --kernel NAME --input JSON, or --file task.json")
+                        }
+                    };
+                    if let Some(obj) = task.as_object_mut() {
+                        if let Some(p) = priority {
+                            obj.insert("priority".into(), p.into());
+                        }
+                        if let Some(k) = idempotency_key {
+                            obj.insert("idempotency_key".into(), k.into());
+                        }
+                    }
+                    let created = c.post("/v1/tasks", &task)?;
+                    if wait {
+                        let id = created
+                            .get("id")
+                            .and_then(|v| v.as_u64())
+                            .context("the answer has no task id")?;
+                        c.print_get(&format!("/v1/tasks/{id}/wait?timeout=300s"))
+                    } else {
+                        Client::print(&created)
+                    }
+                }
+                TaskCmd::Get { id } => c.print_get(&format!("/v1/tasks/{id}")),
+                TaskCmd::Wait { id, timeout } => {
+                    c.print_get(&format!("/v1/tasks/{id}/wait?timeout={timeout}"))
+                }
+                TaskCmd::List {
+                    status,
+                    limit,
+                    after,
+                } => {
+                    let mut q = format!("/v1/tasks?limit={limit}");
+                    if let Some(s) = status {
+                        q.push_str(&format!("&status={s}"));
+                    }
+                    if let Some(a) = after {
+                        q.push_str(&format!("&after={a}"));
+                    }
+                    c.print_get(&q)
+                }
+                TaskCmd::Cancel { id } => {
+                    let v = c.post(&format!("/v1/tasks/{id}/cancel"), &serde_json::json!({}))?;
+                    Client::print(&v)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The boot sequence of a node: linear steps, one log line each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use edgerun_actors::{
+    core_children, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Slot, SupervisorArgs,
+    SupervisorMsg,
+};
+use edgerun_api::{ApiParts, ApiSpec, ClusterCtx, DebugCtx, TasksCtx};
+use edgerun_config::{IsolationMode, NodeConfig};
+use edgerun_model::NodeInfo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ractor::Actor;
+use tokio::sync::watch;
+
+/// Log to stderr; `EDGERUN_LOG` (or `RUST_LOG`) sets the filter.
+pub fn init_logging() {
+    let filter = std::env::var("EDGERUN_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,openraft=warn,sled=warn,actix_server=warn,actix_web=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")
+}
+
+/// Run a node until it is told to stop (Ctrl-C, SIGTERM) or its supervisor gives up.
+pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edgerun")
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(run_node(cfg, shutdown_signal()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run_node(
+    cfg: NodeConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tracing::info!(node = cfg.node.id, tier = cfg.node.tier.as_str(), data_dir = %cfg.node.data_dir.display(), "starting edgerun {}", env!("CARGO_PKG_VERSION"));
+
+    match cfg.executor.isolation {
+        IsolationMode::Auto | IsolationMode::Inproc => {
+            tracing::info!("executor: kernels run in-process on blocking threads (isolation inproc); container isolation is not in this build yet")
+        }
+        other => anyhow::bail!(
+            "invalid value for executor.isolation: {:?}; accepted in this build: \"auto\" or \"inproc\" (container and process isolation are not built yet)",
+            format!("{other:?}").to_lowercase()
+        ),
+    }
+
+    let metrics = install_metrics()?;
+    tracing::info!("metrics recorder installed");
+
+    let db_path = cfg.db_path();
+    let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb)?;
+    tracing::info!(path = %db_path.display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
+
+    let node = edgerun_raft::start_raft(&cfg, &db).await?;
+    tracing::info!(id = node.id, "raft started");
+
+    let kernels: Arc<dyn Kernels> = Arc::new(CppKernels);
+    let info = NodeInfo {
+        id: cfg.node.id,
+        tier: cfg.node.tier,
+        labels: cfg.node.labels.clone(),
+        api: cfg.advertised_api(),
+        rpc: cfg.advertised_rpc(),
+        slots: cfg.executor.slots,
+        registered_at_ms: 0,
+        up: true,
+    };
+    let (mut children, proposer) = core_children(CoreParts {
+        node: node.clone(),
+        info,
+        kernels: kernels.clone(),
+        slots: cfg.executor.slots,
+        default_timeout: Duration::from_millis(cfg.executor.default_timeout_ms),
+        max_batch: cfg.raft.max_batch,
+    });
+    let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
+    children.push(Arc::new(ApiSpec::new(ApiParts {
+        listen: cfg.api.listen,
+        workers: cfg.api.workers,
+        max_body: cfg.api.max_body_bytes,
+        tasks: TasksCtx {
+            view: node.view.clone(),
+            proposer,
+            kernels,
+        },
+        cluster: ClusterCtx { node: node.clone() },
+        debug: DebugCtx {
+            enabled: cfg.debug.fault_injection,
+            supervisor: supervisor_slot.clone(),
+        },
+        metrics,
+    })));
+    if cfg.debug.fault_injection {
+        tracing::warn!(
+            "debug.fault_injection is on: POST /v1/debug/fail/{{actor}} makes actors fail"
+        );
+    }
+
+    let (exit_tx, mut exit_rx) = watch::channel::<Option<NodeExit>>(None);
+    let args = SupervisorArgs {
+        children,
+        policy: cfg.supervisor.clone(),
+        exit: exit_tx,
+    };
+    let (sup, sup_handle) =
+        match Actor::spawn(Some("node_supervisor".into()), NodeSupervisor, args).await {
+            Ok(x) => x,
+            Err(e) => {
+                let why = exit_rx
+                    .borrow()
+                    .clone()
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                shutdown_raft(&node, &db).await;
+                anyhow::bail!("{why}");
+            }
+        };
+    supervisor_slot.set(Some(sup.clone()));
+    tracing::info!(api = %cfg.api.listen, "node started");
+
+    tokio::select! {
+        _ = stop => {
+            tracing::info!("stop requested; shutting down");
+            let _ = sup.cast(SupervisorMsg::Shutdown);
+        }
+        _ = exit_rx.wait_for(|e| e.is_some()) => {}
+    }
+    let _ = sup_handle.await;
+    supervisor_slot.set(None);
+    shutdown_raft(&node, &db).await;
+    let exit = exit_rx.borrow().clone().unwrap_or(NodeExit::Stopped);
+    match exit {
+        NodeExit::Stopped => {
+            tracing::info!("node stopped");
+            Ok(())
+        }
+        other => anyhow::bail!("{other}"),
+    }
+}
+
+async fn shutdown_raft(node: &edgerun_raft::RaftNode, db: &sled::Db) {
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    if let Err(e) = db.flush_async().await {
+        tracing::error!(error = %e, "flushing the database at shutdown");
+    }
+}
