@@ -7,7 +7,7 @@
 //! which actor kept failing and why, so the process exits non-zero with that message.
 //!
 //! ractor has no built-in restart strategy (its default handler stops the supervisor), so
-//! the policy lives here. Restarts are counted in `edgerun_actor_restarts_total{actor}`.
+//! the policy lives here. Completed restarts are counted in `edgerun_actor_restarts_total{actor}`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -126,7 +126,6 @@ impl SupervisorState {
             .saturating_mul(1u64 << (failures.saturating_sub(1)).min(20))
             .min(cap);
         tracing::warn!(actor = name, failures, delay_ms = delay, error = %error, "actor failed; restarting after backoff");
-        metrics::counter!(m::ACTOR_RESTARTS, "actor" => name).increment(1);
         myself.send_after(Duration::from_millis(delay), move || {
             SupervisorMsg::Restart(i)
         });
@@ -216,6 +215,7 @@ impl Actor for NodeSupervisor {
                 match spec.spawn(myself.get_cell()).await {
                     Ok(cell) => {
                         tracing::info!(actor = spec.name(), "actor restarted");
+                        metrics::counter!(m::ACTOR_RESTARTS, "actor" => spec.name()).increment(1);
                         if let Some(c) = state.children.get_mut(i) {
                             c.cell = Some(cell);
                         }

@@ -404,7 +404,10 @@ fn describe(err: figment::Error) -> String {
                 s = format!("{s} for key {}", e.path.join("."));
             }
             if let Some(md) = &e.metadata {
-                s = format!("{s} (from {})", md.name);
+                s = match &md.source {
+                    Some(src) => format!("{s} (from {} {src})", md.name),
+                    None => format!("{s} (from {})", md.name),
+                };
             }
             s
         })
@@ -513,7 +516,7 @@ impl NodeConfig {
             ));
         }
         let url = &self.redis.url;
-        if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(invalid(
                 "redis.url",
                 url,

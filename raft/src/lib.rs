@@ -24,6 +24,9 @@
 //!
 //! **Architecture Invariant:** raft never depends on actors or api.
 
+// openraft's StorageError is large by design and every storage trait returns it.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};

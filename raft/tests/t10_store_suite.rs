@@ -1,3 +1,4 @@
+#![allow(clippy::result_large_err)]
 //! openraft's storage test suite against the sled log store and state machine.
 
 use edgerun_raft::{LogStore, StateMachineStore, StorageError, TypeConfig};

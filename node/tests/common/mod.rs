@@ -1,0 +1,261 @@
+//! Test harness: start the real `edgerun` binary, talk to it over HTTP, wait on conditions.
+//!
+//! Naming (STYLE.md): `must_*` panics with context, `try_*` returns a Result, `wait_for_*`
+//! / [`wait_until`] poll a condition until a deadline and say what they saw last.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Poll `probe` until it returns `Some`, or panic after `timeout` naming `what` and the last
+/// observation.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last: String;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) => last = seen,
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// An HTTP answer: status and parsed JSON (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<String>,
+}
+
+/// A running `edgerun node` process.
+pub struct Node {
+    pub dir: PathBuf,
+    pub url: String,
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+    agent: ureq::Agent,
+    starts: u32,
+}
+
+impl Node {
+    /// Start a node in `dir` with extra `--set key=value` overrides; wait until it is ready.
+    pub fn must_start(dir: &Path, sets: &[&str]) -> Node {
+        let port = free_port();
+        let rpc = free_port();
+        let mut args = vec![
+            "node".to_string(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--api-listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--set".into(),
+            format!("cluster.listen=\"127.0.0.1:{rpc}\""),
+        ];
+        for s in sets {
+            args.push("--set".into());
+            args.push(s.to_string());
+        }
+        let mut n = Node {
+            dir: dir.to_path_buf(),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            args,
+            child: None,
+            agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build(),
+            starts: 0,
+        };
+        n.must_spawn();
+        n.must_be_ready();
+        n
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("node-{}.log", self.starts))
+    }
+
+    fn must_spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_edgerun"))
+            .args(&self.args)
+            .env("EDGERUN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning edgerun: {e}"));
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(self.log_path()).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    pub fn must_be_ready(&mut self) {
+        let timeout = Duration::from_secs(60);
+        let deadline = Instant::now() + timeout;
+        let mut last: String;
+        loop {
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = exited {
+                panic!("the node exited during start ({st}); log:\n{}", self.log());
+            }
+            match self.try_get("/readyz") {
+                Ok(a) if a.status == 200 => return,
+                Ok(a) => last = format!("HTTP {} {}", a.status, a.body),
+                Err(e) => last = e,
+            }
+            if Instant::now() > deadline {
+                panic!("the node was not ready after {timeout:?}; last seen: {last}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again with the same data dir and ports.
+    pub fn must_restart(&mut self) {
+        self.kill9();
+        self.must_spawn();
+        self.must_be_ready();
+    }
+
+    /// Wait for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let c = self.child.as_mut().unwrap_or_else(|| panic!("no process"));
+        wait_until("the node to exit", timeout, || match c.try_wait() {
+            Ok(Some(st)) => Ok(st),
+            Ok(None) => Err("still running".into()),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
+    fn answer(res: Result<ureq::Response, ureq::Error>) -> Result<Answer, String> {
+        let r = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e.to_string()),
+        };
+        let status = r.status();
+        let retry_after = r.header("retry-after").map(String::from);
+        let text = r.into_string().map_err(|e| e.to_string())?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer { status, body, retry_after })
+    }
+
+    pub fn try_get(&self, path: &str) -> Result<Answer, String> {
+        Self::answer(self.agent.get(&format!("{}{path}", self.url)).call())
+    }
+
+    pub fn must_get(&self, path: &str) -> Answer {
+        self.try_get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn try_post_raw(&self, path: &str, body: &[u8]) -> Result<Answer, String> {
+        Self::answer(
+            self.agent
+                .post(&format!("{}{path}", self.url))
+                .set("content-type", "application/json")
+                .send_bytes(body),
+        )
+    }
+
+    pub fn must_post(&self, path: &str, body: &Value) -> Answer {
+        let bytes = serde_json::to_vec(body).unwrap_or_else(|e| panic!("{e}"));
+        self.try_post_raw(path, &bytes).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// The task, once it has ended.
+    pub fn wait_for_task_end(&self, id: u64, timeout: Duration) -> Value {
+        wait_until(&format!("task {id} to end"), timeout, || {
+            let a = self.try_get(&format!("/v1/tasks/{id}/wait?timeout=5s"))?;
+            match a.body["status"].as_str() {
+                Some("succeeded" | "failed" | "timed_out" | "cancelled") => Ok(a.body),
+                _ => Err(format!("HTTP {} {}", a.status, a.body)),
+            }
+        })
+    }
+
+    /// Every task the node has, by paging through GET /v1/tasks.
+    pub fn must_list_all(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let path = match after {
+                Some(a) => format!("/v1/tasks?limit=1000&after={a}"),
+                None => "/v1/tasks?limit=1000".to_string(),
+            };
+            let a = self.must_get(&path);
+            assert_eq!(a.status, 200, "{path}: {}", a.body);
+            out.extend(a.body["tasks"].as_array().cloned().unwrap_or_default());
+            match a.body["next"].as_u64() {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    /// Value of a Prometheus sample whose line starts with `prefix`, if present.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let r = self.agent.get(&format!("{}/metrics", self.url)).call().ok()?;
+        let text = r.into_string().ok()?;
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A small deterministic PRNG (xorshift) so tests need no extra crate.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in [-100, 100), with a few decimals.
+    pub fn value(&mut self) -> f64 {
+        ((self.next_u64() % 200_000) as f64) / 1000.0 - 100.0
+    }
+}
