@@ -20,7 +20,16 @@ fn reference_stats(v: &[f64]) -> [f64; 8] {
         let hi = (lo + 1).min(s.len() - 1);
         s[lo] + (s[hi] - s[lo]) * (rank - lo as f64)
     };
-    [n, mean, s[0], s[s.len() - 1], var.sqrt(), pct(0.5), pct(0.9), pct(0.99)]
+    [
+        n,
+        mean,
+        s[0],
+        s[s.len() - 1],
+        var.sqrt(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+    ]
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -36,17 +45,33 @@ fn check_stats(task: &Value, input: &[f64]) {
         .map(|k| r[k].as_f64().unwrap_or(f64::NAN))
         .collect();
     for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
-        assert!(close(*g, *w), "task {} field {i}: got {g}, want {w}", task["id"]);
+        assert!(
+            close(*g, *w),
+            "task {} field {i}: got {g}, want {w}",
+            task["id"]
+        );
     }
 }
 
 fn matrix(rng: &mut Rng, rows: usize, cols: usize) -> Vec<Vec<f32>> {
-    (0..rows).map(|_| (0..cols).map(|_| (rng.next_u64() % 21) as f32 - 10.0).collect()).collect()
+    (0..rows)
+        .map(|_| {
+            (0..cols)
+                .map(|_| (rng.next_u64() % 21) as f32 - 10.0)
+                .collect()
+        })
+        .collect()
 }
 
 fn reference_matmul(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let (n, k, m) = (a.len(), b.len(), b[0].len());
-    (0..n).map(|i| (0..m).map(|j| (0..k).map(|x| a[i][x] * b[x][j]).sum()).collect()).collect()
+    (0..n)
+        .map(|i| {
+            (0..m)
+                .map(|j| (0..k).map(|x| a[i][x] * b[x][j]).sum())
+                .collect()
+        })
+        .collect()
 }
 
 #[test]
@@ -56,11 +81,19 @@ fn a_batch_of_1000_stats_and_100_matmuls_all_succeed_with_correct_results() {
     let mut rng = Rng(0x5eed);
 
     // 1,000 stats tasks in one batch call
-    let inputs: Vec<Vec<f64>> = (0..1000).map(|i| (0..(1 + i % 200)).map(|_| rng.value()).collect()).collect();
-    let tasks: Vec<Value> = inputs.iter().map(|v| json!({ "kernel": "stats", "input": { "values": v } })).collect();
+    let inputs: Vec<Vec<f64>> = (0..1000)
+        .map(|i| (0..(1 + i % 200)).map(|_| rng.value()).collect())
+        .collect();
+    let tasks: Vec<Value> = inputs
+        .iter()
+        .map(|v| json!({ "kernel": "stats", "input": { "values": v } }))
+        .collect();
     let a = node.must_post("/v1/tasks/batch", &json!({ "tasks": tasks }));
     assert_eq!(a.status, 201, "{}", a.body);
-    let ids: Vec<u64> = a.body["ids"].as_array().map(|v| v.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+    let ids: Vec<u64> = a.body["ids"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
+        .unwrap_or_default();
     assert_eq!(ids.len(), 1000);
     let mut sorted = ids.clone();
     sorted.dedup();
@@ -71,10 +104,15 @@ fn a_batch_of_1000_stats_and_100_matmuls_all_succeed_with_correct_results() {
     for i in 0..100 {
         let (n, k, m) = (1 + i % 7, 1 + (i * 3) % 11, 1 + (i * 5) % 9);
         let (x, y) = (matrix(&mut rng, n, k), matrix(&mut rng, k, m));
-        let a = node.must_post("/v1/tasks", &json!({ "kernel": "matmul", "input": { "a": x, "b": y }, "priority": 1 }));
+        let a = node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "matmul", "input": { "a": x, "b": y }, "priority": 1 }),
+        );
         assert_eq!(a.status, 201, "{}", a.body);
         assert_eq!(a.body["kernel"], "matmul");
-        let id = a.body["id"].as_u64().unwrap_or_else(|| panic!("no id: {}", a.body));
+        let id = a.body["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no id: {}", a.body));
         mats.push((id, reference_matmul(&x, &y)));
     }
 
@@ -88,14 +126,17 @@ fn a_batch_of_1000_stats_and_100_matmuls_all_succeed_with_correct_results() {
     for (id, want) in &mats {
         let t = node.wait_for_task_end(*id, Duration::from_secs(60));
         assert_eq!(t["status"], "succeeded", "{t}");
-        let got: Vec<Vec<f32>> = serde_json::from_value(t["result"]["c"].clone()).unwrap_or_else(|e| panic!("task {id}: {e}: {t}"));
+        let got: Vec<Vec<f32>> = serde_json::from_value(t["result"]["c"].clone())
+            .unwrap_or_else(|e| panic!("task {id}: {e}: {t}"));
         assert_eq!(&got, want, "task {id}");
     }
     let all = node.must_list_all();
     assert_eq!(all.len(), 1100);
     assert!(all.iter().all(|t| t["status"] == "succeeded"));
     // pages are newest first
-    assert!(all.windows(2).all(|w| w[0]["id"].as_u64() > w[1]["id"].as_u64()));
+    assert!(all
+        .windows(2)
+        .all(|w| w[0]["id"].as_u64() > w[1]["id"].as_u64()));
 }
 
 #[test]
@@ -115,18 +156,27 @@ fn idempotency_key_cancel_and_wait_behave_as_documented() {
     let c = node.must_post(&format!("/v1/tasks/{id}/cancel"), &json!({}));
     assert_eq!(c.status, 409, "{}", c.body);
     assert_eq!(c.body["error"]["code"], "already_ended");
-    assert_eq!(node.must_get(&format!("/v1/tasks/{id}")).body["status"], "succeeded");
+    assert_eq!(
+        node.must_get(&format!("/v1/tasks/{id}")).body["status"],
+        "succeeded"
+    );
     // a task that cannot be placed (no edge node) waits pending; cancel ends it
     let p = node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [1] }, "constraints": { "tier": "edge" } }));
     let pid = p.body["id"].as_u64().unwrap_or(0);
     let w = node.must_get(&format!("/v1/tasks/{pid}/wait?timeout=300ms"));
     assert_eq!(w.status, 200);
-    assert_eq!(w.body["status"], "pending", "wait returns the task as it is at the timeout");
+    assert_eq!(
+        w.body["status"], "pending",
+        "wait returns the task as it is at the timeout"
+    );
     let c = node.must_post(&format!("/v1/tasks/{pid}/cancel"), &json!({}));
     assert_eq!(c.status, 200, "{}", c.body);
     assert_eq!(c.body["status"], "cancelled");
     let kernels = node.must_get("/v1/kernels");
-    let names: Vec<&str> = kernels.body["kernels"].as_array().map(|v| v.iter().filter_map(|k| k["name"].as_str()).collect()).unwrap_or_default();
+    let names: Vec<&str> = kernels.body["kernels"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|k| k["name"].as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(names, vec!["stats", "matmul"]);
     let cluster = node.must_get("/v1/cluster");
     assert_eq!(cluster.body["leader"], 1);

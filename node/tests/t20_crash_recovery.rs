@@ -19,40 +19,65 @@ fn kill_9_mid_run_loses_nothing_and_unfinished_tasks_complete() {
     // Matmuls big enough to take a few milliseconds each.
     let tasks: Vec<Value> = (0..n)
         .map(|_| {
-            let m: Vec<Vec<f32>> = (0..96).map(|_| (0..96).map(|_| (rng.next_u64() % 7) as f32).collect()).collect();
+            let m: Vec<Vec<f32>> = (0..96)
+                .map(|_| (0..96).map(|_| (rng.next_u64() % 7) as f32).collect())
+                .collect();
             json!({ "kernel": "matmul", "input": { "a": m, "b": m } })
         })
         .collect();
     let a = node.must_post("/v1/tasks/batch", &json!({ "tasks": tasks }));
     assert_eq!(a.status, 201, "{}", a.body);
-    let ids: Vec<u64> = a.body["ids"].as_array().map(|v| v.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+    let ids: Vec<u64> = a.body["ids"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
+        .unwrap_or_default();
     assert_eq!(ids.len(), n);
     // Submissions acknowledged one by one, too.
     let mut single = Vec::new();
     for i in 0..20 {
-        let a = node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [i, i + 1] } }));
+        let a = node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "stats", "input": { "values": [i, i + 1] } }),
+        );
         assert_eq!(a.status, 201);
         single.push(a.body["id"].as_u64().unwrap_or(0));
     }
 
     // Wait until some, not all, have finished, then crash.
-    let before: BTreeMap<u64, Value> = wait_until("some tasks to succeed", Duration::from_secs(60), || {
-        let all = node.must_list_all();
-        let done = all.iter().filter(|t| t["status"] == "succeeded").count();
-        if done >= 5 {
-            Ok(all.into_iter().map(|t| (t["id"].as_u64().unwrap_or(0), t)).collect())
-        } else {
-            Err(format!("{done} succeeded"))
-        }
-    });
+    let before: BTreeMap<u64, Value> =
+        wait_until("some tasks to succeed", Duration::from_secs(60), || {
+            let all = node.must_list_all();
+            let done = all.iter().filter(|t| t["status"] == "succeeded").count();
+            if done >= 5 {
+                Ok(all
+                    .into_iter()
+                    .map(|t| (t["id"].as_u64().unwrap_or(0), t))
+                    .collect())
+            } else {
+                Err(format!("{done} succeeded"))
+            }
+        });
     node.kill9();
-    let unfinished = before.values().filter(|t| t["status"] != "succeeded").count();
-    eprintln!("crashed with {} succeeded, {unfinished} unfinished", before.len() - unfinished);
+    let unfinished = before
+        .values()
+        .filter(|t| t["status"] != "succeeded")
+        .count();
+    eprintln!(
+        "crashed with {} succeeded, {unfinished} unfinished",
+        before.len() - unfinished
+    );
 
     node.must_restart();
-    let after: BTreeMap<u64, Value> = node.must_list_all().into_iter().map(|t| (t["id"].as_u64().unwrap_or(0), t)).collect();
+    let after: BTreeMap<u64, Value> = node
+        .must_list_all()
+        .into_iter()
+        .map(|t| (t["id"].as_u64().unwrap_or(0), t))
+        .collect();
     for id in ids.iter().chain(&single) {
-        assert!(after.contains_key(id), "task {id} acknowledged before the crash is gone");
+        assert!(
+            after.contains_key(id),
+            "task {id} acknowledged before the crash is gone"
+        );
     }
     // Results recorded before the crash are unchanged.
     for (id, t) in &before {
@@ -65,8 +90,15 @@ fn kill_9_mid_run_loses_nothing_and_unfinished_tasks_complete() {
         let t = node.wait_for_task_end(*id, Duration::from_secs(120));
         assert_eq!(t["status"], "succeeded", "{t}");
     }
-    assert_eq!(node.must_list_all().len(), n + single.len(), "no task recorded twice");
+    assert_eq!(
+        node.must_list_all().len(),
+        n + single.len(),
+        "no task recorded twice"
+    );
     // The ids keep counting after a restart: a new task gets a fresh id.
-    let a = node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [1] } }));
+    let a = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "stats", "input": { "values": [1] } }),
+    );
     assert_eq!(a.body["id"].as_u64(), Some((n + single.len() + 1) as u64));
 }

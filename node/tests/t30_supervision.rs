@@ -9,11 +9,17 @@ use common::{wait_until, Node};
 use serde_json::json;
 
 fn restarts(node: &Node, actor: &str) -> f64 {
-    node.metric(&format!("edgerun_actor_restarts_total{{actor=\"{actor}\"}}")).unwrap_or(0.0)
+    node.metric(&format!(
+        "edgerun_actor_restarts_total{{actor=\"{actor}\"}}"
+    ))
+    .unwrap_or(0.0)
 }
 
 fn must_run_a_task(node: &Node) {
-    let a = node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [1, 2] } }));
+    let a = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "stats", "input": { "values": [1, 2] } }),
+    );
     assert_eq!(a.status, 201, "{}", a.body);
     let t = node.wait_for_task_end(a.body["id"].as_u64().unwrap_or(0), Duration::from_secs(30));
     assert_eq!(t["status"], "succeeded", "{t}");
@@ -22,14 +28,30 @@ fn must_run_a_task(node: &Node) {
 /// Inject a failure into `actor` (retrying while it is between restarts) and wait for the
 /// restart to be counted.
 fn fail_and_wait_restart(node: &Node, actor: &str, expect: f64) {
-    wait_until(&format!("{actor} to accept an injected failure"), Duration::from_secs(20), || {
-        let a = node.must_post(&format!("/v1/debug/fail/{actor}"), &json!({}));
-        if a.status == 202 { Ok(()) } else { Err(format!("HTTP {} {}", a.status, a.body)) }
-    });
-    wait_until(&format!("{actor} restart #{expect}"), Duration::from_secs(20), || {
-        let r = restarts(node, actor);
-        if r >= expect { Ok(()) } else { Err(format!("restarts = {r}")) }
-    });
+    wait_until(
+        &format!("{actor} to accept an injected failure"),
+        Duration::from_secs(20),
+        || {
+            let a = node.must_post(&format!("/v1/debug/fail/{actor}"), &json!({}));
+            if a.status == 202 {
+                Ok(())
+            } else {
+                Err(format!("HTTP {} {}", a.status, a.body))
+            }
+        },
+    );
+    wait_until(
+        &format!("{actor} restart #{expect}"),
+        Duration::from_secs(20),
+        || {
+            let r = restarts(node, actor);
+            if r >= expect {
+                Ok(())
+            } else {
+                Err(format!("restarts = {r}"))
+            }
+        },
+    );
 }
 
 #[test]
@@ -40,14 +62,23 @@ fn failed_actors_are_restarted_and_the_node_keeps_serving() {
     for actor in ["worker", "scheduler", "state_shard", "monitor", "api"] {
         fail_and_wait_restart(&node, actor, 1.0);
         // Submissions and execution still work after each restart.
-        wait_until("the API to answer after the restart", Duration::from_secs(20), || {
-            node.try_get("/healthz").map(|_| ()).map_err(|e| e.to_string())
-        });
+        wait_until(
+            "the API to answer after the restart",
+            Duration::from_secs(20),
+            || {
+                node.try_get("/healthz")
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        );
         must_run_a_task(&node);
     }
     let unknown = node.must_post("/v1/debug/fail/nobody", &json!({}));
     assert_eq!(unknown.status, 409, "{}", unknown.body);
-    assert!(unknown.body["error"]["message"].as_str().unwrap_or("").contains("worker"));
+    assert!(unknown.body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("worker"));
 }
 
 #[test]
@@ -64,16 +95,31 @@ fn exceeding_the_restart_budget_shuts_the_node_down_naming_the_actor() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut node = Node::must_start(
         dir.path(),
-        &["debug.fault_injection=true", "supervisor.max_restarts=2", "supervisor.window_secs=120"],
+        &[
+            "debug.fault_injection=true",
+            "supervisor.max_restarts=2",
+            "supervisor.window_secs=120",
+        ],
     );
     fail_and_wait_restart(&node, "worker", 1.0);
     fail_and_wait_restart(&node, "worker", 2.0);
-    wait_until("the third failure to be injected", Duration::from_secs(20), || {
-        let a = node.try_post_raw("/v1/debug/fail/worker", b"{}")?;
-        if a.status == 202 { Ok(()) } else { Err(format!("HTTP {} {}", a.status, a.body)) }
-    });
+    wait_until(
+        "the third failure to be injected",
+        Duration::from_secs(20),
+        || {
+            let a = node.try_post_raw("/v1/debug/fail/worker", b"{}")?;
+            if a.status == 202 {
+                Ok(())
+            } else {
+                Err(format!("HTTP {} {}", a.status, a.body))
+            }
+        },
+    );
     let status = node.wait_exit(Duration::from_secs(30));
-    assert!(!status.success(), "the node must exit non-zero, got {status}");
+    assert!(
+        !status.success(),
+        "the node must exit non-zero, got {status}"
+    );
     let log = node.log();
     assert!(
         log.contains("actor worker failed 3 times within 120 s"),

@@ -12,58 +12,167 @@ use serde_json::{json, Value};
 fn assert_error(a: &common::Answer, status: u16, code: &str) {
     assert_eq!(a.status, status, "{}", a.body);
     assert_eq!(a.body["error"]["code"], code, "{}", a.body);
-    assert!(!a.body["error"]["message"].as_str().unwrap_or("").is_empty(), "{}", a.body);
+    assert!(
+        !a.body["error"]["message"].as_str().unwrap_or("").is_empty(),
+        "{}",
+        a.body
+    );
 }
 
 #[test]
 fn bad_requests_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let node = Node::must_start(dir.path(), &["api.max_body_bytes=65536"]);
-    let ok = node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [1, 2, 3] } }));
+    let ok = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "stats", "input": { "values": [1, 2, 3] } }),
+    );
     assert_eq!(ok.status, 201);
     node.wait_for_task_end(ok.body["id"].as_u64().unwrap_or(0), Duration::from_secs(30));
     let before: Vec<Value> = node.must_list_all();
 
-    let raw = |b: &[u8]| node.try_post_raw("/v1/tasks", b).unwrap_or_else(|e| panic!("{e}"));
+    let raw = |b: &[u8]| {
+        node.try_post_raw("/v1/tasks", b)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
     let a = raw(b"{\"kernel\": \"stats\", ");
     assert_error(&a, 400, "invalid_json");
-    assert!(a.body["error"]["message"].as_str().unwrap_or("").contains("EOF"), "the parser's message: {}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("EOF"),
+        "the parser's message: {}",
+        a.body
+    );
     assert_error(&raw(b"[1, 2]"), 400, "invalid_json");
     assert_error(&raw(b""), 400, "invalid_json");
     // wrong types and unknown fields
-    assert_error(&node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [1] }, "priority": "high" })), 400, "invalid_json");
-    assert_error(&node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [1] }, "colour": 1 })), 400, "invalid_json");
-    assert_error(&node.must_post("/v1/tasks", &json!({ "input": { "values": [1] } })), 400, "invalid_task");
-    assert_error(&node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [1] }, "timeout_ms": 0 })), 400, "invalid_task");
+    assert_error(
+        &node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "stats", "input": { "values": [1] }, "priority": "high" }),
+        ),
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        &node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "stats", "input": { "values": [1] }, "colour": 1 }),
+        ),
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        &node.must_post("/v1/tasks", &json!({ "input": { "values": [1] } })),
+        400,
+        "invalid_task",
+    );
+    assert_error(
+        &node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "stats", "input": { "values": [1] }, "timeout_ms": 0 }),
+        ),
+        400,
+        "invalid_task",
+    );
     // unknown kernel and wrong shapes: 422
     let a = node.must_post("/v1/tasks", &json!({ "kernel": "quicksort", "input": {} }));
     assert_error(&a, 422, "unknown_kernel");
-    assert!(a.body["error"]["message"].as_str().unwrap_or("").contains("matmul"), "names the known kernels: {}", a.body);
-    assert_error(&node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": [] } })), 422, "invalid_input");
-    assert_error(&node.must_post("/v1/tasks", &json!({ "kernel": "stats", "input": { "values": ["a"] } })), 422, "invalid_input");
-    let a = node.must_post("/v1/tasks", &json!({ "kernel": "matmul", "input": { "a": [[1, 2], [3]], "b": [[1], [2]] } }));
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("matmul"),
+        "names the known kernels: {}",
+        a.body
+    );
+    assert_error(
+        &node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "stats", "input": { "values": [] } }),
+        ),
+        422,
+        "invalid_input",
+    );
+    assert_error(
+        &node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "stats", "input": { "values": ["a"] } }),
+        ),
+        422,
+        "invalid_input",
+    );
+    let a = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "matmul", "input": { "a": [[1, 2], [3]], "b": [[1], [2]] } }),
+    );
     assert_error(&a, 422, "invalid_input");
-    assert!(a.body["error"]["message"].as_str().unwrap_or("").contains("ragged"), "{}", a.body);
-    assert_error(&node.must_post("/v1/tasks", &json!({ "kernel": "matmul", "input": { "a": [[1, 2]], "b": [[1, 2]] } })), 422, "invalid_input");
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ragged"),
+        "{}",
+        a.body
+    );
+    assert_error(
+        &node.must_post(
+            "/v1/tasks",
+            &json!({ "kernel": "matmul", "input": { "a": [[1, 2]], "b": [[1, 2]] } }),
+        ),
+        422,
+        "invalid_input",
+    );
     // one bad task fails the whole batch, naming its index
-    let a = node.must_post("/v1/tasks/batch", &json!({ "tasks": [
+    let a = node.must_post(
+        "/v1/tasks/batch",
+        &json!({ "tasks": [
         { "kernel": "stats", "input": { "values": [1] } },
         { "kernel": "stats", "input": { "values": [] } },
-    ] }));
+    ] }),
+    );
     assert_error(&a, 422, "invalid_input");
-    assert!(a.body["error"]["message"].as_str().unwrap_or("").contains("tasks[1]"), "{}", a.body);
-    assert_error(&node.must_post("/v1/tasks/batch", &json!({ "tasks": [] })), 400, "invalid_batch");
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tasks[1]"),
+        "{}",
+        a.body
+    );
+    assert_error(
+        &node.must_post("/v1/tasks/batch", &json!({ "tasks": [] })),
+        400,
+        "invalid_batch",
+    );
     // a huge body
-    let big = format!("{{\"kernel\":\"stats\",\"input\":{{\"values\":[{}1]}}}}", "1,".repeat(70_000));
+    let big = format!(
+        "{{\"kernel\":\"stats\",\"input\":{{\"values\":[{}1]}}}}",
+        "1,".repeat(70_000)
+    );
     assert_error(&raw(big.as_bytes()), 413, "payload_too_large");
     // unknown and malformed ids, bad query parameters, unknown routes
     assert_error(&node.must_get("/v1/tasks/999999"), 404, "not_found");
     assert_error(&node.must_get("/v1/tasks/abc"), 400, "invalid_id");
-    assert_error(&node.must_post("/v1/tasks/999999/cancel", &json!({})), 404, "not_found");
-    assert_error(&node.must_get("/v1/tasks?status=done"), 400, "invalid_status");
+    assert_error(
+        &node.must_post("/v1/tasks/999999/cancel", &json!({})),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &node.must_get("/v1/tasks?status=done"),
+        400,
+        "invalid_status",
+    );
     assert_error(&node.must_get("/v1/tasks?limit=0"), 400, "invalid_limit");
     assert_error(&node.must_get("/v1/tasks?limit=x"), 400, "invalid_query");
-    assert_error(&node.must_get("/v1/tasks/1/wait?timeout=forever"), 400, "invalid_timeout");
+    assert_error(
+        &node.must_get("/v1/tasks/1/wait?timeout=forever"),
+        400,
+        "invalid_timeout",
+    );
     assert_error(&node.must_get("/v1/nothing"), 404, "not_found");
 
     let after: Vec<Value> = node.must_list_all();
@@ -79,17 +188,31 @@ fn start_fails(args: &[&str], env: &[(&str, &str)]) -> String {
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(!out.status.success(), "start must fail for {args:?} {env:?}");
-    assert!(!dir.path().join("data").join("db").exists(), "nothing is written when the config is bad");
+    assert!(
+        !out.status.success(),
+        "start must fail for {args:?} {env:?}"
+    );
+    assert!(
+        !dir.path().join("data").join("db").exists(),
+        "nothing is written when the config is bad"
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 #[test]
 fn bad_config_is_refused_at_start_naming_key_value_and_accepted() {
     let e = start_fails(&["--set", "executor.slots=0"], &[]);
-    assert!(e.contains("executor.slots") && e.contains("\"0\"") && e.contains("1 to 1024"), "{e}");
+    assert!(
+        e.contains("executor.slots") && e.contains("\"0\"") && e.contains("1 to 1024"),
+        "{e}"
+    );
     let e = start_fails(&[], &[("EDGERUN_EXECUTOR_ISOLATION", "vm")]);
-    assert!(e.contains("executor.isolation") && e.contains("vm") && e.contains("EDGERUN_EXECUTOR_ISOLATION"), "{e}");
+    assert!(
+        e.contains("executor.isolation")
+            && e.contains("vm")
+            && e.contains("EDGERUN_EXECUTOR_ISOLATION"),
+        "{e}"
+    );
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = dir.path().join("node.toml");
     std::fs::write(&file, "[node]\nid = 1\nflavour = \"x\"\n").unwrap_or_else(|e| panic!("{e}"));
@@ -107,12 +230,24 @@ fn a_corrupt_data_dir_is_refused_with_a_clear_error() {
     std::fs::write(db.join("conf"), b"\x00garbage\xff").unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(db.join("db"), b"not a sled file at all").unwrap_or_else(|e| panic!("{e}"));
     let out = Command::new(env!("CARGO_BIN_EXE_edgerun"))
-        .args(["node", "--data-dir", &dir.path().join("data").display().to_string(), "--api-listen", "127.0.0.1:1"])
+        .args([
+            "node",
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--api-listen",
+            "127.0.0.1:1",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("opening the database") && e.contains("db"), "{e}");
+    assert!(
+        e.contains("opening the database") && e.contains("db"),
+        "{e}"
+    );
     // the files are left as they were for the operator to inspect
-    assert_eq!(std::fs::read(db.join("db")).unwrap_or_default(), b"not a sled file at all");
+    assert_eq!(
+        std::fs::read(db.join("db")).unwrap_or_default(),
+        b"not a sled file at all"
+    );
 }

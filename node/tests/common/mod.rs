@@ -15,7 +15,11 @@ use serde_json::Value;
 
 /// Poll `probe` until it returns `Some`, or panic after `timeout` naming `what` and the last
 /// observation.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     let mut last: String;
     let mut delay = Duration::from_millis(5);
@@ -82,7 +86,9 @@ impl Node {
             port,
             args,
             child: None,
-            agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(60))
+                .build(),
             starts: 0,
         };
         n.must_spawn();
@@ -96,7 +102,8 @@ impl Node {
 
     fn must_spawn(&mut self) {
         self.starts += 1;
-        let log = std::fs::File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
+        let log =
+            std::fs::File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_edgerun"))
             .args(&self.args)
             .env("EDGERUN_LOG", "info")
@@ -118,7 +125,10 @@ impl Node {
         let deadline = Instant::now() + timeout;
         let mut last: String;
         loop {
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if let Some(st) = exited {
                 panic!("the node exited during start ({st}); log:\n{}", self.log());
             }
@@ -128,7 +138,10 @@ impl Node {
                 Err(e) => last = e,
             }
             if Instant::now() > deadline {
-                panic!("the node was not ready after {timeout:?}; last seen: {last}; log:\n{}", self.log());
+                panic!(
+                    "the node was not ready after {timeout:?}; last seen: {last}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -169,7 +182,11 @@ impl Node {
         let retry_after = r.header("retry-after").map(String::from);
         let text = r.into_string().map_err(|e| e.to_string())?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Answer { status, body, retry_after })
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
     }
 
     pub fn try_get(&self, path: &str) -> Result<Answer, String> {
@@ -177,7 +194,8 @@ impl Node {
     }
 
     pub fn must_get(&self, path: &str) -> Answer {
-        self.try_get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     pub fn try_post_raw(&self, path: &str, body: &[u8]) -> Result<Answer, String> {
@@ -191,7 +209,8 @@ impl Node {
 
     pub fn must_post(&self, path: &str, body: &Value) -> Answer {
         let bytes = serde_json::to_vec(body).unwrap_or_else(|e| panic!("{e}"));
-        self.try_post_raw(path, &bytes).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        self.try_post_raw(path, &bytes)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// The task, once it has ended.
@@ -226,7 +245,11 @@ impl Node {
 
     /// Value of a Prometheus sample whose line starts with `prefix`, if present.
     pub fn metric(&self, prefix: &str) -> Option<f64> {
-        let r = self.agent.get(&format!("{}/metrics", self.url)).call().ok()?;
+        let r = self
+            .agent
+            .get(&format!("{}/metrics", self.url))
+            .call()
+            .ok()?;
         let text = r.into_string().ok()?;
         text.lines()
             .find(|l| l.starts_with(prefix))
