@@ -15,8 +15,6 @@
 //! only dies on injected failures. A restart loses queued proposals (their callers see
 //! `Unavailable` and may retry); writes already handed to Raft complete regardless.
 
-use std::time::Duration;
-
 use edgerun_model::{Command, RaftRequest, Response};
 use edgerun_raft::{ClientWriteError, Raft, RaftError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -200,28 +198,6 @@ impl Proposer {
         {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             _ => Err(ProposeError::Unavailable),
-        }
-    }
-
-    /// Like [`Proposer::propose`], retrying while there is no leader or the shard restarts,
-    /// until `deadline` passes.
-    pub async fn propose_retrying(
-        &self,
-        cmd: Command,
-        deadline: Duration,
-    ) -> Result<Response, ProposeError> {
-        let end = tokio::time::Instant::now() + deadline;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            match self.propose(cmd.clone()).await {
-                Err(ProposeError::NoLeader | ProposeError::Unavailable)
-                    if tokio::time::Instant::now() + delay < end =>
-                {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(500));
-                }
-                other => return other,
-            }
         }
     }
 }

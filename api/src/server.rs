@@ -42,11 +42,22 @@ pub struct ApiState {
     handle: ServerHandle,
 }
 
+/// Count every answer by status code.
+async fn count_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    metrics::counter!(edgerun_actors::metrics_names::HTTP_REQUESTS, "status" => res.status().as_str().to_owned()).increment(1);
+    Ok(res)
+}
+
 fn build(parts: ApiParts) -> std::io::Result<actix_web::dev::Server> {
     let p = parts.clone();
     let mut server = HttpServer::new(move || {
         let p = p.clone();
         App::new()
+            .wrap(actix_web::middleware::from_fn(count_requests))
             .app_data(web::Data::new(p.tasks))
             .app_data(web::Data::new(p.cluster))
             .app_data(web::Data::new(p.debug))

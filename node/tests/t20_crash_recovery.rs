@@ -102,3 +102,25 @@ fn kill_9_mid_run_loses_nothing_and_unfinished_tasks_complete() {
     );
     assert_eq!(a.body["id"].as_u64(), Some((n + single.len() + 1) as u64));
 }
+
+#[test]
+fn sigterm_stops_the_node_cleanly_and_it_comes_back_with_its_state() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut node = Node::must_start(dir.path(), &[]);
+    let a = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "stats", "input": { "values": [4, 8] } }),
+    );
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    let done = node.wait_for_task_end(id, Duration::from_secs(30));
+    node.terminate();
+    let st = node.wait_exit(Duration::from_secs(30));
+    assert!(
+        st.success(),
+        "a clean stop exits 0, got {st}; log:\n{}",
+        node.log()
+    );
+    assert!(node.log().contains("node stopped"), "{}", node.log());
+    node.must_restart();
+    assert_eq!(node.must_get(&format!("/v1/tasks/{id}")).body, done);
+}

@@ -155,9 +155,26 @@ impl Node {
         }
     }
 
+    /// Send SIGTERM (a clean stop request).
+    pub fn terminate(&mut self) {
+        if let Some(c) = &self.child {
+            let st = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            assert!(st.as_ref().is_ok_and(|s| s.success()), "kill -TERM failed: {st:?}");
+        }
+    }
+
     /// Start again with the same data dir and ports.
     pub fn must_restart(&mut self) {
-        self.kill9();
+        if self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        {
+            self.kill9();
+        }
+        self.child = None;
         self.must_spawn();
         self.must_be_ready();
     }
