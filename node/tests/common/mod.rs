@@ -161,7 +161,10 @@ impl Node {
             let st = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
-            assert!(st.as_ref().is_ok_and(|s| s.success()), "kill -TERM failed: {st:?}");
+            assert!(
+                st.as_ref().is_ok_and(|s| s.success()),
+                "kill -TERM failed: {st:?}"
+            );
         }
     }
 
