@@ -8,7 +8,9 @@
 //!   entry (group commit). [`Proposer`] is the handle others propose through.
 //! - [`scheduler`]: places pending tasks, only where this node leads.
 //! - [`worker`]: runs the tasks placed on this node and commits their results.
-//! - [`monitor`]: registers the node and exports gauges.
+//! - [`monitor`]: registers the node, heartbeats to the leader, exports gauges.
+//! - [`cluster`]: ClusterRpc (the node-to-node listener), the leader-side handler for
+//!   forwarded writes, read-index, heartbeats and membership changes, and `read_barrier`.
 //!
 //! ```text
 //!  NodeSupervisor ─┬─ StateShard ◀──Propose── Scheduler, Worker, Monitor, Api
@@ -23,6 +25,7 @@
 //! replicated state (`StateView`), never kept only in the actor.
 
 pub mod child;
+pub mod cluster;
 pub mod metrics_names;
 pub mod monitor;
 pub mod scheduler;
@@ -32,6 +35,8 @@ pub mod supervisor;
 pub mod worker;
 
 pub use child::{ChildSpec, Slot};
+pub use cluster::{change_membership, read_barrier};
+pub use edgerun_raft::{Member, MembershipChange};
 pub use shard::{ProposeError, Proposer};
 pub use specs::{core_children, CoreParts};
 pub use supervisor::{NodeExit, NodeSupervisor, SupervisorArgs, SupervisorMsg};

@@ -2,7 +2,8 @@
 //!
 //! At start it proposes `RegisterNode` (tier, labels, addresses, slots), retrying until a
 //! leader takes it. Every tick it sets gauges from the replicated state and Raft metrics.
-//! Heartbeats to the leader come with the cluster issue.
+//! Every `cluster.heartbeat_ms` it reports to the leader (over cluster RPC, or straight to the
+//! local Scheduler when this node leads).
 //!
 //! Failure policy: registration and gauge errors are logged; the actor only dies on
 //! injected failures.
@@ -10,16 +11,19 @@
 use std::time::Duration;
 
 use edgerun_model::{Command, NodeInfo, TaskStatus};
-use edgerun_raft::RaftNode;
+use edgerun_raft::{AppRequest, Heartbeat, RaftNode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::child::Slot;
 use crate::metrics_names as m;
+use crate::scheduler::SchedulerMsg;
 use crate::{now_ms, InjectedFailure, Proposer};
 
 const TICK: Duration = Duration::from_secs(1);
 
 pub enum MonitorMsg {
     Tick,
+    Beat,
     Fail,
 }
 
@@ -29,12 +33,64 @@ pub struct MonitorArgs {
     pub node: RaftNode,
     pub proposer: Proposer,
     pub info: NodeInfo,
+    /// The local Scheduler, which takes this node's heartbeat when it leads.
+    pub scheduler: Slot<SchedulerMsg>,
+    pub heartbeat: Duration,
 }
 
 pub struct MonitorState {
     node: RaftNode,
+    info: NodeInfo,
+    scheduler: Slot<SchedulerMsg>,
+    heartbeat: Duration,
     ticker: tokio::task::JoinHandle<()>,
+    beater: tokio::task::JoinHandle<()>,
     register: tokio::task::JoinHandle<()>,
+    /// The heartbeat in flight, if any (one at a time).
+    sending: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MonitorState {
+    fn beat(&mut self) {
+        if self.sending.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let me = self.node.id;
+        let hb = Heartbeat {
+            node: me,
+            running: self.node.view.read(|s| s.active_count(me)) as u32,
+            slots: self.info.slots,
+        };
+        match self.node.leader() {
+            Some((l, _)) if l == me => {
+                if let Some(s) = self.scheduler.get() {
+                    let _ = s.cast(SchedulerMsg::Heartbeat(hb));
+                }
+            }
+            Some((_, Some(member))) => {
+                let peers = self.node.peers.clone();
+                let timeout = self.heartbeat.max(Duration::from_millis(200));
+                self.sending = Some(tokio::spawn(async move {
+                    if let Err(e) = peers
+                        .app(&member.rpc, AppRequest::Heartbeat(hb), timeout)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "heartbeat to the leader failed");
+                    }
+                }));
+            }
+            _ => {}
+        }
+    }
+
+    fn stop_helpers(&mut self) {
+        self.ticker.abort();
+        self.beater.abort();
+        self.register.abort();
+        if let Some(h) = self.sending.take() {
+            h.abort();
+        }
+    }
 }
 
 impl Actor for Monitor {
@@ -84,10 +140,16 @@ impl Actor for Monitor {
             }
         });
         let ticker = myself.send_interval(TICK, || MonitorMsg::Tick);
+        let beater = myself.send_interval(args.heartbeat, || MonitorMsg::Beat);
         Ok(MonitorState {
             node: args.node,
+            info: args.info,
+            scheduler: args.scheduler,
+            heartbeat: args.heartbeat,
             ticker,
+            beater,
             register,
+            sending: None,
         })
     }
 
@@ -96,8 +158,7 @@ impl Actor for Monitor {
         _myself: ActorRef<MonitorMsg>,
         state: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
-        state.ticker.abort();
-        state.register.abort();
+        state.stop_helpers();
         Ok(())
     }
 
@@ -130,10 +191,10 @@ impl Actor for Monitor {
                 metrics::gauge!(m::RAFT_LAST_APPLIED)
                     .set(rm.last_applied.map_or(0, |l| l.index) as f64);
             }
+            MonitorMsg::Beat => state.beat(),
             MonitorMsg::Fail => {
                 // post_stop does not run for a failed actor: stop its helpers here.
-                state.ticker.abort();
-                state.register.abort();
+                state.stop_helpers();
                 return Err(Box::new(InjectedFailure));
             }
         }

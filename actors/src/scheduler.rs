@@ -12,16 +12,21 @@
 //! Placement (this slice): highest priority first, then oldest; the live node with the most
 //! free slots that satisfies the task's constraints. The scheduler issue adds policies.
 //!
+//! Liveness (leader only): every node's Monitor sends a heartbeat; a node not heard from for
+//! `cluster.lease_ms` (counted from when this node became leader, at the earliest) is marked
+//! down with one Raft write, which puts its unfinished tasks back to pending. A heartbeat
+//! from a down node marks it up again.
+//!
 //! Failure policy: proposal errors are logged and retried on the next tick; the actor only
 //! dies on injected failures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgerun_model::{Assignment, ClusterState, Command, NodeId, NodeInfo, Response, Task, TaskId};
-use edgerun_raft::{RaftNode, StateEvent};
+use edgerun_raft::{Heartbeat, RaftNode, StateEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::metrics_names as m;
@@ -35,6 +40,10 @@ pub enum SchedulerMsg {
     Tick,
     /// An Assign proposal finished; these tasks may be considered again.
     Assigned(Vec<TaskId>),
+    /// A node's liveness report (this node is the leader).
+    Heartbeat(Heartbeat),
+    /// A NodeDown/NodeUp proposal for this node finished.
+    Marked(NodeId),
     Fail,
 }
 
@@ -43,6 +52,8 @@ pub struct Scheduler;
 pub struct SchedulerArgs {
     pub node: RaftNode,
     pub proposer: Proposer,
+    /// A node silent this long is marked down.
+    pub lease: Duration,
 }
 
 pub struct SchedulerState {
@@ -53,6 +64,12 @@ pub struct SchedulerState {
     dirty: Arc<AtomicBool>,
     forwarder: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
+    lease: Duration,
+    /// When this node last became leader; every node gets a full lease from then on.
+    leader_since: Option<Instant>,
+    last_seen: HashMap<NodeId, Instant>,
+    /// Nodes with a NodeDown/NodeUp proposal in flight.
+    marking: HashSet<NodeId>,
 }
 
 fn matches(node: &NodeInfo, task: &Task) -> bool {
@@ -118,7 +135,80 @@ pub fn plan(
 
 impl SchedulerState {
     fn is_leader(&self) -> bool {
-        self.node.raft.metrics().borrow().current_leader == Some(self.node.id)
+        self.node.is_leader()
+    }
+
+    fn mark(&mut self, myself: &ActorRef<SchedulerMsg>, node: NodeId, down: bool) {
+        if !self.marking.insert(node) {
+            return;
+        }
+        let proposer = self.proposer.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let cmd = if down {
+                Command::NodeDown {
+                    now_ms: now_ms(),
+                    node,
+                }
+            } else {
+                Command::NodeUp {
+                    now_ms: now_ms(),
+                    node,
+                }
+            };
+            match proposer.propose(cmd).await {
+                Ok(Response::NodeMarked {
+                    changed: true,
+                    requeued,
+                }) => {
+                    if down {
+                        tracing::warn!(
+                            node,
+                            requeued = requeued.len(),
+                            "node missed its lease: marked down, its tasks go back to pending"
+                        );
+                    } else {
+                        tracing::info!(node, "node is back: marked up");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(node, error = %e, "marking a node failed; will retry"),
+            }
+            let _ = me.cast(SchedulerMsg::Marked(node));
+        });
+    }
+
+    /// Leader only: mark down the nodes whose heartbeats stopped for a lease.
+    fn check_leases(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        if !self.is_leader() {
+            self.leader_since = None;
+            self.last_seen.clear();
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.leader_since.get_or_insert(now);
+        self.last_seen.insert(self.node.id, now);
+        let up: Vec<NodeId> = self
+            .node
+            .view
+            .read(|s| s.nodes.values().filter(|n| n.up).map(|n| n.id).collect());
+        for n in up {
+            let last = self.last_seen.get(&n).copied().unwrap_or(since);
+            if now.duration_since(last) > self.lease {
+                self.mark(myself, n, true);
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, myself: &ActorRef<SchedulerMsg>, hb: Heartbeat) {
+        self.last_seen.insert(hb.node, Instant::now());
+        let down = self
+            .node
+            .view
+            .read(|s| s.nodes.get(&hb.node).is_some_and(|n| !n.up));
+        if down && self.is_leader() {
+            self.mark(myself, hb.node, false);
+        }
     }
 
     fn place(&mut self, myself: &ActorRef<SchedulerMsg>) {
@@ -213,6 +303,10 @@ impl Actor for Scheduler {
             dirty,
             forwarder,
             ticker,
+            lease: args.lease,
+            leader_since: None,
+            last_seen: HashMap::new(),
+            marking: HashSet::new(),
         })
     }
 
@@ -233,7 +327,15 @@ impl Actor for Scheduler {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SchedulerMsg::Changed | SchedulerMsg::Tick => state.place(&myself),
+            SchedulerMsg::Changed => state.place(&myself),
+            SchedulerMsg::Tick => {
+                state.check_leases(&myself);
+                state.place(&myself);
+            }
+            SchedulerMsg::Heartbeat(hb) => state.heartbeat(&myself, hb),
+            SchedulerMsg::Marked(node) => {
+                state.marking.remove(&node);
+            }
             SchedulerMsg::Assigned(ids) => {
                 for id in ids {
                     state.inflight.remove(&id);
@@ -266,6 +368,7 @@ mod tests {
             slots,
             registered_at_ms: 0,
             up: true,
+            down_since_ms: None,
         }
     }
 

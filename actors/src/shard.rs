@@ -11,12 +11,17 @@
 //!                                      └──────────── WriteDone ◀─────────────┘
 //! ```
 //!
+//! On a follower the batch goes to the leader over cluster RPC (`AppRequest::Propose`); the
+//! leader proposes it without forwarding again, so a write never bounces between nodes.
+//!
 //! Failure policy: Raft errors go back to each proposer through its reply port; the actor
 //! only dies on injected failures. A restart loses queued proposals (their callers see
 //! `Unavailable` and may retry); writes already handed to Raft complete regardless.
 
+use std::time::Duration;
+
 use edgerun_model::{Command, RaftRequest, Response};
-use edgerun_raft::{ClientWriteError, Raft, RaftError};
+use edgerun_raft::{AppRequest, AppResponse, ClientWriteError, RaftError, RaftNode, RemoteError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::child::Slot;
@@ -32,12 +37,18 @@ pub enum ProposeError {
     /// No leader is known yet (election in progress).
     #[error("no leader yet; retry shortly")]
     NoLeader,
-    /// Another node leads; this build does not forward (single-node).
+    /// Another node leads and this request may not be forwarded (it already was).
     #[error("node {leader} is the leader")]
     NotLeader { leader: u64, api: Option<String> },
+    /// The leader could not be reached to forward the write.
+    #[error("forwarding to the leader (node {leader}) failed: {message}")]
+    LeaderUnreachable { leader: u64, message: String },
     /// The StateShard is restarting or the node is stopping.
     #[error("the state shard is not running (restarting or shutting down)")]
     Unavailable,
+    /// The request was understood and refused (e.g. an invalid membership change).
+    #[error("{0}")]
+    Rejected(String),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -45,6 +56,9 @@ pub enum ProposeError {
 pub enum ShardMsg {
     Propose {
         cmd: Command,
+        /// Whether a follower may forward this to the leader (false for writes that were
+        /// forwarded here already, so they never bounce between nodes).
+        forward: bool,
         reply: RpcReplyPort<Result<Response, ProposeError>>,
     },
     /// A write handed to Raft has finished.
@@ -56,14 +70,20 @@ pub enum ShardMsg {
 pub struct StateShard;
 
 pub struct ShardArgs {
-    pub raft: Raft,
+    pub node: RaftNode,
     pub max_batch: usize,
+    pub forward_timeout: Duration,
 }
 
+type Reply = RpcReplyPort<Result<Response, ProposeError>>;
+
 pub struct ShardState {
-    raft: Raft,
+    node: RaftNode,
     max_batch: usize,
-    queue: Vec<(Command, RpcReplyPort<Result<Response, ProposeError>>)>,
+    forward_timeout: Duration,
+    /// Proposals that may be forwarded, and those that may not, batch separately.
+    queue: Vec<(Command, Reply)>,
+    local_queue: Vec<(Command, Reply)>,
     inflight: usize,
 }
 
@@ -80,11 +100,74 @@ fn map_write_error(e: RaftError<ClientWriteError>) -> ProposeError {
     }
 }
 
+/// Write `req` through Raft: locally when this node leads, else (if allowed) through the
+/// leader over cluster RPC.
+async fn write(
+    node: &RaftNode,
+    req: RaftRequest,
+    forward: bool,
+    timeout: Duration,
+) -> Result<Response, ProposeError> {
+    let leader = node.leader();
+    if let (true, Some((l, Some(member)))) = (forward, &leader) {
+        if *l != node.id {
+            return forward_to(node, *l, &member.rpc, req, timeout).await;
+        }
+    }
+    match node.raft.client_write(req.clone()).await {
+        Ok(w) => Ok(w.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            match (forward, f.leader_id, f.leader_node) {
+                (true, Some(l), Some(member)) if l != node.id => {
+                    forward_to(node, l, &member.rpc, req, timeout).await
+                }
+                (_, Some(leader), member) => Err(ProposeError::NotLeader {
+                    leader,
+                    api: member.map(|m| m.api),
+                }),
+                (_, None, _) => Err(ProposeError::NoLeader),
+            }
+        }
+        Err(e) => Err(map_write_error(e)),
+    }
+}
+
+async fn forward_to(
+    node: &RaftNode,
+    leader: u64,
+    rpc: &str,
+    req: RaftRequest,
+    timeout: Duration,
+) -> Result<Response, ProposeError> {
+    match node.peers.app(rpc, AppRequest::Propose(req), timeout).await {
+        Ok(AppResponse::Proposed(Ok(r))) => Ok(r),
+        // Leadership moved while the request travelled: the caller retries after Retry-After.
+        Ok(AppResponse::Proposed(Err(RemoteError::NotLeader { .. }))) => {
+            Err(ProposeError::NoLeader)
+        }
+        Ok(AppResponse::Proposed(Err(RemoteError::Failed(m)))) => Err(ProposeError::Raft(m)),
+        Ok(other) => Err(ProposeError::Raft(format!(
+            "unexpected answer from the leader: {other:?}"
+        ))),
+        Err(e) => Err(ProposeError::LeaderUnreachable {
+            leader,
+            message: e.to_string(),
+        }),
+    }
+}
+
 impl ShardState {
     fn flush(&mut self, myself: &ActorRef<ShardMsg>) {
-        while self.inflight < MAX_INFLIGHT && !self.queue.is_empty() {
-            let n = self.queue.len().min(self.max_batch);
-            let items: Vec<_> = self.queue.drain(..n).collect();
+        while self.inflight < MAX_INFLIGHT
+            && !(self.queue.is_empty() && self.local_queue.is_empty())
+        {
+            let (forward, queue) = if self.queue.is_empty() {
+                (false, &mut self.local_queue)
+            } else {
+                (true, &mut self.queue)
+            };
+            let n = queue.len().min(self.max_batch);
+            let items: Vec<_> = queue.drain(..n).collect();
             let (cmds, replies): (Vec<_>, Vec<_>) = items.into_iter().unzip();
             let combined = cmds.len() > 1;
             let cmd = if combined {
@@ -97,34 +180,30 @@ impl ShardState {
             metrics::counter!(m::RAFT_PROPOSALS).increment(replies.len() as u64);
             metrics::histogram!(m::RAFT_BATCH_SIZE).record(replies.len() as f64);
             self.inflight += 1;
-            let raft = self.raft.clone();
+            let node = self.node.clone();
+            let timeout = self.forward_timeout;
             let me = myself.clone();
             tokio::spawn(async move {
-                let res = raft.client_write(RaftRequest::new(cmd)).await;
-                match res {
-                    Ok(w) => {
-                        let data = w.data;
-                        match (combined, data) {
-                            (true, Response::Batch(rs)) if rs.len() == replies.len() => {
-                                for (reply, r) in replies.into_iter().zip(rs) {
-                                    let _ = reply.send(Ok(r));
-                                }
-                            }
-                            (true, other) => {
-                                let msg = format!("batch answered with {other:?}");
-                                for reply in replies {
-                                    let _ = reply.send(Err(ProposeError::Raft(msg.clone())));
-                                }
-                            }
-                            (false, r) => {
-                                for reply in replies {
-                                    let _ = reply.send(Ok(r.clone()));
-                                }
+                match write(&node, RaftRequest::new(cmd), forward, timeout).await {
+                    Ok(data) => match (combined, data) {
+                        (true, Response::Batch(rs)) if rs.len() == replies.len() => {
+                            for (reply, r) in replies.into_iter().zip(rs) {
+                                let _ = reply.send(Ok(r));
                             }
                         }
-                    }
-                    Err(e) => {
-                        let err = map_write_error(e);
+                        (true, other) => {
+                            let msg = format!("batch answered with {other:?}");
+                            for reply in replies {
+                                let _ = reply.send(Err(ProposeError::Raft(msg.clone())));
+                            }
+                        }
+                        (false, r) => {
+                            for reply in replies {
+                                let _ = reply.send(Ok(r.clone()));
+                            }
+                        }
+                    },
+                    Err(err) => {
                         for reply in replies {
                             let _ = reply.send(Err(err.clone()));
                         }
@@ -148,9 +227,11 @@ impl Actor for StateShard {
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
         Ok(ShardState {
-            raft: args.raft,
+            node: args.node,
             max_batch: args.max_batch.max(1),
+            forward_timeout: args.forward_timeout,
             queue: Vec::new(),
+            local_queue: Vec::new(),
             inflight: 0,
         })
     }
@@ -162,8 +243,16 @@ impl Actor for StateShard {
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardMsg::Propose { cmd, reply } => {
-                state.queue.push((cmd, reply));
+            ShardMsg::Propose {
+                cmd,
+                forward,
+                reply,
+            } => {
+                if forward {
+                    state.queue.push((cmd, reply));
+                } else {
+                    state.local_queue.push((cmd, reply));
+                }
                 state.flush(&myself);
             }
             ShardMsg::WriteDone => {
@@ -187,13 +276,30 @@ impl Proposer {
         Proposer { shard }
     }
 
-    /// Propose one command and wait until it is committed and applied.
+    /// Propose one command and wait until it is committed and applied (on the leader, which
+    /// this node forwards to when it is a follower).
     pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
+        self.send(cmd, true).await
+    }
+
+    /// Propose only if this node is the leader (for writes forwarded here by a follower).
+    pub async fn propose_local(&self, cmd: Command) -> Result<Response, ProposeError> {
+        self.send(cmd, false).await
+    }
+
+    async fn send(&self, cmd: Command, forward: bool) -> Result<Response, ProposeError> {
         let Some(shard) = self.shard.get() else {
             return Err(ProposeError::Unavailable);
         };
         match shard
-            .call(|reply| ShardMsg::Propose { cmd, reply }, None)
+            .call(
+                |reply| ShardMsg::Propose {
+                    cmd,
+                    forward,
+                    reply,
+                },
+                None,
+            )
             .await
         {
             Ok(ractor::rpc::CallResult::Success(r)) => r,

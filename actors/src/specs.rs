@@ -9,6 +9,7 @@ use edgerun_raft::RaftNode;
 use ractor::{Actor, ActorCell};
 
 use crate::child::{ChildSpec, Slot, SpawnFuture};
+use crate::cluster::{ClusterRpc, ClusterRpcArgs, ClusterRpcMsg, LeaderHandler};
 use crate::monitor::{Monitor, MonitorArgs, MonitorMsg};
 use crate::scheduler::{Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::shard::{ShardArgs, ShardMsg, StateShard};
@@ -24,6 +25,11 @@ pub struct CoreParts {
     pub slots: u32,
     pub default_timeout: Duration,
     pub max_batch: usize,
+    /// Where cluster RPC listens.
+    pub rpc_listen: std::net::SocketAddr,
+    pub heartbeat: Duration,
+    pub lease: Duration,
+    pub forward_timeout: Duration,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -86,6 +92,7 @@ where
 /// The core children in start order, and the proposer that reaches the StateShard.
 pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
     let shard: Slot<ShardMsg> = Slot::default();
+    let scheduler: Slot<SchedulerMsg> = Slot::default();
     let proposer = Proposer::new(shard.clone());
     let mut out: Vec<Arc<dyn ChildSpec>> = Vec::new();
     {
@@ -98,15 +105,38 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                 (
                     StateShard,
                     ShardArgs {
-                        raft: p.node.raft.clone(),
+                        node: p.node.clone(),
                         max_batch: p.max_batch,
+                        forward_timeout: p.forward_timeout,
                     },
                 )
             },
         ));
     }
     {
-        let (p, proposer) = (p.clone(), proposer.clone());
+        let handler = Arc::new(LeaderHandler {
+            node: p.node.clone(),
+            proposer: proposer.clone(),
+            scheduler: scheduler.clone(),
+        });
+        let listen = p.rpc_listen;
+        out.push(spec::<ClusterRpc, _>(
+            "cluster_rpc",
+            Slot::default(),
+            || ClusterRpcMsg::Fail,
+            move || {
+                (
+                    ClusterRpc,
+                    ClusterRpcArgs {
+                        listen,
+                        handler: handler.clone(),
+                    },
+                )
+            },
+        ));
+    }
+    {
+        let (p, proposer, scheduler) = (p.clone(), proposer.clone(), scheduler.clone());
         out.push(spec::<Monitor, _>(
             "monitor",
             Slot::default(),
@@ -118,6 +148,8 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         node: p.node.clone(),
                         proposer: proposer.clone(),
                         info: p.info.clone(),
+                        scheduler: scheduler.clone(),
+                        heartbeat: p.heartbeat,
                     },
                 )
             },
@@ -127,7 +159,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
         let (p, proposer) = (p.clone(), proposer.clone());
         out.push(spec::<Scheduler, _>(
             "scheduler",
-            Slot::default(),
+            scheduler,
             || SchedulerMsg::Fail,
             move || {
                 (
@@ -135,6 +167,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                     SchedulerArgs {
                         node: p.node.clone(),
                         proposer: proposer.clone(),
+                        lease: p.lease,
                     },
                 )
             },

@@ -95,6 +95,16 @@ impl From<ProposeError> for ApiError {
                 message: e.to_string(),
                 details: json!({ "leader": leader, "leader_api": api }),
             },
+            ProposeError::LeaderUnreachable { leader, .. } => ApiError::Unavailable {
+                code: "leader_unreachable",
+                message: e.to_string(),
+                details: json!({ "leader": leader }),
+            },
+            ProposeError::Rejected(m) => ApiError::Conflict {
+                code: "rejected",
+                message: m,
+                details: Value::Null,
+            },
             ProposeError::Raft(m) => ApiError::Internal(format!("raft: {m}")),
         }
     }

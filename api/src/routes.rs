@@ -28,6 +28,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
                 .route("/kernels", web::get().to(system::kernels))
                 .route("/cluster", web::get().to(cluster::cluster))
+                .route("/cluster/learners", web::post().to(cluster::add_learner))
+                .route(
+                    "/cluster/members/{id}/promote",
+                    web::post().to(cluster::promote),
+                )
+                .route("/cluster/members/{id}", web::delete().to(cluster::remove))
                 .route("/nodes", web::get().to(cluster::nodes))
                 .route("/debug/fail/{actor}", web::post().to(debug::fail_actor)),
         )

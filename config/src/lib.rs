@@ -121,6 +121,10 @@ pub struct ClusterConfig {
     pub role: Role,
     /// The initial members, this node included. Empty = a single-node cluster of this node.
     pub peers: Vec<Peer>,
+    /// How often each node reports to the leader.
+    pub heartbeat_ms: u64,
+    /// A node silent for this long is marked down and its tasks go elsewhere.
+    pub lease_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -131,6 +135,8 @@ impl Default for ClusterConfig {
             advertise_api: None,
             role: Role::Voter,
             peers: Vec::new(),
+            heartbeat_ms: 500,
+            lease_ms: 3_000,
         }
     }
 }
@@ -240,6 +246,10 @@ pub struct RaftConfig {
     pub cache_capacity_mb: u64,
     /// Most commands gathered into one Raft entry while an earlier write is in flight.
     pub max_batch: usize,
+    /// Connecting to a peer's cluster RPC gives up after this long (peer unreachable).
+    pub connect_timeout_ms: u64,
+    /// A forwarded write, read-index or membership request gives up after this long.
+    pub forward_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -252,6 +262,8 @@ impl Default for RaftConfig {
             keep_logs_after_snapshot: 1000,
             cache_capacity_mb: 64,
             max_batch: 4096,
+            connect_timeout_ms: 500,
+            forward_timeout_ms: 10_000,
         }
     }
 }
@@ -496,6 +508,24 @@ impl NodeConfig {
                 "raft.snapshot_after_logs",
                 0,
                 "a positive number of entries",
+            ));
+        }
+        if r.connect_timeout_ms == 0 || r.forward_timeout_ms == 0 {
+            return Err(invalid(
+                "raft.connect_timeout_ms",
+                r.connect_timeout_ms,
+                "positive, with a positive raft.forward_timeout_ms",
+            ));
+        }
+        let c = &self.cluster;
+        if c.heartbeat_ms == 0 || c.lease_ms < 2 * c.heartbeat_ms {
+            return Err(invalid(
+                "cluster.lease_ms",
+                c.lease_ms,
+                format!(
+                    "at least twice cluster.heartbeat_ms ({}), which must be positive",
+                    c.heartbeat_ms
+                ),
             ));
         }
         if !(1..=1_000_000).contains(&r.max_batch) {

@@ -50,6 +50,11 @@ pub enum Command {
     Cancel { now_ms: u64, ids: Vec<TaskId> },
     /// A node announces itself (on every start).
     RegisterNode { now_ms: u64, node: NodeInfo },
+    /// The leader saw no heartbeat from `node` for its lease: mark it down and put its
+    /// unfinished tasks back to pending (their next placement is a new attempt).
+    NodeDown { now_ms: u64, node: NodeId },
+    /// A node that was down is heard from again.
+    NodeUp { now_ms: u64, node: NodeId },
     /// Several commands in one entry, applied in order.
     Batch(Vec<Command>),
 }
@@ -105,6 +110,11 @@ pub enum Response {
     /// Per id: the status after the cancel, or `None` for an unknown id.
     Cancelled(Vec<Option<TaskStatus>>),
     NodeRegistered,
+    /// NodeDown/NodeUp: whether the node's state changed, and the tasks put back to pending.
+    NodeMarked {
+        changed: bool,
+        requeued: Vec<TaskId>,
+    },
     Batch(Vec<Response>),
     /// Openraft's own entries (blank, membership) carry no command.
     Empty,

@@ -41,4 +41,6 @@ pub struct NodeInfo {
     pub registered_at_ms: u64,
     /// False once the leader marks the node down; tasks are not placed on a down node.
     pub up: bool,
+    /// When the node was marked down (proposer's clock).
+    pub down_since_ms: Option<u64>,
 }

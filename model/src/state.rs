@@ -300,8 +300,56 @@ impl ClusterState {
                 let mut n = node.clone();
                 n.registered_at_ms = *now_ms;
                 n.up = true;
+                n.down_since_ms = None;
                 self.nodes.insert(n.id, n);
                 Response::NodeRegistered
+            }
+            Command::NodeDown { now_ms, node } => {
+                let changed = match self.nodes.get_mut(node) {
+                    Some(n) if n.up => {
+                        n.up = false;
+                        n.down_since_ms = Some(*now_ms);
+                        true
+                    }
+                    _ => false,
+                };
+                let ids: Vec<TaskId> = self
+                    .active
+                    .get(node)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in &ids {
+                    self.update(*id, ev, |t| {
+                        t.status = TaskStatus::Pending;
+                        t.node = None;
+                        t.not_before_ms = None;
+                        t.error = Some(TaskError {
+                            code: "node_lost".into(),
+                            message: format!(
+                                "node {node} stopped answering during attempt {}",
+                                t.attempt
+                            ),
+                        });
+                    });
+                }
+                Response::NodeMarked {
+                    changed,
+                    requeued: ids,
+                }
+            }
+            Command::NodeUp { node, .. } => {
+                let changed = match self.nodes.get_mut(node) {
+                    Some(n) if !n.up => {
+                        n.up = true;
+                        n.down_since_ms = None;
+                        true
+                    }
+                    _ => false,
+                };
+                Response::NodeMarked {
+                    changed,
+                    requeued: Vec::new(),
+                }
             }
             Command::Batch(cmds) => {
                 Response::Batch(cmds.iter().map(|c| self.apply_command(c, ev)).collect())

@@ -23,7 +23,7 @@ pub struct Cli {
 enum Cmd {
     /// Run a node.
     Node(NodeArgs),
-    /// Run a local node on 127.0.0.1 for trying things out; submits a demo task and shows it run.
+    /// Run a local cluster on 127.0.0.1 for trying things out; submits demo tasks and shows them run.
     Dev(DevArgs),
     /// Submit and inspect tasks (a client of the REST API).
     Task {
@@ -67,13 +67,13 @@ pub struct NodeArgs {
 
 #[derive(Args)]
 pub struct DevArgs {
-    /// Nodes to start (this build runs single-node clusters).
-    #[arg(long, default_value_t = 1)]
+    /// Nodes to start (voters of one cluster; the first runs in this process when alone).
+    #[arg(long, default_value_t = 3)]
     pub nodes: u32,
     /// Data directory; a temporary one (removed on exit) when not given.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// REST port.
+    /// REST port of node 1; node i gets port + i - 1, and its cluster RPC port + 100.
     #[arg(long, default_value_t = 7101)]
     pub port: u16,
     /// Do not submit the demo tasks.
@@ -139,6 +139,21 @@ enum TaskCmd {
 enum ClusterCmd {
     /// Leader, term and members.
     Status,
+    /// Add a node that replicates the state but does not vote.
+    AddLearner {
+        #[arg(long)]
+        id: u64,
+        /// Its cluster RPC address, host:port.
+        #[arg(long)]
+        rpc: String,
+        /// Its REST address, host:port.
+        #[arg(long)]
+        api: String,
+    },
+    /// Make a learner a voter.
+    Promote { id: u64 },
+    /// Remove a voter or learner from the cluster.
+    Remove { id: u64 },
 }
 
 /// Config sources for `edgerun node`: file, process env, flags.
@@ -186,10 +201,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Dev(a) => crate::dev::run(a),
         Cmd::Kernels { conn } => Client::new(&conn.url).print_get("/v1/kernels"),
-        Cmd::Cluster {
-            conn,
-            cmd: ClusterCmd::Status,
-        } => Client::new(&conn.url).print_get("/v1/cluster"),
+        Cmd::Cluster { conn, cmd } => {
+            let c = Client::new(&conn.url);
+            match cmd {
+                ClusterCmd::Status => c.print_get("/v1/cluster"),
+                ClusterCmd::AddLearner { id, rpc, api } => Client::print(&c.post(
+                    "/v1/cluster/learners",
+                    &serde_json::json!({ "id": id, "rpc": rpc, "api": api }),
+                )?),
+                ClusterCmd::Promote { id } => Client::print(&c.post(
+                    &format!("/v1/cluster/members/{id}/promote"),
+                    &serde_json::json!({}),
+                )?),
+                ClusterCmd::Remove { id } => {
+                    Client::print(&c.delete(&format!("/v1/cluster/members/{id}"))?)
+                }
+            }
+        }
         Cmd::Task { conn, cmd } => {
             let c = Client::new(&conn.url);
             match cmd {

@@ -66,6 +66,14 @@ impl Client {
         )
     }
 
+    pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let what = format!("DELETE {path}");
+        self.answer(
+            self.agent.delete(&format!("{}{path}", self.base)).call(),
+            &what,
+        )
+    }
+
     pub fn print(v: &Value) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);
         Ok(())

@@ -1,5 +1,10 @@
-//! `edgerun dev`: a local node for trying edgerun out, with a demo.
+//! `edgerun dev`: a local cluster on 127.0.0.1 for trying edgerun out, with a demo.
+//!
+//! One node runs in this process; more nodes run as child processes (`edgerun node`), each
+//! with its own ports and data dir, and stop with this one (Ctrl-C).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -9,9 +14,67 @@ use serde_json::json;
 use crate::cli::{toml_string, DevArgs};
 use crate::client::Client;
 
+const MAX_NODES: u32 = 9;
+
+struct NodePorts {
+    id: u64,
+    api: u16,
+    rpc: u16,
+}
+
+fn ports(base: u16, n: u32) -> Vec<NodePorts> {
+    (0..n as u16)
+        .map(|i| NodePorts {
+            id: i as u64 + 1,
+            api: base + i,
+            rpc: base + 100 + i,
+        })
+        .collect()
+}
+
+fn overrides(dir: &Path, me: &NodePorts, all: &[NodePorts]) -> Vec<(String, String)> {
+    let mut o = vec![
+        ("node.id".to_string(), me.id.to_string()),
+        (
+            "node.data_dir".into(),
+            toml_string(&dir.join(format!("n{}", me.id)).display().to_string()),
+        ),
+        (
+            "api.listen".into(),
+            toml_string(&format!("127.0.0.1:{}", me.api)),
+        ),
+        (
+            "cluster.listen".into(),
+            toml_string(&format!("127.0.0.1:{}", me.rpc)),
+        ),
+    ];
+    if all.len() > 1 {
+        let peers: Vec<String> = all
+            .iter()
+            .map(|p| {
+                format!(
+                    "{{ id = {}, rpc = \"127.0.0.1:{}\", api = \"127.0.0.1:{}\" }}",
+                    p.id, p.rpc, p.api
+                )
+            })
+            .collect();
+        o.push(("cluster.peers".into(), format!("[{}]", peers.join(", "))));
+    }
+    o
+}
+
 pub fn run(a: DevArgs) -> anyhow::Result<()> {
-    if a.nodes != 1 {
-        anyhow::bail!("invalid value for --nodes: {}; accepted in this build: 1 (multi-node clusters are not built yet)", a.nodes);
+    if a.nodes == 0 || a.nodes > MAX_NODES {
+        anyhow::bail!(
+            "invalid value for --nodes: {}; accepted: 1 to {MAX_NODES}",
+            a.nodes
+        );
+    }
+    if a.port as u32 + 100 + a.nodes > u16::MAX as u32 {
+        anyhow::bail!(
+            "invalid value for --port: {}; the cluster ports would run past 65535",
+            a.port
+        );
     }
     let (dir, _tmp) = match a.dir {
         Some(d) => (d, None),
@@ -23,73 +86,157 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    let cfg: NodeConfig = edgerun_config::load(&Sources {
-        file: None,
-        env: Sources::process_env(),
-        overrides: vec![
-            (
-                "node.data_dir".into(),
-                toml_string(&dir.join("n1").display().to_string()),
-            ),
-            (
-                "api.listen".into(),
-                toml_string(&format!("127.0.0.1:{}", a.port)),
-            ),
-            (
-                "cluster.listen".into(),
-                toml_string(&format!("127.0.0.1:{}", a.port as u32 + 100)),
-            ),
-        ],
-    })?;
-    let url = format!("http://127.0.0.1:{}", a.port);
+    let all = ports(a.port, a.nodes);
+    let urls: Vec<String> = all
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{}", p.api))
+        .collect();
+    // Check every node's config before starting any.
+    let mut cfgs = Vec::new();
+    for p in &all {
+        let cfg: NodeConfig = edgerun_config::load(&Sources {
+            file: None,
+            env: Sources::process_env(),
+            overrides: overrides(&dir, p, &all),
+        })?;
+        cfgs.push(cfg);
+    }
     let demo = !a.no_demo;
-    let demo_url = url.clone();
+    let show_urls = urls.clone();
     std::thread::spawn(move || {
-        if let Err(e) = show(&demo_url, demo) {
+        if let Err(e) = show(&show_urls, demo) {
             eprintln!("edgerun dev: {e:#}");
         }
     });
-    crate::wiring::run(cfg)
+    if a.nodes == 1 {
+        let cfg = cfgs.into_iter().next().context("no node config")?;
+        return crate::wiring::run(cfg);
+    }
+    run_children(&dir, &all)
 }
 
-/// Wait until the node is ready, print how to use it, and run a demo task.
-fn show(url: &str, demo: bool) -> anyhow::Result<()> {
-    let c = Client::new(url);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match c.get("/readyz") {
-            Ok(_) => break,
-            Err(e) if Instant::now() > deadline => {
-                anyhow::bail!("the node did not become ready in 30 s: {e}")
+/// Start one `edgerun node` per member and stop them all on Ctrl-C or when one dies.
+fn run_children(dir: &Path, all: &[NodePorts]) -> anyhow::Result<()> {
+    crate::wiring::init_logging();
+    let exe = std::env::current_exe().context("finding the edgerun binary")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut children: Vec<(u64, Child, PathBuf)> = Vec::new();
+    for p in all {
+        let log = dir.join(format!("n{}.log", p.id));
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node");
+        for (k, v) in overrides(dir, p, all) {
+            cmd.arg("--set").arg(format!("{k}={v}"));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("starting node {}", p.id))?;
+        tracing::info!(node = p.id, pid = child.id(), log = %log.display(), "node started");
+        children.push((p.id, child, log));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let died = rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let stop = crate::wiring::shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return None,
+                _ = tick.tick() => {
+                    for (id, c, log) in children.iter_mut() {
+                        if let Ok(Some(st)) = c.try_wait() {
+                            return Some(format!("node {id} exited ({st}); see {}", log.display()));
+                        }
+                    }
+                }
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    });
+    tracing::info!("stopping {} nodes", children.len());
+    for (_, c, _) in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    for (id, c, _) in children.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    tracing::warn!(node = *id, "did not stop in 15 s; killing it");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
     }
-    println!("\nedgerun is up at {url}  (Ctrl-C stops it)\n");
-    println!("  submit:  curl -s -XPOST {url}/v1/tasks -d '{{\"kernel\":\"stats\",\"input\":{{\"values\":[3,1,4,1,5,9,2,6]}}}}'");
+    match died {
+        Some(why) => anyhow::bail!(why),
+        None => Ok(()),
+    }
+}
+
+/// Wait until every node is ready, print how to use the cluster, and run a demo.
+fn show(urls: &[String], demo: bool) -> anyhow::Result<()> {
+    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (c, url) in clients.iter().zip(urls) {
+        loop {
+            match c.get("/readyz") {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => {
+                    anyhow::bail!("{url} did not become ready in 60 s: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    let cluster = clients[0].get("/v1/cluster")?;
+    println!(
+        "\nedgerun is up: {} node(s), leader node {}  (Ctrl-C stops it)",
+        urls.len(),
+        cluster["leader"]
+    );
+    for u in urls {
+        println!("  {u}");
+    }
+    let url = &urls[0];
+    println!("\n  submit:  curl -s -XPOST {url}/v1/tasks -d '{{\"kernel\":\"stats\",\"input\":{{\"values\":[3,1,4,1,5,9,2,6]}}}}'");
     println!("  wait:    curl -s '{url}/v1/tasks/1/wait?timeout=10s'");
-    println!("  or:      edgerun task submit --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait\n");
+    println!("  or:      edgerun task submit --url {url} --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait\n");
     if demo {
-        let t = c.post(
-            "/v1/tasks",
-            &json!({"kernel": "matmul", "input": {"a": [[1, 2], [3, 4]], "b": [[5, 6], [7, 8]]}}),
-        )?;
-        let id = t
-            .get("id")
-            .and_then(|v| v.as_u64())
-            .context("no id in the answer")?;
-        println!("demo: submitted matmul task {id} (status {})", t["status"]);
-        let done = c.get(&format!("/v1/tasks/{id}/wait?timeout=30s"))?;
-        println!(
-            "demo: task {id} {} on node {} in {} ms: {}",
-            done["status"].as_str().unwrap_or("?"),
-            done["node"],
-            done["finished_at"]
-                .as_u64()
-                .unwrap_or(0)
-                .saturating_sub(done["created_at"].as_u64().unwrap_or(0)),
-            done["result"]
-        );
+        let n = 2 * clients.len();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let c = &clients[i % clients.len()];
+            let t = c.post("/v1/tasks", &json!({"kernel": "matmul", "input": {"a": [[1, 2], [3, 4]], "b": [[5, 6], [7, i]]}}))?;
+            ids.push((
+                i % clients.len(),
+                t.get("id")
+                    .and_then(|v| v.as_u64())
+                    .context("no id in the answer")?,
+            ));
+        }
+        for (via, id) in ids {
+            let done = clients[via].get(&format!("/v1/tasks/{id}/wait?timeout=30s"))?;
+            println!(
+                "demo: task {id} submitted via {} {} on node {}: {}",
+                urls[via],
+                done["status"].as_str().unwrap_or("?"),
+                done["node"],
+                done["result"]
+            );
+        }
     }
     Ok(())
 }

@@ -44,7 +44,8 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     rt.block_on(run_node(cfg, shutdown_signal()))
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -102,6 +103,7 @@ pub async fn run_node(
         slots: cfg.executor.slots,
         registered_at_ms: 0,
         up: true,
+        down_since_ms: None,
     };
     let (mut children, proposer) = core_children(CoreParts {
         node: node.clone(),
@@ -110,6 +112,10 @@ pub async fn run_node(
         slots: cfg.executor.slots,
         default_timeout: Duration::from_millis(cfg.executor.default_timeout_ms),
         max_batch: cfg.raft.max_batch,
+        rpc_listen: cfg.cluster.listen,
+        heartbeat: Duration::from_millis(cfg.cluster.heartbeat_ms),
+        lease: Duration::from_millis(cfg.cluster.lease_ms),
+        forward_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
     });
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
     children.push(Arc::new(ApiSpec::new(ApiParts {
@@ -117,11 +123,15 @@ pub async fn run_node(
         workers: cfg.api.workers,
         max_body: cfg.api.max_body_bytes,
         tasks: TasksCtx {
-            view: node.view.clone(),
+            node: node.clone(),
             proposer,
             kernels,
+            read_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
         },
-        cluster: ClusterCtx { node: node.clone() },
+        cluster: ClusterCtx {
+            node: node.clone(),
+            timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
+        },
         debug: DebugCtx {
             enabled: cfg.debug.fault_injection,
             supervisor: supervisor_slot.clone(),

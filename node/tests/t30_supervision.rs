@@ -59,7 +59,14 @@ fn failed_actors_are_restarted_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let node = Node::must_start(dir.path(), &["debug.fault_injection=true"]);
     must_run_a_task(&node);
-    for actor in ["worker", "scheduler", "state_shard", "monitor", "api"] {
+    for actor in [
+        "worker",
+        "scheduler",
+        "state_shard",
+        "cluster_rpc",
+        "monitor",
+        "api",
+    ] {
         fail_and_wait_restart(&node, actor, 1.0);
         // Submissions and execution still work after each restart.
         wait_until(

@@ -7,7 +7,8 @@
 //!   after sled has flushed them.
 //! - [`state_machine`]: `StateMachineStore` (in-memory `ClusterState`, snapshots in sled) and
 //!   `StateView`, the read handle the rest of the node uses.
-//! - [`network`]: the RaftNetwork. One node for now: every peer is unreachable.
+//! - [`rpc`]: cluster RPC, length-delimited bincode frames over TCP with pooled connections;
+//!   [`server`] answers it. [`network`]: openraft's RaftNetwork on top of it.
 //! - [`start`]: opens the database and starts a Raft node from the config.
 //!
 //! ```text
@@ -33,10 +34,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod log_store;
 pub mod network;
+pub mod rpc;
+pub mod server;
 pub mod start;
 pub mod state_machine;
 
 pub use log_store::LogStore;
+pub use rpc::{AppRequest, AppResponse, Heartbeat, MembershipChange, Peers, RemoteError};
 pub use start::{open_db, start_raft, RaftNode};
 pub use state_machine::{StateEvent, StateMachineStore, StateView};
 

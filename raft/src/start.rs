@@ -9,16 +9,33 @@ use edgerun_model::FORMAT_VERSION;
 use openraft::SnapshotPolicy;
 
 use crate::network::Network;
+use crate::rpc::Peers;
 use crate::{LogStore, Member, NodeId, Raft, RaftStoreError, StateMachineStore, StateView};
 
 const FORMAT_KEY: &[u8] = b"edgerun_format";
 
-/// A started Raft node and the read side of its state machine.
+/// A started Raft node, the read side of its state machine, and the connection pools to its
+/// peers (shared by Raft replication and application RPC).
 #[derive(Clone)]
 pub struct RaftNode {
     pub id: NodeId,
     pub raft: Raft,
     pub view: StateView,
+    pub peers: Peers,
+}
+
+impl RaftNode {
+    /// The leader as this node knows it, with its addresses.
+    pub fn leader(&self) -> Option<(NodeId, Option<Member>)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&leader).cloned();
+        Some((leader, member))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
 }
 
 /// Open (or create) the database at `path` with a capped page cache, and check that it was
@@ -114,9 +131,18 @@ pub async fn start_raft(cfg: &NodeConfig, db: &sled::Db) -> Result<RaftNode, Raf
     })?;
     let sm = StateMachineStore::open(db)?;
     let view = sm.view();
-    let raft = Raft::new(cfg.node.id, raft_config(cfg)?, Network, log, sm)
-        .await
-        .map_err(|e| RaftStoreError::Fatal(e.to_string()))?;
+    let peers = Peers::new(std::time::Duration::from_millis(
+        cfg.raft.connect_timeout_ms,
+    ));
+    let raft = Raft::new(
+        cfg.node.id,
+        raft_config(cfg)?,
+        Network::new(peers.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| RaftStoreError::Fatal(e.to_string()))?;
     let initialized = raft
         .is_initialized()
         .await
@@ -132,5 +158,6 @@ pub async fn start_raft(cfg: &NodeConfig, db: &sled::Db) -> Result<RaftNode, Raf
         id: cfg.node.id,
         raft,
         view,
+        peers,
     })
 }

@@ -1,13 +1,115 @@
 //! /v1/cluster and /v1/nodes.
 
+use std::time::Duration;
+
 use actix_web::{web, HttpResponse};
-use edgerun_actors::RaftNode;
+use edgerun_actors::{change_membership, Member, MembershipChange, RaftNode};
+use serde::Deserialize;
 use serde_json::json;
+
+use crate::error::ApiError;
+use crate::handlers::tasks::parse_id;
 
 /// What the cluster handlers need.
 #[derive(Clone)]
 pub struct ClusterCtx {
     pub node: RaftNode,
+    /// How long a membership change forwarded to the leader may take.
+    pub timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLearner {
+    pub id: u64,
+    pub rpc: String,
+    pub api: String,
+}
+
+fn host_port(field: &str, v: &str) -> Result<(), ApiError> {
+    match v.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "invalid_member",
+            format!("{field}: {v:?} is not host:port"),
+        )),
+    }
+}
+
+async fn change(ctx: &ClusterCtx, c: MembershipChange) -> Result<HttpResponse, ApiError> {
+    change_membership(&ctx.node, c, ctx.timeout).await?;
+    Ok(cluster(web::Data::new(ctx.clone())).await)
+}
+
+/// POST /v1/cluster/learners: add a node that replicates but does not vote.
+pub async fn add_learner(
+    ctx: web::Data<ClusterCtx>,
+    body: web::Json<NewLearner>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    if b.id == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_member",
+            "id: must be positive",
+        ));
+    }
+    host_port("rpc", &b.rpc)?;
+    host_port("api", &b.api)?;
+    change(
+        &ctx,
+        MembershipChange::AddLearner {
+            id: b.id,
+            member: Member {
+                rpc: b.rpc,
+                api: b.api,
+            },
+        },
+    )
+    .await
+}
+
+/// POST /v1/cluster/members/{id}/promote: make a learner a voter.
+pub async fn promote(
+    ctx: web::Data<ClusterCtx>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let known = ctx
+        .node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .is_some();
+    if !known {
+        return Err(ApiError::NotFound(format!(
+            "node {id} is not a member; add it as a learner first"
+        )));
+    }
+    change(&ctx, MembershipChange::Promote { id }).await
+}
+
+/// DELETE /v1/cluster/members/{id}: remove a voter or learner.
+pub async fn remove(
+    ctx: web::Data<ClusterCtx>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let known = ctx
+        .node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .is_some();
+    if !known {
+        return Err(ApiError::NotFound(format!("node {id} is not a member")));
+    }
+    change(&ctx, MembershipChange::Remove { id }).await
 }
 
 pub async fn cluster(ctx: web::Data<ClusterCtx>) -> HttpResponse {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use edgerun_actors::{now_ms, Kernels, Proposer, StateView};
+use edgerun_actors::{now_ms, read_barrier, Kernels, Proposer, RaftNode, StateView};
 use edgerun_model::{Command, Response, Submitted, TaskId, TaskStatus};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,9 +15,28 @@ use crate::error::ApiError;
 /// What the task handlers need, and nothing else.
 #[derive(Clone)]
 pub struct TasksCtx {
-    pub view: StateView,
+    /// For reads: the local state and the read barrier.
+    pub node: RaftNode,
     pub proposer: Proposer,
     pub kernels: Arc<dyn Kernels>,
+    /// How long a linearizable read may wait for the leader and for this node to catch up.
+    pub read_timeout: Duration,
+}
+
+impl TasksCtx {
+    fn view(&self) -> &StateView {
+        &self.node.view
+    }
+
+    /// Linearizable unless the client asked for a stale (local) read.
+    async fn barrier(&self, stale: Option<bool>) -> Result<(), ApiError> {
+        if stale == Some(true) {
+            return Ok(());
+        }
+        read_barrier(&self.node, self.read_timeout)
+            .await
+            .map_err(ApiError::from)
+    }
 }
 
 /// Longest `wait` a client may ask for.
@@ -71,12 +90,16 @@ pub async fn submit(
         })
         .await?;
     let s = submitted(resp, 1)?[0];
+    if ctx.view().read(|st| st.task(s.id).is_none()) {
+        // Applied on the leader (this node forwarded the write): catch up before answering.
+        ctx.barrier(None).await?;
+    }
     let status = if s.created {
         actix_web::http::StatusCode::CREATED
     } else {
         actix_web::http::StatusCode::OK
     };
-    Ok(json_bytes(status, render(&ctx.view, s.id)?))
+    Ok(json_bytes(status, render(ctx.view(), s.id)?))
 }
 
 pub async fn submit_batch(
@@ -109,14 +132,22 @@ pub async fn submit_batch(
     Ok(HttpResponse::Created().json(json!({ "ids": ids })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    stale: Option<bool>,
+}
+
 pub async fn get(
     ctx: web::Data<TasksCtx>,
     id: web::Path<String>,
+    q: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    ctx.barrier(q.stale).await?;
     Ok(json_bytes(
         actix_web::http::StatusCode::OK,
-        render(&ctx.view, id)?,
+        render(ctx.view(), id)?,
     ))
 }
 
@@ -124,6 +155,7 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     timeout: Option<String>,
+    stale: Option<bool>,
 }
 
 /// Parse `30s`, `500ms`, `2m`; a bare number is seconds.
@@ -157,11 +189,12 @@ pub async fn wait(
     let id = parse_id(&id)?;
     let timeout = parse_timeout(q.timeout.as_deref())?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut applied = ctx.view.applied();
+    ctx.barrier(q.stale).await?;
+    let mut applied = ctx.view().applied();
     loop {
         applied.borrow_and_update();
         let (done, body) = ctx
-            .view
+            .view()
             .read(|s| s.task(id).map(|t| (t.status.is_terminal(), task_json(t))))
             .ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
         let body = body?;
@@ -182,6 +215,7 @@ pub struct ListQuery {
     status: Option<String>,
     limit: Option<usize>,
     after: Option<TaskId>,
+    stale: Option<bool>,
 }
 
 pub async fn list(
@@ -211,7 +245,8 @@ pub async fn list(
             format!("limit {limit} is out of range 1..={MAX_PAGE}"),
         ));
     }
-    let body = ctx.view.read(|s| {
+    ctx.barrier(q.stale).await?;
+    let body = ctx.view().read(|s| {
         let page = s.list(status, q.after, limit);
         let next = if page.len() == limit {
             page.last().map(|t| t.id)
@@ -243,10 +278,14 @@ pub async fn cancel(
     match resp {
         Response::Cancelled(v) => match v.first().copied().flatten() {
             None => Err(ApiError::NotFound(format!("no task with id {id}"))),
-            Some(TaskStatus::Cancelled) => Ok(json_bytes(
-                actix_web::http::StatusCode::OK,
-                render(&ctx.view, id)?,
-            )),
+            Some(TaskStatus::Cancelled) => {
+                // The cancel was applied on the leader; wait until this node has it too.
+                ctx.barrier(None).await?;
+                Ok(json_bytes(
+                    actix_web::http::StatusCode::OK,
+                    render(ctx.view(), id)?,
+                ))
+            }
             Some(other) => Err(ApiError::Conflict {
                 code: "already_ended",
                 message: format!("task {id} already ended: {}", other.as_str()),

@@ -256,3 +256,103 @@ fn list_is_newest_first_with_cursor() {
     let page: Vec<_> = s.list(None, Some(4), 10).iter().map(|t| t.id).collect();
     assert_eq!(page, vec![3, 2, 1]);
 }
+
+#[test]
+fn node_down_requeues_its_tasks_and_fences_its_late_results() {
+    let mut s = ClusterState::new();
+    let mut ev = Vec::new();
+    let node = |id| NodeInfo {
+        id,
+        tier: crate::Tier::Cloud,
+        labels: Default::default(),
+        api: String::new(),
+        rpc: String::new(),
+        slots: 4,
+        registered_at_ms: 0,
+        up: true,
+        down_since_ms: None,
+    };
+    s.apply(
+        &req(Command::RegisterNode {
+            now_ms: 1,
+            node: node(2),
+        }),
+        &mut ev,
+    );
+    submit(&mut s, vec![TaskSpec::kernel("stats", "{}"); 2]);
+    s.apply(
+        &req(Command::Assign {
+            now_ms: 2,
+            assignments: vec![
+                Assignment {
+                    task: 1,
+                    node: 2,
+                    attempt: 1,
+                },
+                Assignment {
+                    task: 2,
+                    node: 2,
+                    attempt: 1,
+                },
+            ],
+        }),
+        &mut ev,
+    );
+    let r = s.apply(&req(Command::NodeDown { now_ms: 3, node: 2 }), &mut ev);
+    assert_eq!(
+        r,
+        Response::NodeMarked {
+            changed: true,
+            requeued: vec![1, 2]
+        }
+    );
+    assert_eq!(s.count(TaskStatus::Pending), 2);
+    assert_eq!(s.active_count(2), 0);
+    assert!(!s.nodes[&2].up);
+    // marking it down again changes nothing
+    let r = s.apply(&req(Command::NodeDown { now_ms: 4, node: 2 }), &mut ev);
+    assert_eq!(
+        r,
+        Response::NodeMarked {
+            changed: false,
+            requeued: vec![]
+        }
+    );
+    // the task is placed again as attempt 2; the old attempt's result is refused
+    s.apply(
+        &req(Command::Assign {
+            now_ms: 5,
+            assignments: vec![Assignment {
+                task: 1,
+                node: 3,
+                attempt: 2,
+            }],
+        }),
+        &mut ev,
+    );
+    let late = Completion {
+        attempt: at(1, 2, 1),
+        outcome: Outcome::Succeeded {
+            result: "{}".into(),
+        },
+        isolation: Isolation::Inproc,
+    };
+    let r = s.apply(
+        &req(Command::Complete {
+            now_ms: 6,
+            completions: vec![late],
+        }),
+        &mut ev,
+    );
+    assert_eq!(accepted(r), vec![false]);
+    assert_eq!(s.task(1).map(|t| t.status), Some(TaskStatus::Scheduled));
+    let r = s.apply(&req(Command::NodeUp { now_ms: 7, node: 2 }), &mut ev);
+    assert_eq!(
+        r,
+        Response::NodeMarked {
+            changed: true,
+            requeued: vec![]
+        }
+    );
+    assert!(s.nodes[&2].up);
+}

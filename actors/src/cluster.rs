@@ -1,0 +1,301 @@
+//! The cluster side of a node: the RPC server's application handler, linearizable reads,
+//! membership changes, and the ClusterRpc actor that owns the listener.
+//!
+//! ```text
+//!  peer ──frame──▶ ClusterRpc listener ─┬─ Raft messages ──▶ openraft
+//!                                        └─ AppRequest ──▶ LeaderHandler
+//!                                             Propose   ──▶ Proposer::propose_local
+//!                                             ReadIndex ──▶ raft.ensure_linearizable
+//!                                             Heartbeat ──▶ Scheduler
+//!                                             Membership ─▶ raft.add_learner / change_membership
+//! ```
+//!
+//! Failure policy: a request this node cannot serve (not the leader) is answered
+//! `NotLeader`; the listener actor dies only if its socket fails, and is restarted.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgerun_model::FORMAT_VERSION;
+use edgerun_raft::openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use edgerun_raft::openraft::ChangeMembers;
+use edgerun_raft::server::AppHandler;
+use edgerun_raft::{AppRequest, AppResponse, MembershipChange, RaftNode, RemoteError};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::child::Slot;
+use crate::scheduler::SchedulerMsg;
+use crate::{InjectedFailure, ProposeError, Proposer};
+
+/// Answers application requests from other nodes.
+pub struct LeaderHandler {
+    pub node: RaftNode,
+    pub proposer: Proposer,
+    pub scheduler: Slot<SchedulerMsg>,
+}
+
+impl LeaderHandler {
+    fn not_leader(&self) -> RemoteError {
+        RemoteError::NotLeader {
+            me: self.node.id,
+            leader: self.node.leader().map(|(l, _)| l),
+        }
+    }
+
+    async fn answer(&self, req: AppRequest) -> AppResponse {
+        match req {
+            AppRequest::Propose(r) => {
+                if r.version != FORMAT_VERSION {
+                    return AppResponse::Proposed(Err(RemoteError::Failed(format!(
+                        "request format {} is not {FORMAT_VERSION}, the one this node speaks",
+                        r.version
+                    ))));
+                }
+                AppResponse::Proposed(match self.proposer.propose_local(r.command).await {
+                    Ok(resp) => Ok(resp),
+                    Err(ProposeError::NotLeader { .. } | ProposeError::NoLeader) => {
+                        Err(self.not_leader())
+                    }
+                    Err(e) => Err(RemoteError::Failed(e.to_string())),
+                })
+            }
+            AppRequest::ReadIndex => {
+                AppResponse::ReadIndex(match self.node.raft.ensure_linearizable().await {
+                    Ok(id) => Ok(id.map_or(0, |l| l.index)),
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                        Err(self.not_leader())
+                    }
+                    Err(e) => Err(RemoteError::Failed(e.to_string())),
+                })
+            }
+            AppRequest::Heartbeat(hb) => {
+                if !self.node.is_leader() {
+                    return AppResponse::Heartbeat(Err(self.not_leader()));
+                }
+                if let Some(s) = self.scheduler.get() {
+                    let _ = s.cast(SchedulerMsg::Heartbeat(hb));
+                }
+                AppResponse::Heartbeat(Ok(()))
+            }
+            AppRequest::Membership(change) => {
+                AppResponse::Membership(match apply_membership(&self.node, change).await {
+                    Ok(()) => Ok(()),
+                    Err(ProposeError::NotLeader { .. } | ProposeError::NoLeader) => {
+                        Err(self.not_leader())
+                    }
+                    Err(e) => Err(RemoteError::Failed(e.to_string())),
+                })
+            }
+        }
+    }
+}
+
+impl AppHandler for LeaderHandler {
+    fn handle(&self, req: AppRequest) -> Pin<Box<dyn Future<Output = AppResponse> + Send + '_>> {
+        Box::pin(self.answer(req))
+    }
+}
+
+fn membership_error(
+    e: RaftError<u64, ClientWriteError<u64, edgerun_raft::Member>>,
+) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
+            Some(leader) => ProposeError::NotLeader {
+                leader,
+                api: f.leader_node.map(|n| n.api),
+            },
+            None => ProposeError::NoLeader,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ProposeError::Rejected(c.to_string())
+        }
+        other => ProposeError::Raft(other.to_string()),
+    }
+}
+
+/// Run a membership change on this node (it must lead).
+async fn apply_membership(node: &RaftNode, change: MembershipChange) -> Result<(), ProposeError> {
+    let raft = &node.raft;
+    match change {
+        MembershipChange::AddLearner { id, member } => {
+            raft.add_learner(id, member, true)
+                .await
+                .map_err(membership_error)?;
+        }
+        MembershipChange::Promote { id } => {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        MembershipChange::Remove { id } => {
+            let m = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .clone();
+            if m.voter_ids().any(|v| v == id) {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(membership_error)?;
+            }
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Run a membership change on the leader, wherever it is.
+pub async fn change_membership(
+    node: &RaftNode,
+    change: MembershipChange,
+    timeout: Duration,
+) -> Result<(), ProposeError> {
+    match node.leader() {
+        None => Err(ProposeError::NoLeader),
+        Some((l, _)) if l == node.id => apply_membership(node, change).await,
+        Some((l, None)) => Err(ProposeError::LeaderUnreachable {
+            leader: l,
+            message: "its address is unknown".into(),
+        }),
+        Some((l, Some(member))) => match node
+            .peers
+            .app(&member.rpc, AppRequest::Membership(change), timeout)
+            .await
+        {
+            Ok(AppResponse::Membership(Ok(()))) => Ok(()),
+            Ok(AppResponse::Membership(Err(RemoteError::NotLeader { .. }))) => {
+                Err(ProposeError::NoLeader)
+            }
+            Ok(AppResponse::Membership(Err(RemoteError::Failed(m)))) => {
+                Err(ProposeError::Rejected(m))
+            }
+            Ok(other) => Err(ProposeError::Raft(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(ProposeError::LeaderUnreachable {
+                leader: l,
+                message: e.to_string(),
+            }),
+        },
+    }
+}
+
+/// Wait until this node's state machine reflects every write committed before the call
+/// (a linearizable read): the leader confirms its leadership with a quorum and names the
+/// index; a follower asks the leader for it and waits to apply up to it.
+pub async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(), ProposeError> {
+    let index = match node.leader() {
+        None => return Err(ProposeError::NoLeader),
+        Some((l, _)) if l == node.id => {
+            return match node.raft.ensure_linearizable().await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                    Err(ProposeError::NoLeader)
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                    Err(ProposeError::Raft(q.to_string()))
+                }
+                Err(e) => Err(ProposeError::Raft(e.to_string())),
+            };
+        }
+        Some((l, None)) => {
+            return Err(ProposeError::LeaderUnreachable {
+                leader: l,
+                message: "its address is unknown".into(),
+            })
+        }
+        Some((l, Some(member))) => match node
+            .peers
+            .app(&member.rpc, AppRequest::ReadIndex, timeout)
+            .await
+        {
+            Ok(AppResponse::ReadIndex(Ok(i))) => i,
+            Ok(AppResponse::ReadIndex(Err(RemoteError::NotLeader { .. }))) => {
+                return Err(ProposeError::NoLeader)
+            }
+            Ok(AppResponse::ReadIndex(Err(RemoteError::Failed(m)))) => {
+                return Err(ProposeError::Raft(m))
+            }
+            Ok(other) => return Err(ProposeError::Raft(format!("unexpected answer {other:?}"))),
+            Err(e) => {
+                return Err(ProposeError::LeaderUnreachable {
+                    leader: l,
+                    message: e.to_string(),
+                })
+            }
+        },
+    };
+    let mut applied = node.view.applied();
+    let reached = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index)).await;
+    match reached {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(ProposeError::Raft(format!(
+            "this node did not catch up to index {index} within {timeout:?}"
+        ))),
+    }
+}
+
+pub enum ClusterRpcMsg {
+    Fail,
+}
+
+/// Owns the cluster RPC listener.
+pub struct ClusterRpc;
+
+pub struct ClusterRpcArgs {
+    pub listen: SocketAddr,
+    pub handler: Arc<LeaderHandler>,
+}
+
+pub struct ClusterRpcState {
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Actor for ClusterRpc {
+    type Msg = ClusterRpcMsg;
+    type State = ClusterRpcState;
+    type Arguments = ClusterRpcArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ClusterRpcMsg>,
+        args: ClusterRpcArgs,
+    ) -> Result<ClusterRpcState, ActorProcessingErr> {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("binding cluster.listen {}: {e}", args.listen))?;
+        tracing::info!(listen = %args.listen, "cluster RPC listening");
+        let raft = args.handler.node.raft.clone();
+        let server = edgerun_raft::server::serve(listener, raft, args.handler);
+        Ok(ClusterRpcState { server })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ClusterRpcMsg>,
+        state: &mut ClusterRpcState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.server.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ClusterRpcMsg>,
+        msg: ClusterRpcMsg,
+        state: &mut ClusterRpcState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ClusterRpcMsg::Fail => {
+                state.server.abort();
+                Err(Box::new(InjectedFailure))
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Cluster RPC: length-delimited bincode frames over TCP.
+//!
+//! One protocol carries Raft's own messages (append, vote, snapshot chunks) and the
+//! application's (forwarded writes, read-index requests, heartbeats, membership changes).
+//! A frame is a 4-byte big-endian length and a bincode body; a connection carries one
+//! request at a time and is reused ([`Pool`]). The server side is in [`crate::server`].
+//!
+//! Errors are classified as openraft expects: no connection = `Unreachable` (openraft backs
+//! off), a broken or timed-out exchange = `Network`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edgerun_model::{RaftRequest, Response};
+use openraft::error::InstallSnapshotError;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{Member, NodeId, RaftError, TypeConfig};
+
+/// Largest frame accepted (snapshot chunks are far smaller).
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Idle connections kept per peer.
+const MAX_IDLE: usize = 16;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    App(AppRequest),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcResponse {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError>),
+    Vote(Result<VoteResponse<NodeId>, RaftError>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<InstallSnapshotError>>),
+    App(AppResponse),
+    /// The request could not be decoded or handled at all.
+    Refused(String),
+}
+
+/// Application requests between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AppRequest {
+    /// A write from a follower, to be proposed by the leader (never forwarded again).
+    Propose(RaftRequest),
+    /// Confirm leadership and return the index a linearizable read must wait for.
+    ReadIndex,
+    /// A node's liveness report to the leader.
+    Heartbeat(Heartbeat),
+    /// A membership change, run by the leader.
+    Membership(MembershipChange),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    /// Attempts this node is running now.
+    pub running: u32,
+    pub slots: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum MembershipChange {
+    AddLearner { id: NodeId, member: Member },
+    Promote { id: NodeId },
+    Remove { id: NodeId },
+}
+
+/// Why a leader-side request was not done.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+pub enum RemoteError {
+    #[error("node {me} is not the leader (leader: {leader:?})")]
+    NotLeader { me: NodeId, leader: Option<NodeId> },
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AppResponse {
+    Proposed(Result<Response, RemoteError>),
+    ReadIndex(Result<u64, RemoteError>),
+    Heartbeat(Result<(), RemoteError>),
+    Membership(Result<(), RemoteError>),
+}
+
+/// A failed exchange, classified for openraft.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("cannot reach {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("talking to {addr}: {source}")]
+    Network {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{addr} refused the request: {message}")]
+    Refused { addr: String, message: String },
+}
+
+pub async fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    if body.len() > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "frame of {} bytes is over the limit",
+            body.len()
+        )));
+    }
+    let len = (body.len() as u32).to_be_bytes();
+    s.write_all(&len).await?;
+    s.write_all(body).await?;
+    s.flush().await
+}
+
+/// Read one frame; `Ok(None)` at a clean end of stream.
+pub async fn read_frame(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes is over the limit"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+/// Reused connections to one peer.
+pub struct Pool {
+    addr: String,
+    idle: Mutex<Vec<TcpStream>>,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(addr: String, connect_timeout: Duration) -> Pool {
+        Pool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            connect_timeout,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn connect(&self) -> Result<TcpStream, RpcError> {
+        let unreachable = |source| RpcError::Unreachable {
+            addr: self.addr.clone(),
+            source,
+        };
+        let s = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| {
+                unreachable(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })?
+            .map_err(unreachable)?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+
+    /// Send one request and wait for its answer, within `timeout`.
+    pub async fn call(&self, req: &RpcRequest, timeout: Duration) -> Result<RpcResponse, RpcError> {
+        let body = edgerun_model::encode(req).map_err(|e| RpcError::Refused {
+            addr: self.addr.clone(),
+            message: e.to_string(),
+        })?;
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let (mut conn, reused) = match pooled {
+            Some(c) => (c, true),
+            None => (self.connect().await?, false),
+        };
+        let net = |source| RpcError::Network {
+            addr: self.addr.clone(),
+            source,
+        };
+        let exchange = async {
+            write_frame(&mut conn, &body).await?;
+            read_frame(&mut conn).await
+        };
+        let answer = match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => {
+                return Err(net(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {timeout:?}"),
+                )))
+            }
+            Ok(Err(e)) if reused => {
+                // A pooled connection may have been closed by the peer meanwhile: one fresh try.
+                tracing::debug!(addr = %self.addr, error = %e, "pooled connection broken; reconnecting");
+                let mut fresh = self.connect().await?;
+                let again = async {
+                    write_frame(&mut fresh, &body).await?;
+                    read_frame(&mut fresh).await
+                };
+                let a = tokio::time::timeout(timeout, again)
+                    .await
+                    .map_err(|_| {
+                        net(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer within {timeout:?}"),
+                        ))
+                    })?
+                    .map_err(net)?;
+                conn = fresh;
+                a
+            }
+            Ok(Err(e)) => return Err(net(e)),
+            Ok(Ok(a)) => a,
+        };
+        let Some(frame) = answer else {
+            return Err(net(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before the answer",
+            )));
+        };
+        let resp: RpcResponse = edgerun_model::decode(&frame).map_err(|e| {
+            net(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
+        })?;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        Ok(resp)
+    }
+}
+
+/// Connection pools by address, shared by the Raft network and application RPC.
+#[derive(Clone)]
+pub struct Peers {
+    pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
+    connect_timeout: Duration,
+}
+
+impl Peers {
+    pub fn new(connect_timeout: Duration) -> Peers {
+        Peers {
+            pools: Arc::new(Mutex::new(HashMap::new())),
+            connect_timeout,
+        }
+    }
+
+    pub fn pool(&self, addr: &str) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(Pool::new(addr.to_string(), self.connect_timeout)))
+            .clone()
+    }
+
+    /// Send an application request to the node at `addr`.
+    pub async fn app(
+        &self,
+        addr: &str,
+        req: AppRequest,
+        timeout: Duration,
+    ) -> Result<AppResponse, RpcError> {
+        match self.pool(addr).call(&RpcRequest::App(req), timeout).await? {
+            RpcResponse::App(a) => Ok(a),
+            RpcResponse::Refused(message) => Err(RpcError::Refused {
+                addr: addr.to_string(),
+                message,
+            }),
+            other => Err(RpcError::Refused {
+                addr: addr.to_string(),
+                message: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+}
