@@ -12,3 +12,4 @@ pub const RAFT_LAST_APPLIED: &str = "edgerun_raft_last_applied";
 pub const SCHEDULER_PLACED: &str = "edgerun_scheduler_placed_total";
 pub const WORKER_BUSY_SLOTS: &str = "edgerun_worker_busy_slots";
 pub const HTTP_REQUESTS: &str = "edgerun_http_requests_total";
+pub const COMPLETIONS_REFUSED: &str = "edgerun_completions_refused_total";

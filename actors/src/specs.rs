@@ -30,6 +30,8 @@ pub struct CoreParts {
     pub heartbeat: Duration,
     pub lease: Duration,
     pub forward_timeout: Duration,
+    /// `debug.kernel_delay_ms`.
+    pub kernel_delay: Duration,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -188,6 +190,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         kernels: p.kernels.clone(),
                         slots: p.slots,
                         default_timeout: p.default_timeout,
+                        delay: p.kernel_delay,
                     },
                 )
             },

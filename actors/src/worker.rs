@@ -51,6 +51,8 @@ pub struct WorkerArgs {
     pub kernels: Arc<dyn Kernels>,
     pub slots: u32,
     pub default_timeout: Duration,
+    /// `debug.kernel_delay_ms`: a wait before each kernel runs (tests only; zero by default).
+    pub delay: Duration,
 }
 
 pub struct WorkerState {
@@ -106,9 +108,10 @@ impl WorkerState {
             let kernels = self.args.kernels.clone();
             let node = self.args.node.clone();
             let me = myself.clone();
+            let delay = self.args.delay;
             tokio::spawn(async move {
                 let id = job.at.task;
-                run_attempt(job, kernels, proposer, node).await;
+                run_attempt(job, kernels, proposer, node, delay).await;
                 let _ = me.cast(WorkerMsg::Finished(id));
             });
         }
@@ -160,7 +163,13 @@ async fn execute(work: Work, kernels: Arc<dyn Kernels>, timeout: Duration) -> Ou
 
 /// Run one attempt and commit its completion, retrying the commit while the task is still
 /// this attempt's and the cluster has no leader.
-async fn run_attempt(job: Job, kernels: Arc<dyn Kernels>, proposer: Proposer, node: RaftNode) {
+async fn run_attempt(
+    job: Job,
+    kernels: Arc<dyn Kernels>,
+    proposer: Proposer,
+    node: RaftNode,
+    delay: Duration,
+) {
     let at = job.at;
     if job.status == TaskStatus::Scheduled {
         let p = proposer.clone();
@@ -174,6 +183,9 @@ async fn run_attempt(job: Job, kernels: Arc<dyn Kernels>, proposer: Proposer, no
                 })
                 .await;
         });
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let started = Instant::now();
     let outcome = execute(job.work, kernels, job.timeout).await;
@@ -199,7 +211,8 @@ async fn run_attempt(job: Job, kernels: Arc<dyn Kernels>, proposer: Proposer, no
                 if v.first() == Some(&true) {
                     metrics::counter!(m::TASKS_COMPLETED, "outcome" => label).increment(1);
                 } else {
-                    tracing::debug!(
+                    metrics::counter!(m::COMPLETIONS_REFUSED).increment(1);
+                    tracing::info!(
                         task = at.task,
                         attempt = at.attempt,
                         "completion refused (stale attempt or cancelled)"

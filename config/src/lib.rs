@@ -297,6 +297,9 @@ impl Default for SupervisorConfig {
 pub struct DebugConfig {
     /// Enables `POST /v1/debug/fail/{actor}`, which makes that actor fail (supervision tests).
     pub fault_injection: bool,
+    /// Every attempt waits this long before its kernel runs, so failure tests can catch tasks
+    /// mid-run. 0 (the default) = no delay.
+    pub kernel_delay_ms: u64,
 }
 
 /// Where the layers come from.

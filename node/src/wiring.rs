@@ -116,6 +116,7 @@ pub async fn run_node(
         heartbeat: Duration::from_millis(cfg.cluster.heartbeat_ms),
         lease: Duration::from_millis(cfg.cluster.lease_ms),
         forward_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
+        kernel_delay: Duration::from_millis(cfg.debug.kernel_delay_ms),
     });
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
     children.push(Arc::new(ApiSpec::new(ApiParts {
@@ -138,6 +139,12 @@ pub async fn run_node(
         },
         metrics,
     })));
+    if cfg.debug.kernel_delay_ms > 0 {
+        tracing::warn!(
+            delay_ms = cfg.debug.kernel_delay_ms,
+            "debug.kernel_delay_ms is set: every attempt waits before it runs"
+        );
+    }
     if cfg.debug.fault_injection {
         tracing::warn!(
             "debug.fault_injection is on: POST /v1/debug/fail/{{actor}} makes actors fail"

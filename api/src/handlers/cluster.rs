@@ -138,6 +138,9 @@ pub async fn cluster(ctx: web::Data<ClusterCtx>) -> HttpResponse {
         "leader": m.current_leader,
         "term": m.current_term,
         "last_applied": m.last_applied.map(|l| l.index),
+        "last_log": m.last_log_index,
+        "snapshot": m.snapshot.map(|l| l.index),
+        "purged": m.purged.map(|l| l.index),
         "members": members,
     }))
 }

@@ -53,6 +53,7 @@ pub struct Answer {
 
 /// A running `edgerun node` process.
 pub struct Node {
+    pub id: u64,
     pub dir: PathBuf,
     pub url: String,
     pub port: u16,
@@ -63,12 +64,21 @@ pub struct Node {
 }
 
 impl Node {
-    /// Start a node in `dir` with extra `--set key=value` overrides; wait until it is ready.
+    /// Start a single-node cluster in `dir` with extra `--set key=value` overrides; wait
+    /// until it is ready.
     pub fn must_start(dir: &Path, sets: &[&str]) -> Node {
-        let port = free_port();
-        let rpc = free_port();
+        let mut n = Node::spawn(dir, 1, free_port(), free_port(), sets);
+        n.must_be_ready();
+        n
+    }
+
+    /// Start node `id` with the given ports and overrides; do not wait.
+    pub fn spawn(dir: &Path, id: u64, port: u16, rpc: u16, sets: &[&str]) -> Node {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
         let mut args = vec![
             "node".to_string(),
+            "--id".into(),
+            id.to_string(),
             "--data-dir".into(),
             dir.join("data").display().to_string(),
             "--api-listen".into(),
@@ -81,6 +91,7 @@ impl Node {
             args.push(s.to_string());
         }
         let mut n = Node {
+            id,
             dir: dir.to_path_buf(),
             url: format!("http://127.0.0.1:{port}"),
             port,
@@ -92,8 +103,26 @@ impl Node {
             starts: 0,
         };
         n.must_spawn();
-        n.must_be_ready();
         n
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Send a signal by name (STOP, CONT, TERM) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let st = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status();
+            assert!(
+                st.as_ref().is_ok_and(|s| s.success()),
+                "kill -{sig} failed: {st:?}"
+            );
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -157,15 +186,7 @@ impl Node {
 
     /// Send SIGTERM (a clean stop request).
     pub fn terminate(&mut self) {
-        if let Some(c) = &self.child {
-            let st = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            assert!(
-                st.as_ref().is_ok_and(|s| s.success()),
-                "kill -TERM failed: {st:?}"
-            );
-        }
+        self.signal("TERM");
     }
 
     /// Start again with the same data dir and ports.
@@ -180,6 +201,21 @@ impl Node {
         self.child = None;
         self.must_spawn();
         self.must_be_ready();
+    }
+
+    /// Start again with the same data dir and ports, without waiting for readiness (a
+    /// cluster needs a majority up before any node is ready).
+    pub fn must_restart_no_wait(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+        self.child = None;
+        self.must_spawn();
+    }
+
+    pub fn agent_delete(&self, path: &str) -> Answer {
+        Self::answer(self.agent.delete(&format!("{}{path}", self.url)).call())
+            .unwrap_or_else(|e| panic!("DELETE {path}: {e}"))
     }
 
     /// Wait for the process to exit on its own.
@@ -280,7 +316,83 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A stopped process must be continued to die.
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
         self.kill9();
+    }
+}
+
+/// Settings that make failure tests quick: short heartbeats and lease.
+pub const FAST_FAILOVER: &[&str] = &["cluster.heartbeat_ms=200", "cluster.lease_ms=1500"];
+
+/// A cluster of `edgerun node` processes on 127.0.0.1.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub peers: String,
+}
+
+impl Cluster {
+    /// Start `n` voters (ids 1..=n) in `dir/n<id>` and wait until every one is ready.
+    pub fn must_start(dir: &Path, n: u64, sets: &[&str]) -> Cluster {
+        let ports: Vec<(u64, u16, u16)> =
+            (1..=n).map(|id| (id, free_port(), free_port())).collect();
+        let peers = format!(
+            "cluster.peers=[{}]",
+            ports
+                .iter()
+                .map(|(id, api, rpc)| format!(
+                    "{{ id = {id}, rpc = \"127.0.0.1:{rpc}\", api = \"127.0.0.1:{api}\" }}"
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut all: Vec<&str> = vec![&peers];
+        all.extend_from_slice(sets);
+        let mut nodes: Vec<Node> = ports
+            .iter()
+            .map(|(id, api, rpc)| Node::spawn(&dir.join(format!("n{id}")), *id, *api, *rpc, &all))
+            .collect();
+        for node in nodes.iter_mut() {
+            node.must_be_ready();
+        }
+        Cluster { nodes, peers }
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Wait until every node in `among` names the same leader (one of `among`), and return it.
+    pub fn wait_for_leader(&self, among: &[u64], timeout: Duration) -> u64 {
+        wait_until("one leader that every live node agrees on", timeout, || {
+            let mut seen = Vec::new();
+            for id in among {
+                let a = self.node(*id).try_get("/v1/cluster?stale=true")?;
+                seen.push((*id, a.body["leader"].as_u64()));
+            }
+            match seen.first() {
+                Some((_, Some(l)))
+                    if among.contains(l) && seen.iter().all(|(_, x)| *x == Some(*l)) =>
+                {
+                    Ok(*l)
+                }
+                _ => Err(format!("(node, leader) = {seen:?}")),
+            }
+        })
     }
 }
 
