@@ -64,9 +64,9 @@ impl LeaderHandler {
                 })
             }
             AppRequest::ReadIndex => {
-                AppResponse::ReadIndex(match self.node.raft.ensure_linearizable().await {
-                    Ok(id) => Ok(id.map_or(0, |l| l.index)),
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                AppResponse::ReadIndex(match leader_read_index(&self.node).await {
+                    Ok(i) => Ok(i),
+                    Err(ProposeError::NoLeader | ProposeError::NotLeader { .. }) => {
                         Err(self.not_leader())
                     }
                     Err(e) => Err(RemoteError::Failed(e.to_string())),
@@ -186,24 +186,36 @@ pub async fn change_membership(
     }
 }
 
+/// On the leader: confirm leadership with a quorum and name the log index a linearizable
+/// read must wait for.
+///
+/// openraft's read index is `max(committed, first log of this term)`. A leader that restarts
+/// without losing its term keeps the old term's first log and reloads `committed` from disk,
+/// where it may lag (it is not flushed on every change), so that index can be too low. The
+/// leader's last log index is never too low: every acknowledged write is in it. Waiting for it
+/// costs at most one replication round.
+async fn leader_read_index(node: &RaftNode) -> Result<u64, ProposeError> {
+    let read = match node.raft.ensure_linearizable().await {
+        Ok(id) => id.map_or(0, |l| l.index),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+            return Err(ProposeError::NoLeader)
+        }
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+            return Err(ProposeError::Raft(q.to_string()))
+        }
+        Err(e) => return Err(ProposeError::Raft(e.to_string())),
+    };
+    let last = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    Ok(read.max(last))
+}
+
 /// Wait until this node's state machine reflects every write committed before the call
 /// (a linearizable read): the leader confirms its leadership with a quorum and names the
 /// index; a follower asks the leader for it and waits to apply up to it.
 pub async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(), ProposeError> {
     let index = match node.leader() {
         None => return Err(ProposeError::NoLeader),
-        Some((l, _)) if l == node.id => {
-            return match node.raft.ensure_linearizable().await {
-                Ok(_) => Ok(()),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
-                    Err(ProposeError::NoLeader)
-                }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-                    Err(ProposeError::Raft(q.to_string()))
-                }
-                Err(e) => Err(ProposeError::Raft(e.to_string())),
-            };
-        }
+        Some((l, _)) if l == node.id => leader_read_index(node).await?,
         Some((l, None)) => {
             return Err(ProposeError::LeaderUnreachable {
                 leader: l,

@@ -26,6 +26,7 @@
 
 pub mod child;
 pub mod cluster;
+pub mod executor;
 pub mod metrics_names;
 pub mod monitor;
 pub mod scheduler;

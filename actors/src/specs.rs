@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgerun_cpp::Kernels;
+use crate::executor::Executor;
 use edgerun_model::NodeInfo;
 use edgerun_raft::RaftNode;
 use ractor::{Actor, ActorCell};
@@ -21,7 +21,8 @@ use crate::Proposer;
 pub struct CoreParts {
     pub node: RaftNode,
     pub info: NodeInfo,
-    pub kernels: Arc<dyn Kernels>,
+    pub executor: Arc<dyn Executor>,
+    pub default_memory_mb: u32,
     pub slots: u32,
     pub default_timeout: Duration,
     pub max_batch: usize,
@@ -187,10 +188,11 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                     WorkerArgs {
                         node: p.node.clone(),
                         proposer: proposer.clone(),
-                        kernels: p.kernels.clone(),
+                        executor: p.executor.clone(),
                         slots: p.slots,
                         default_timeout: p.default_timeout,
                         delay: p.kernel_delay,
+                        default_memory_mb: p.default_memory_mb,
                     },
                 )
             },

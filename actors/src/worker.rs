@@ -7,28 +7,27 @@
 //! result per attempt).
 //!
 //! ```text
-//!  StateEvent ─Changed─▶ Worker ─spawn─▶ attempt task ─spawn_blocking─▶ Kernels::run (C++)
+//!  StateEvent ─Changed─▶ Worker ─spawn─▶ attempt task ──run──▶ Executor (see `executor`)
 //!                          ▲                 │  Propose(Start), Propose(Complete)
 //!                          └──── Finished ◀──┘
 //! ```
 //!
-//! Isolation in this slice is `inproc` (a blocking thread in the node); the container issue
-//! adds `container` and `process`. A kernel that panics fails its attempt (retryable), never
-//! the node. Failure policy: the actor only dies on injected failures.
+//! The executor decides the isolation (`process` or `inproc` so far) and it is recorded on
+//! every result. A kernel that crashes fails its attempt, never the node. Failure policy: the
+//! actor only dies on injected failures.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgerun_cpp::{KernelError, Kernels};
 use edgerun_model::{
-    AttemptRef, Command, Completion, Isolation, NodeId, Outcome, Response, TaskError, TaskId,
-    TaskStatus, Work,
+    AttemptRef, Command, Completion, NodeId, Outcome, Response, TaskId, TaskStatus, Work,
 };
 use edgerun_raft::RaftNode;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::executor::{Executor, Job as ExecJob};
 use crate::metrics_names as m;
 use crate::scheduler::forward_changes;
 use crate::{now_ms, InjectedFailure, ProposeError, Proposer};
@@ -48,9 +47,11 @@ pub struct Worker;
 pub struct WorkerArgs {
     pub node: RaftNode,
     pub proposer: Proposer,
-    pub kernels: Arc<dyn Kernels>,
+    pub executor: Arc<dyn Executor>,
     pub slots: u32,
     pub default_timeout: Duration,
+    /// Memory limit of a task that asks for none.
+    pub default_memory_mb: u32,
     /// `debug.kernel_delay_ms`: a wait before each kernel runs (tests only; zero by default).
     pub delay: Duration,
 }
@@ -68,6 +69,8 @@ struct Job {
     status: TaskStatus,
     work: Work,
     timeout: Duration,
+    memory_mb: u32,
+    cpu_millis: Option<u32>,
 }
 
 impl WorkerState {
@@ -83,6 +86,7 @@ impl WorkerState {
         }
         let me = self.me();
         let default_timeout = self.args.default_timeout;
+        let default_memory = self.args.default_memory_mb;
         let jobs: Vec<Job> = self.args.node.view.read(|s| {
             s.active_on(me)
                 .filter(|t| !self.running.contains_key(&t.id))
@@ -99,19 +103,21 @@ impl WorkerState {
                         .spec
                         .timeout_ms
                         .map_or(default_timeout, Duration::from_millis),
+                    memory_mb: t.spec.resources.memory_mb.unwrap_or(default_memory),
+                    cpu_millis: t.spec.resources.cpu_millis,
                 })
                 .collect()
         });
         for job in jobs {
             self.running.insert(job.at.task, job.at.attempt);
             let proposer = self.args.proposer.clone();
-            let kernels = self.args.kernels.clone();
+            let executor = self.args.executor.clone();
             let node = self.args.node.clone();
             let me = myself.clone();
             let delay = self.args.delay;
             tokio::spawn(async move {
                 let id = job.at.task;
-                run_attempt(job, kernels, proposer, node, delay).await;
+                run_attempt(job, executor, proposer, node, delay).await;
                 let _ = me.cast(WorkerMsg::Finished(id));
             });
         }
@@ -119,53 +125,11 @@ impl WorkerState {
     }
 }
 
-fn kernel_failure(e: KernelError) -> Outcome {
-    Outcome::Failed {
-        error: TaskError {
-            code: e.code().to_string(),
-            message: e.to_string(),
-        },
-        // Kernels are deterministic: the same input fails the same way again.
-        retryable: false,
-    }
-}
-
-async fn execute(work: Work, kernels: Arc<dyn Kernels>, timeout: Duration) -> Outcome {
-    let (kernel, input) =
-        match work {
-            Work::Kernel { kernel, input } => (kernel, input),
-            Work::Exec { .. } => return Outcome::Failed {
-                error: TaskError {
-                    code: "unsupported".into(),
-                    message:
-                        "exec tasks need the container executor, which this build does not have yet"
-                            .into(),
-                },
-                retryable: false,
-            },
-        };
-    let job = tokio::task::spawn_blocking(move || kernels.run(&kernel, &input));
-    match tokio::time::timeout(timeout, job).await {
-        Ok(Ok(Ok(result))) => Outcome::Succeeded { result },
-        Ok(Ok(Err(e))) => kernel_failure(e),
-        Ok(Err(join)) => Outcome::Failed {
-            error: TaskError {
-                code: "worker_crashed".into(),
-                message: format!("the kernel thread died: {join}"),
-            },
-            retryable: true,
-        },
-        Err(_) => Outcome::TimedOut {
-            after_ms: timeout.as_millis() as u64,
-        },
-    }
-}
-
 /// Run one attempt and commit its completion, retrying the commit while the task is still
 /// this attempt's and the cluster has no leader.
 async fn run_attempt(
     job: Job,
-    kernels: Arc<dyn Kernels>,
+    executor: Arc<dyn Executor>,
     proposer: Proposer,
     node: RaftNode,
     delay: Duration,
@@ -188,7 +152,16 @@ async fn run_attempt(
         tokio::time::sleep(delay).await;
     }
     let started = Instant::now();
-    let outcome = execute(job.work, kernels, job.timeout).await;
+    let outcome = executor
+        .run(ExecJob {
+            task: at.task,
+            attempt: at.attempt,
+            work: job.work,
+            timeout: job.timeout,
+            memory_mb: job.memory_mb,
+            cpu_millis: job.cpu_millis,
+        })
+        .await;
     let label = match &outcome {
         Outcome::Succeeded { .. } => "succeeded",
         Outcome::Failed { .. } => "failed",
@@ -198,7 +171,7 @@ async fn run_attempt(
     let completion = Completion {
         attempt: at,
         outcome,
-        isolation: Isolation::Inproc,
+        isolation: executor.isolation(),
     };
     let mut delay = Duration::from_millis(20);
     loop {

@@ -219,6 +219,11 @@ pub struct ExecutorConfig {
     pub slots: u32,
     /// Wall-clock limit of one attempt when the task gives none.
     pub default_timeout_ms: u64,
+    /// Memory limit of one attempt when the task gives none.
+    pub default_memory_mb: u32,
+    /// Let exec tasks run without a container (as the node's own user, with only rlimits).
+    /// Off by default: an exec task is arbitrary code.
+    pub allow_exec_without_container: bool,
 }
 
 impl Default for ExecutorConfig {
@@ -227,6 +232,8 @@ impl Default for ExecutorConfig {
             isolation: IsolationMode::Auto,
             slots: 4,
             default_timeout_ms: 30_000,
+            default_memory_mb: 512,
+            allow_exec_without_container: false,
         }
     }
 }
@@ -462,6 +469,13 @@ impl NodeConfig {
                 "executor.default_timeout_ms",
                 0,
                 "a positive number of milliseconds",
+            ));
+        }
+        if !(16..=1_048_576).contains(&self.executor.default_memory_mb) {
+            return Err(invalid(
+                "executor.default_memory_mb",
+                self.executor.default_memory_mb,
+                "16 to 1048576",
             ));
         }
         if self.api.max_body_bytes < 1024 {

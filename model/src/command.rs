@@ -83,10 +83,12 @@ pub enum Outcome {
         result: String,
     },
     /// `retryable` failures (a crash, a lost sandbox) go back to pending while attempts remain;
-    /// deterministic ones (bad input) end the task at once.
+    /// deterministic ones (bad input) end the task at once. `output` is kept as the task's
+    /// result when there is one (an exec task's exit code and streams).
     Failed {
         error: TaskError,
         retryable: bool,
+        output: Option<String>,
     },
     TimedOut {
         after_ms: u64,

@@ -369,8 +369,13 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
             t.error = None;
             t.finished_at_ms = Some(now_ms);
         }
-        Outcome::Failed { error, retryable } => {
+        Outcome::Failed {
+            error,
+            retryable,
+            output,
+        } => {
             t.error = Some(error.clone());
+            t.result = output.clone();
             if *retryable && attempts_left {
                 requeue(t, now_ms);
             } else {

@@ -44,6 +44,21 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// (internal) Run one kernel: input JSON on stdin, result JSON on stdout.
+    #[command(hide = true)]
+    KernelExec {
+        kernel: String,
+        #[arg(long)]
+        memory_mb: Option<u64>,
+    },
+    /// (internal) Set limits, then run the command after `--`.
+    #[command(hide = true)]
+    ExecShim {
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -200,6 +215,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::wiring::run(cfg)
         }
         Cmd::Dev(a) => crate::dev::run(a),
+        Cmd::KernelExec { kernel, memory_mb } => crate::sandbox::kernel_exec(&kernel, memory_mb),
+        Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
         Cmd::Kernels { conn } => Client::new(&conn.url).print_get("/v1/kernels"),
         Cmd::Cluster { conn, cmd } => {
             let c = Client::new(&conn.url);

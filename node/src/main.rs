@@ -9,6 +9,7 @@
 mod cli;
 mod client;
 mod dev;
+mod sandbox;
 mod wiring;
 
 use clap::Parser;

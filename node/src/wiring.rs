@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use edgerun_actors::executor::{Executor, InprocExecutor, ProcessExecutor, ProcessLimits};
 use edgerun_actors::{
     core_children, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Slot, SupervisorArgs,
     SupervisorMsg,
@@ -67,21 +68,48 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The executor for `executor.isolation`, saying at start what was chosen and why.
+fn choose_executor(
+    cfg: &NodeConfig,
+    kernels: Arc<dyn Kernels>,
+) -> anyhow::Result<Arc<dyn Executor>> {
+    let process = || -> anyhow::Result<Arc<dyn Executor>> {
+        let exe =
+            std::env::current_exe().context("finding the edgerun binary for process isolation")?;
+        Ok(Arc::new(ProcessExecutor {
+            limits: ProcessLimits {
+                exe,
+                allow_exec: cfg.executor.allow_exec_without_container,
+            },
+        }))
+    };
+    match cfg.executor.isolation {
+        IsolationMode::Inproc => {
+            tracing::warn!("executor: inproc (kernels on threads inside the node, no isolation; for benchmarks)");
+            Ok(Arc::new(InprocExecutor { kernels }))
+        }
+        IsolationMode::Process => {
+            tracing::info!("executor: process (a child process per attempt with rlimits and a timeout)");
+            process()
+        }
+        IsolationMode::Auto => {
+            tracing::info!("executor: process, because this build has no container executor yet (executor.isolation = auto)");
+            process()
+        }
+        IsolationMode::Container => anyhow::bail!(
+            "invalid value for executor.isolation: \"container\"; accepted in this build: \"auto\", \"process\" or \"inproc\" (the container executor is not built yet)"
+        ),
+    }
+}
+
 pub async fn run_node(
     cfg: NodeConfig,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tracing::info!(node = cfg.node.id, tier = cfg.node.tier.as_str(), data_dir = %cfg.node.data_dir.display(), "starting edgerun {}", env!("CARGO_PKG_VERSION"));
 
-    match cfg.executor.isolation {
-        IsolationMode::Auto | IsolationMode::Inproc => {
-            tracing::info!("executor: kernels run in-process on blocking threads (isolation inproc); container isolation is not in this build yet")
-        }
-        other => anyhow::bail!(
-            "invalid value for executor.isolation: {:?}; accepted in this build: \"auto\" or \"inproc\" (container and process isolation are not built yet)",
-            format!("{other:?}").to_lowercase()
-        ),
-    }
+    let kernels: Arc<dyn Kernels> = Arc::new(CppKernels);
+    let executor = choose_executor(&cfg, kernels.clone())?;
 
     let metrics = install_metrics()?;
     tracing::info!("metrics recorder installed");
@@ -93,7 +121,6 @@ pub async fn run_node(
     let node = edgerun_raft::start_raft(&cfg, &db).await?;
     tracing::info!(id = node.id, "raft started");
 
-    let kernels: Arc<dyn Kernels> = Arc::new(CppKernels);
     let info = NodeInfo {
         id: cfg.node.id,
         tier: cfg.node.tier,
@@ -108,7 +135,8 @@ pub async fn run_node(
     let (mut children, proposer) = core_children(CoreParts {
         node: node.clone(),
         info,
-        kernels: kernels.clone(),
+        executor,
+        default_memory_mb: cfg.executor.default_memory_mb,
         slots: cfg.executor.slots,
         default_timeout: Duration::from_millis(cfg.executor.default_timeout_ms),
         max_batch: cfg.raft.max_batch,

@@ -119,7 +119,7 @@ fn a_batch_of_1000_stats_and_100_matmuls_all_succeed_with_correct_results() {
     for (id, input) in ids.iter().zip(&inputs) {
         let t = node.wait_for_task_end(*id, Duration::from_secs(120));
         check_stats(&t, input);
-        assert_eq!(t["isolation"], "inproc");
+        assert_eq!(t["isolation"], "process");
         assert_eq!(t["attempt"], 1);
         assert!(t["finished_at"].as_u64() >= t["created_at"].as_u64());
     }

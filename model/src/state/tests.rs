@@ -163,6 +163,7 @@ fn retryable_failure_requeues_until_attempts_run_out() {
                     message: "boom".into(),
                 },
                 retryable: true,
+                output: None,
             },
             isolation: Isolation::Process,
         };
