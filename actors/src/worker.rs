@@ -168,6 +168,14 @@ async fn run_attempt(
         Outcome::TimedOut { .. } => "timed_out",
     };
     metrics::histogram!(m::TASK_RUN_SECONDS).record(started.elapsed().as_secs_f64());
+    if let Outcome::Failed {
+        error,
+        retryable: true,
+        ..
+    } = &outcome
+    {
+        tracing::warn!(task = at.task, attempt = at.attempt, code = %error.code, "attempt failed and may be retried: {}", error.message);
+    }
     let completion = Completion {
         attempt: at,
         outcome,

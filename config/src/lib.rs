@@ -221,6 +221,8 @@ pub struct ExecutorConfig {
     pub default_timeout_ms: u64,
     /// Memory limit of one attempt when the task gives none.
     pub default_memory_mb: u32,
+    /// Most processes one attempt may have (containers; enforced by the pids cgroup).
+    pub default_pids: u32,
     /// Let exec tasks run without a container (as the node's own user, with only rlimits).
     /// Off by default: an exec task is arbitrary code.
     pub allow_exec_without_container: bool,
@@ -233,6 +235,7 @@ impl Default for ExecutorConfig {
             slots: 4,
             default_timeout_ms: 30_000,
             default_memory_mb: 512,
+            default_pids: 128,
             allow_exec_without_container: false,
         }
     }
@@ -476,6 +479,13 @@ impl NodeConfig {
                 "executor.default_memory_mb",
                 self.executor.default_memory_mb,
                 "16 to 1048576",
+            ));
+        }
+        if !(8..=65_536).contains(&self.executor.default_pids) {
+            return Err(invalid(
+                "executor.default_pids",
+                self.executor.default_pids,
+                "8 to 65536",
             ));
         }
         if self.api.max_body_bytes < 1024 {

@@ -50,6 +50,26 @@ enum Cmd {
         kernel: String,
         #[arg(long)]
         memory_mb: Option<u64>,
+        /// Read the input from this file instead of standard input.
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
+    /// (internal) Run one container from a bundle (used by the container executor).
+    #[command(hide = true)]
+    ContainerRun {
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[arg(long, default_value = "")]
+        cgroup: String,
+        /// Delete every container left in --state-root instead.
+        #[arg(long)]
+        clean: bool,
     },
     /// (internal) Set limits, then run the command after `--`.
     #[command(hide = true)]
@@ -215,7 +235,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::wiring::run(cfg)
         }
         Cmd::Dev(a) => crate::dev::run(a),
-        Cmd::KernelExec { kernel, memory_mb } => crate::sandbox::kernel_exec(&kernel, memory_mb),
+        Cmd::KernelExec {
+            kernel,
+            memory_mb,
+            input,
+        } => crate::sandbox::kernel_exec(&kernel, memory_mb, input.as_deref()),
+        Cmd::ContainerRun {
+            bundle,
+            state_root,
+            id,
+            timeout_ms,
+            cgroup,
+            clean,
+        } => {
+            if clean {
+                crate::container::clean_state(&state_root)
+            }
+            let (Some(bundle), Some(id)) = (bundle, id) else {
+                anyhow::bail!("container-run needs --bundle and --id (or --clean)");
+            };
+            crate::container::run(crate::container::RunArgs {
+                bundle,
+                state_root,
+                id,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                cgroup,
+            })
+        }
         Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
         Cmd::Kernels { conn } => Client::new(&conn.url).print_get("/v1/kernels"),
         Cmd::Cluster { conn, cmd } => {

@@ -8,6 +8,7 @@
 
 mod cli;
 mod client;
+mod container;
 mod dev;
 mod sandbox;
 mod wiring;

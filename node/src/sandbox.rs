@@ -24,12 +24,20 @@ fn fail(code: i32, msg: &str) -> ! {
 }
 
 /// Run one kernel: input JSON on stdin, result JSON on stdout; exit codes in `exit_codes`.
-pub fn kernel_exec(kernel: &str, memory_mb: Option<u64>) -> ! {
+pub fn kernel_exec(
+    kernel: &str,
+    memory_mb: Option<u64>,
+    input_file: Option<&std::path::Path>,
+) -> ! {
     if let Err(e) = set_memory_limit(memory_mb) {
         fail(exit_codes::HELPER_ERROR, &e);
     }
     let mut input = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+    let read = match input_file {
+        Some(p) => std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut input)),
+        None => std::io::stdin().read_to_string(&mut input),
+    };
+    if let Err(e) = read {
         fail(exit_codes::HELPER_ERROR, &format!("reading the input: {e}"));
     }
     match CppKernels.run(kernel, &input) {

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use edgerun_actors::executor::{Executor, InprocExecutor, ProcessExecutor, ProcessLimits};
+use edgerun_actors::executor::container::own_cgroup;
+use edgerun_actors::executor::{
+    ContainerConfig, ContainerExecutor, Executor, InprocExecutor, ProcessExecutor, ProcessLimits,
+};
 use edgerun_actors::{
     core_children, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Slot, SupervisorArgs,
     SupervisorMsg,
@@ -69,37 +72,87 @@ pub async fn shutdown_signal() {
 }
 
 /// The executor for `executor.isolation`, saying at start what was chosen and why.
-fn choose_executor(
+async fn choose_executor(
     cfg: &NodeConfig,
     kernels: Arc<dyn Kernels>,
 ) -> anyhow::Result<Arc<dyn Executor>> {
-    let process = || -> anyhow::Result<Arc<dyn Executor>> {
-        let exe =
-            std::env::current_exe().context("finding the edgerun binary for process isolation")?;
-        Ok(Arc::new(ProcessExecutor {
+    let exe = std::env::current_exe().context("finding the edgerun binary")?;
+    let process = |why: &str| -> Arc<dyn Executor> {
+        tracing::info!(
+            "executor: process (a child process per attempt with rlimits and a timeout){why}"
+        );
+        Arc::new(ProcessExecutor {
             limits: ProcessLimits {
-                exe,
+                exe: exe.clone(),
                 allow_exec: cfg.executor.allow_exec_without_container,
             },
-        }))
+        })
     };
     match cfg.executor.isolation {
         IsolationMode::Inproc => {
             tracing::warn!("executor: inproc (kernels on threads inside the node, no isolation; for benchmarks)");
             Ok(Arc::new(InprocExecutor { kernels }))
         }
-        IsolationMode::Process => {
-            tracing::info!("executor: process (a child process per attempt with rlimits and a timeout)");
-            process()
+        IsolationMode::Process => Ok(process("")),
+        mode @ (IsolationMode::Container | IsolationMode::Auto) => {
+            match container_executor(cfg, &exe).await {
+                Ok(c) => {
+                    tracing::info!("executor: container (a youki container per attempt: namespaces, cgroup limits, seccomp)");
+                    Ok(c)
+                }
+                Err(why) if mode == IsolationMode::Auto => Ok(process(&format!(
+                    ", because containers cannot be made here: {why}"
+                ))),
+                Err(why) => anyhow::bail!(
+                    "executor.isolation = \"container\", but containers cannot be made here: {why}"
+                ),
+            }
         }
-        IsolationMode::Auto => {
-            tracing::info!("executor: process, because this build has no container executor yet (executor.isolation = auto)");
-            process()
-        }
-        IsolationMode::Container => anyhow::bail!(
-            "invalid value for executor.isolation: \"container\"; accepted in this build: \"auto\", \"process\" or \"inproc\" (the container executor is not built yet)"
-        ),
     }
+}
+
+/// Set up the container executor: clean what a crashed run left, then run a probe container.
+async fn container_executor(
+    cfg: &NodeConfig,
+    exe: &std::path::Path,
+) -> Result<Arc<dyn Executor>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the node does not run as root".into());
+    }
+    if !std::path::Path::new("/sys/fs/cgroup").is_dir() {
+        return Err("/sys/fs/cgroup is missing".into());
+    }
+    // One parent per node *and* data dir: nodes sharing a host (tests, dev clusters) must never
+    // clean up each other's containers.
+    std::fs::create_dir_all(&cfg.node.data_dir)
+        .map_err(|e| format!("creating {}: {e}", cfg.node.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&cfg.node.data_dir)
+        .map_err(|e| format!("resolving {}: {e}", cfg.node.data_dir.display()))?;
+    // FNV-1a: stable across builds, so a new binary finds what an old one left.
+    let tag = data_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ *b as u32).wrapping_mul(0x0100_0193)
+        });
+    let parent = format!(
+        "{}/edgerun-n{}-{tag:08x}",
+        own_cgroup().trim_end_matches('/'),
+        cfg.node.id
+    );
+    let c = ContainerExecutor::new(ContainerConfig {
+        exe: exe.to_path_buf(),
+        root: cfg.node.data_dir.join("sandbox"),
+        cgroup_parent: parent,
+        pids: cfg.executor.default_pids,
+        node: cfg.node.id,
+    });
+    c.clean()
+        .await
+        .map_err(|e| format!("cleaning the sandbox directory: {e}"))?;
+    c.probe().await?;
+    Ok(Arc::new(c))
 }
 
 pub async fn run_node(
@@ -109,7 +162,7 @@ pub async fn run_node(
     tracing::info!(node = cfg.node.id, tier = cfg.node.tier.as_str(), data_dir = %cfg.node.data_dir.display(), "starting edgerun {}", env!("CARGO_PKG_VERSION"));
 
     let kernels: Arc<dyn Kernels> = Arc::new(CppKernels);
-    let executor = choose_executor(&cfg, kernels.clone())?;
+    let executor = choose_executor(&cfg, kernels.clone()).await?;
 
     let metrics = install_metrics()?;
     tracing::info!("metrics recorder installed");

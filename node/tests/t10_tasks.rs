@@ -119,8 +119,12 @@ fn a_batch_of_1000_stats_and_100_matmuls_all_succeed_with_correct_results() {
     for (id, input) in ids.iter().zip(&inputs) {
         let t = node.wait_for_task_end(*id, Duration::from_secs(120));
         check_stats(&t, input);
-        assert_eq!(t["isolation"], "process");
-        assert_eq!(t["attempt"], 1);
+        // auto: containers where the node can make them (root, cgroups), else processes
+        assert!(
+            t["isolation"] == "container" || t["isolation"] == "process",
+            "{t}"
+        );
+        assert_eq!(t["attempt"], 1, "{t}\n{}", node.log());
         assert!(t["finished_at"].as_u64() >= t["created_at"].as_u64());
     }
     for (id, want) in &mats {

@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use edgerun_model::{Isolation, Outcome, TaskError, Work};
 
+pub mod container;
 pub mod inproc;
 pub mod process;
 
+pub use container::{ContainerConfig, ContainerExecutor};
 pub use inproc::InprocExecutor;
 pub use process::{ProcessExecutor, ProcessLimits};
 

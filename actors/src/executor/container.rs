@@ -1,0 +1,597 @@
+//! `container`: each attempt runs in its own youki (libcontainer) container.
+//!
+//! ```text
+//!  ContainerExecutor ── writes bundle ──▶ <data_dir>/sandbox/bundles/<id>/{config.json, rootfs/, work/}
+//!        │
+//!        └─ spawns `edgerun container-run` (single-threaded helper: create, start, wait, delete)
+//!               └─ container: pid, mount, ipc, uts, net namespaces; read-only root with the
+//!                  host's /usr and libraries bound read-only; /work read-write; no
+//!                  capabilities; no_new_privileges; a seccomp deny list; cgroup memory, pids
+//!                  and cpu limits under this node's own cgroup
+//!                  └─ `/edgerun kernel-exec <kernel> --input /work/input.json`  (or the exec argv)
+//! ```
+//!
+//! Kernel results come back on the container's stdout (a file outside the container's view);
+//! exec tasks get exit code and capped streams. A timeout kills the container (all of its
+//! processes); an OOM kill is read from the cgroup and reported as `oom_killed`. At start the
+//! node removes containers, cgroups and bundles left by a crashed run ([`ContainerExecutor::clean`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use edgerun_model::{Isolation, Outcome, TaskError, Work};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::process::Command;
+
+use super::{exit_codes, failed, Executor, Job, RunFuture, OUTPUT_CAP};
+
+/// Largest kernel result read back (matmul's largest output as JSON fits).
+const MAX_RESULT: u64 = 512 * 1024 * 1024;
+/// Time the helper gets beyond the task's own timeout to set up and tear down.
+const HELPER_GRACE: Duration = Duration::from_secs(15);
+
+/// Syscalls the default seccomp profile refuses (EPERM): kernel and namespace administration
+/// no task needs.
+const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "adjtimex",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "init_module",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "move_mount",
+    "open_by_handle_at",
+    "perf_event_open",
+    "pivot_root",
+    "ptrace",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "umount2",
+    "unshare",
+    "userfaultfd",
+    "fsopen",
+    "fsmount",
+    "fspick",
+    "open_tree",
+];
+
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// The `edgerun` binary: the helper, and the program kernel tasks run inside.
+    pub exe: PathBuf,
+    /// `<data_dir>/sandbox`: bundles and libcontainer state.
+    pub root: PathBuf,
+    /// Cgroup path (relative to each controller's mount) under which task cgroups are made.
+    pub cgroup_parent: String,
+    /// Process limit of one task.
+    pub pids: u32,
+    /// Tag in container ids (the node id), so nodes sharing a host do not collide.
+    pub node: u64,
+}
+
+pub struct ContainerExecutor {
+    cfg: ContainerConfig,
+    seq: AtomicU64,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct HelperReport {
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(default)]
+    oom_killed: bool,
+    error: Option<String>,
+}
+
+/// The cgroup path of this process for the memory controller (v1) or the unified hierarchy.
+pub fn own_cgroup() -> String {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("/"),
+        );
+        if controllers.split(',').any(|c| c == "memory") {
+            return path.to_string();
+        }
+        if controllers.is_empty() {
+            unified = Some(path.to_string());
+        }
+    }
+    unified.unwrap_or_else(|| "/".into())
+}
+
+fn bind(dest: &str, src: &Path, rw: bool) -> Value {
+    json!({
+        "destination": dest,
+        "type": "bind",
+        "source": src,
+        "options": ["rbind", if rw { "rw" } else { "ro" }, "nosuid", "nodev"],
+    })
+}
+
+/// The OCI runtime spec of one attempt (pure: tested without containers).
+pub fn spec(
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    work: &Path,
+    exe: &Path,
+    job: &Job,
+    pids: u32,
+    cgroup: &str,
+) -> Value {
+    let mut envs: Vec<String> = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+        "HOME=/work".into(),
+    ];
+    envs.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    for dir in ["/usr", "/lib", "/lib64", "/bin", "/sbin"] {
+        let p = Path::new(dir);
+        if p.exists() {
+            mounts.push(bind(dir, p, false));
+        }
+    }
+    if Path::new("/etc/ld.so.cache").exists() {
+        mounts.push(bind(
+            "/etc/ld.so.cache",
+            Path::new("/etc/ld.so.cache"),
+            false,
+        ));
+    }
+    mounts.push(bind("/edgerun", exe, false));
+    mounts.push(bind("/work", work, true));
+    let mut resources = json!({
+        "memory": { "limit": (job.memory_mb as i64) * 1024 * 1024 },
+        "pids": { "limit": pids as i64 },
+        "devices": [{ "allow": false, "access": "rwm" }],
+    });
+    if let Some(m) = job.cpu_millis {
+        resources["cpu"] = json!({ "quota": (m as i64) * 100, "period": 100_000 });
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": args,
+            "env": envs,
+            "cwd": "/work",
+            "capabilities": { "bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": [] },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+            "noNewPrivileges": true,
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": "edgerun",
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}],
+            "cgroupsPath": cgroup,
+            "resources": resources,
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
+            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            "seccomp": {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+                "syscalls": [{ "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }],
+            },
+        },
+    })
+}
+
+fn read_capped(path: &Path, cap: u64) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let Ok(f) = std::fs::File::open(path) else {
+        return (Vec::new(), false);
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut out = Vec::new();
+    let _ = f.take(cap).read_to_end(&mut out);
+    (out, len > cap)
+}
+
+/// Kill every process in `cgroup` (under each controller) and remove it and its children.
+fn remove_cgroup_tree(rel: &str) {
+    let roots: Vec<PathBuf> = match std::fs::read_dir("/sys/fs/cgroup") {
+        Ok(d) => {
+            let mut v: Vec<PathBuf> = d
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            v.push(PathBuf::from("/sys/fs/cgroup"));
+            v
+        }
+        Err(_) => return,
+    };
+    for root in roots {
+        let dir = root.join(rel.trim_start_matches('/'));
+        if dir.is_dir() {
+            remove_dir_tree(&dir);
+        }
+    }
+}
+
+fn remove_dir_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_dir_tree(&e.path());
+            }
+        }
+    }
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl ContainerExecutor {
+    pub fn new(cfg: ContainerConfig) -> ContainerExecutor {
+        ContainerExecutor {
+            cfg,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.cfg.root.join("state")
+    }
+
+    fn bundles(&self) -> PathBuf {
+        self.cfg.root.join("bundles")
+    }
+
+    /// Remove containers, cgroups and bundles left by an earlier run of this node.
+    pub async fn clean(&self) -> std::io::Result<()> {
+        let state = self.state_root();
+        if state.is_dir() {
+            let _ = Command::new(&self.cfg.exe)
+                .arg("container-run")
+                .arg("--clean")
+                .arg("--state-root")
+                .arg(&state)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+        let parent = self.cfg.cgroup_parent.clone();
+        tokio::task::spawn_blocking(move || remove_cgroup_tree(&parent))
+            .await
+            .map_err(std::io::Error::other)?;
+        let _ = tokio::fs::remove_dir_all(self.bundles()).await;
+        tokio::fs::create_dir_all(self.bundles()).await?;
+        tokio::fs::create_dir_all(&state).await
+    }
+
+    /// Run a trivial container to check that this node can make them.
+    pub async fn probe(&self) -> Result<(), String> {
+        let job = Job {
+            task: 0,
+            attempt: 0,
+            work: Work::Exec {
+                argv: vec!["/edgerun".into(), "--version".into()],
+                env: BTreeMap::new(),
+            },
+            timeout: Duration::from_secs(20),
+            memory_mb: 64,
+            cpu_millis: None,
+        };
+        match self.run_job(job).await {
+            Outcome::Succeeded { result } if result.contains("edgerun") => Ok(()),
+            Outcome::Succeeded { result } => Err(format!("the probe container printed {result}")),
+            Outcome::Failed { error, output, .. } => Err(format!(
+                "{}: {}{}",
+                error.code,
+                error.message,
+                output.map(|o| format!(" ({o})")).unwrap_or_default()
+            )),
+            Outcome::TimedOut { .. } => Err("the probe container timed out".into()),
+        }
+    }
+
+    async fn run_job(&self, job: Job) -> Outcome {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!(
+            "er{}-t{}a{}-{}-{n}",
+            self.cfg.node,
+            job.task,
+            job.attempt,
+            std::process::id()
+        );
+        let bundle = self.bundles().join(&id);
+        let outcome = self.run_in(&bundle, &id, &job).await;
+        let _ = tokio::fs::remove_dir_all(&bundle).await;
+        outcome
+    }
+
+    async fn run_in(&self, bundle: &Path, id: &str, job: &Job) -> Outcome {
+        let work = bundle.join("work");
+        let setup = async {
+            tokio::fs::create_dir_all(bundle.join("rootfs")).await?;
+            tokio::fs::create_dir_all(&work).await?;
+            Ok::<_, std::io::Error>(())
+        };
+        if let Err(e) = setup.await {
+            return failed("sandbox_error", format!("preparing the bundle: {e}"), true);
+        }
+        let (args, env, is_kernel) = match &job.work {
+            Work::Kernel { kernel, input } => {
+                if let Err(e) = tokio::fs::write(work.join("input.json"), input).await {
+                    return failed("sandbox_error", format!("writing the input: {e}"), true);
+                }
+                let args = vec![
+                    "/edgerun".to_string(),
+                    "kernel-exec".into(),
+                    kernel.clone(),
+                    "--input".into(),
+                    "/work/input.json".into(),
+                ];
+                (args, BTreeMap::new(), true)
+            }
+            Work::Exec { argv, env } => (argv.clone(), env.clone(), false),
+        };
+        let cgroup = format!("{}/{id}", self.cfg.cgroup_parent.trim_end_matches('/'));
+        let config = spec(
+            &args,
+            &env,
+            &work,
+            &self.cfg.exe,
+            job,
+            self.cfg.pids,
+            &cgroup,
+        );
+        if let Err(e) = tokio::fs::write(bundle.join("config.json"), config.to_string()).await {
+            return failed("sandbox_error", format!("writing config.json: {e}"), true);
+        }
+        let mut cmd = Command::new(&self.cfg.exe);
+        cmd.arg("container-run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--state-root")
+            .arg(self.state_root())
+            .arg("--id")
+            .arg(id)
+            .arg("--timeout-ms")
+            .arg(job.timeout.as_millis().to_string())
+            .arg("--cgroup")
+            .arg(&cgroup)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return failed(
+                    "sandbox_error",
+                    format!("starting edgerun container-run: {e}"),
+                    true,
+                )
+            }
+        };
+        let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+        let out = match tokio::time::timeout(job.timeout + HELPER_GRACE, child.wait_with_output())
+            .await
+        {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                return failed(
+                    "sandbox_error",
+                    format!("waiting for edgerun container-run: {e}"),
+                    true,
+                )
+            }
+            Err(_) => {
+                if let Some(pg) = pgid {
+                    let _ = killpg(pg, Signal::SIGKILL);
+                }
+                remove_cgroup_tree(&cgroup);
+                return failed("sandbox_error", "the container helper did not finish", true);
+            }
+        };
+        let report: HelperReport = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| HelperReport {
+                error: Some(format!(
+                    "no report from the helper: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                ..HelperReport::default()
+            });
+        if let Some(e) = report.error {
+            return failed("sandbox_error", e, true);
+        }
+        if report.timed_out {
+            return Outcome::TimedOut {
+                after_ms: job.timeout.as_millis() as u64,
+            };
+        }
+        if report.oom_killed {
+            return failed(
+                "oom_killed",
+                format!(
+                    "the task went over its {} MiB memory limit and was killed",
+                    job.memory_mb
+                ),
+                false,
+            );
+        }
+        let (stderr, stderr_cut) = read_capped(&bundle.join("stderr"), OUTPUT_CAP as u64);
+        let stderr_text = String::from_utf8_lossy(&stderr).trim().to_string();
+        if is_kernel {
+            return match report.exit_code {
+                Some(0) => {
+                    let (stdout, cut) = read_capped(&bundle.join("stdout"), MAX_RESULT);
+                    match String::from_utf8(stdout) {
+                        Ok(result)
+                            if !cut
+                                && serde_json::from_str::<&serde_json::value::RawValue>(
+                                    &result,
+                                )
+                                .is_ok() =>
+                        {
+                            Outcome::Succeeded { result }
+                        }
+                        _ => failed("kernel_error", "the kernel's output is not JSON", false),
+                    }
+                }
+                Some(exit_codes::INVALID_INPUT) => failed("invalid_input", stderr_text, false),
+                Some(exit_codes::KERNEL_ERROR) => failed("kernel_error", stderr_text, false),
+                Some(c) => failed(
+                    "worker_crashed",
+                    format!("kernel-exec exited with {c}: {stderr_text}"),
+                    true,
+                ),
+                None => failed(
+                    "worker_crashed",
+                    format!(
+                        "kernel-exec was killed by signal {}: {stderr_text}",
+                        report.signal.unwrap_or(0)
+                    ),
+                    true,
+                ),
+            };
+        }
+        let (stdout, stdout_cut) = read_capped(&bundle.join("stdout"), OUTPUT_CAP as u64);
+        let exit_code = report
+            .exit_code
+            .unwrap_or_else(|| 128 + report.signal.unwrap_or(0));
+        let result = json!({
+            "exit_code": exit_code,
+            "signal": report.signal,
+            "stdout": String::from_utf8_lossy(&stdout),
+            "stderr": String::from_utf8_lossy(&stderr),
+            "truncated": stdout_cut || stderr_cut,
+        });
+        if exit_code == 0 {
+            return Outcome::Succeeded {
+                result: result.to_string(),
+            };
+        }
+        let tail: String = stderr_text
+            .chars()
+            .skip(stderr_text.chars().count().saturating_sub(300))
+            .collect();
+        Outcome::Failed {
+            error: TaskError {
+                code: "nonzero_exit".into(),
+                message: format!("exited with {exit_code}: {tail}"),
+            },
+            retryable: false,
+            output: Some(result.to_string()),
+        }
+    }
+}
+
+impl Executor for ContainerExecutor {
+    fn isolation(&self) -> Isolation {
+        Isolation::Container
+    }
+
+    fn run(&self, job: Job) -> RunFuture<'_> {
+        Box::pin(self.run_job(job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_isolates_and_limits() {
+        let job = Job {
+            task: 1,
+            attempt: 1,
+            work: Work::Exec {
+                argv: vec!["true".into()],
+                env: BTreeMap::new(),
+            },
+            timeout: Duration::from_secs(1),
+            memory_mb: 32,
+            cpu_millis: Some(500),
+        };
+        let s = spec(
+            &["true".into()],
+            &BTreeMap::from([("A".into(), "b".into())]),
+            Path::new("/w"),
+            Path::new("/x/edgerun"),
+            &job,
+            16,
+            "/p/t1",
+        );
+        assert_eq!(s["root"]["readonly"], true);
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(s["process"]["capabilities"]["effective"], json!([]));
+        assert!(s["process"]["env"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!("A=b"))));
+        assert_eq!(s["linux"]["resources"]["memory"]["limit"], 32 * 1024 * 1024);
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 16);
+        assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 50_000);
+        let ns: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|n| n["type"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(ns, vec!["pid", "mount", "ipc", "uts", "network"]);
+        let mounts = s["mounts"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !mounts.iter().any(|m| m["destination"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("/sys"))),
+            "no /sys or cgroupfs inside"
+        );
+        let work = mounts
+            .iter()
+            .find(|m| m["destination"] == "/work")
+            .cloned()
+            .unwrap_or_default();
+        assert!(work["options"]
+            .as_array()
+            .is_some_and(|o| o.contains(&json!("rw"))));
+        assert!(mounts
+            .iter()
+            .filter(|m| m["destination"] != "/work" && m["type"] == "bind")
+            .all(|m| m["options"]
+                .as_array()
+                .is_some_and(|o| o.contains(&json!("ro")))));
+        assert!(s["linux"]["seccomp"]["syscalls"][0]["names"]
+            .as_array()
+            .is_some_and(|n| n.contains(&json!("mount"))));
+    }
+}

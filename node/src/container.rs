@@ -1,0 +1,157 @@
+//! `edgerun container-run`: drive one youki (libcontainer) container from a single-threaded
+//! helper process, never from the node's tokio runtime (libcontainer forks with raw clone3;
+//! with other threads running it deadlocks).
+//!
+//! The ContainerExecutor (actors crate) writes the bundle (`config.json`, an empty `rootfs/`,
+//! the task's `work/` dir) and runs this helper, which creates and starts the container with
+//! its stdout/stderr going to `bundle/stdout` and `bundle/stderr`, waits for exactly its init
+//! pid (killing it at the deadline), reads the OOM counter of its cgroup, deletes it, and
+//! prints one JSON line: `{"exit_code", "signal", "timed_out", "oom_killed", "error"}`.
+//!
+//! `edgerun container-run --clean-state DIR` deletes every container left in a state dir by a
+//! crashed node.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal as NixSignal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use serde_json::json;
+
+pub struct RunArgs {
+    pub bundle: PathBuf,
+    pub state_root: PathBuf,
+    pub id: String,
+    pub timeout: Duration,
+    /// The container's cgroup, as in the spec's `cgroupsPath` (for the OOM counter).
+    pub cgroup: String,
+}
+
+fn print(v: serde_json::Value) {
+    println!("{v}");
+}
+
+fn fail(msg: String) -> ! {
+    print(json!({ "error": msg }));
+    std::process::exit(0)
+}
+
+/// The memory cgroup's OOM-kill count for `cgroup` (v1 or v2).
+fn oom_kills(cgroup: &str) -> u64 {
+    let rel = cgroup.trim_start_matches('/');
+    let candidates = [
+        (
+            Path::new("/sys/fs/cgroup/memory")
+                .join(rel)
+                .join("memory.oom_control"),
+            "oom_kill ",
+        ),
+        (
+            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+            "oom_kill ",
+        ),
+    ];
+    for (path, key) in candidates {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                if let Some(n) = line.strip_prefix(key) {
+                    return n.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+    }
+    0
+}
+
+/// Wait for `pid` until `deadline`; `None` if it is still running then.
+fn wait_until(pid: nix::unistd::Pid, deadline: Instant) -> Option<WaitStatus> {
+    // Poll with a short, growing sleep: the helper stays single-threaded and a short task
+    // is reaped within ~100 µs.
+    let mut nap = Duration::from_micros(50);
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(st) => return Some(st),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => fail(format!("waiting for the container: {e}")),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(2));
+    }
+}
+
+pub fn run(a: RunArgs) -> ! {
+    let open = |name: &str| -> File {
+        File::create(a.bundle.join(name)).unwrap_or_else(|e| fail(format!("creating {name}: {e}")))
+    };
+    let built = ContainerBuilder::new(a.id.clone(), SyscallType::Linux)
+        .with_root_path(&a.state_root)
+        .map(|b| b.with_stdout(open("stdout")).with_stderr(open("stderr")))
+        .map(|b| {
+            b.as_init(&a.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        });
+    let mut container = match built {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) | Err(e) => fail(format!("creating the container: {e}")),
+    };
+    let deadline = Instant::now() + a.timeout;
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        fail(format!("starting the container: {e}"));
+    }
+    let Some(pid) = container.pid() else {
+        let _ = container.delete(true);
+        fail("the container has no pid".into());
+    };
+    let (status, timed_out) = match wait_until(pid, deadline) {
+        Some(st) => (st, false),
+        None => {
+            let _ = container.kill(Signal::from(NixSignal::SIGKILL), true);
+            let st = waitpid(pid, None).unwrap_or(WaitStatus::StillAlive);
+            (st, true)
+        }
+    };
+    let oom = oom_kills(&a.cgroup) > 0;
+    if let Err(e) = container.delete(true) {
+        // Still report the outcome; the node's start-up cleanup removes what is left.
+        eprintln!("deleting container {}: {e}", a.id);
+    }
+    let (code, signal) = match status {
+        WaitStatus::Exited(_, c) => (Some(c), None),
+        WaitStatus::Signaled(_, s, _) => (None, Some(s as i32)),
+        _ => (None, None),
+    };
+    print(
+        json!({ "exit_code": code, "signal": signal, "timed_out": timed_out, "oom_killed": oom }),
+    );
+    std::process::exit(0)
+}
+
+/// Delete every container in `state_root` (left by a crashed node); prints how many.
+pub fn clean_state(state_root: &Path) -> ! {
+    let mut removed = 0;
+    if let Ok(entries) = std::fs::read_dir(state_root) {
+        for e in entries.flatten() {
+            if let Ok(mut c) = Container::load(e.path()) {
+                let _ = c.kill(Signal::from(NixSignal::SIGKILL), true);
+                if c.delete(true).is_ok() {
+                    removed += 1;
+                }
+            }
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    print(json!({ "removed": removed }));
+    std::process::exit(0)
+}
