@@ -72,10 +72,11 @@ pub async fn shutdown_signal() {
 }
 
 /// The executor for `executor.isolation`, saying at start what was chosen and why.
+/// The container executor is returned a second time so that shutdown can clean it up.
 async fn choose_executor(
     cfg: &NodeConfig,
     kernels: Arc<dyn Kernels>,
-) -> anyhow::Result<Arc<dyn Executor>> {
+) -> anyhow::Result<(Arc<dyn Executor>, Option<Arc<ContainerExecutor>>)> {
     let exe = std::env::current_exe().context("finding the edgerun binary")?;
     let process = |why: &str| -> Arc<dyn Executor> {
         tracing::info!(
@@ -91,18 +92,19 @@ async fn choose_executor(
     match cfg.executor.isolation {
         IsolationMode::Inproc => {
             tracing::warn!("executor: inproc (kernels on threads inside the node, no isolation; for benchmarks)");
-            Ok(Arc::new(InprocExecutor { kernels }))
+            Ok((Arc::new(InprocExecutor { kernels }), None))
         }
-        IsolationMode::Process => Ok(process("")),
+        IsolationMode::Process => Ok((process(""), None)),
         mode @ (IsolationMode::Container | IsolationMode::Auto) => {
             match container_executor(cfg, &exe).await {
                 Ok(c) => {
                     tracing::info!("executor: container (a youki container per attempt: namespaces, cgroup limits, seccomp)");
-                    Ok(c)
+                    Ok((c.clone(), Some(c)))
                 }
-                Err(why) if mode == IsolationMode::Auto => Ok(process(&format!(
-                    ", because containers cannot be made here: {why}"
-                ))),
+                Err(why) if mode == IsolationMode::Auto => Ok((
+                    process(&format!(", because containers cannot be made here: {why}")),
+                    None,
+                )),
                 Err(why) => anyhow::bail!(
                     "executor.isolation = \"container\", but containers cannot be made here: {why}"
                 ),
@@ -115,7 +117,7 @@ async fn choose_executor(
 async fn container_executor(
     cfg: &NodeConfig,
     exe: &std::path::Path,
-) -> Result<Arc<dyn Executor>, String> {
+) -> Result<Arc<ContainerExecutor>, String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("the node does not run as root".into());
     }
@@ -144,10 +146,11 @@ async fn container_executor(
     let c = ContainerExecutor::new(ContainerConfig {
         exe: exe.to_path_buf(),
         root: cfg.node.data_dir.join("sandbox"),
-        cgroup_parent: parent,
+        cgroup_parent: parent.clone(),
         pids: cfg.executor.default_pids,
         node: cfg.node.id,
     });
+    tracing::info!(cgroup_parent = %parent, "container cgroups go under this parent");
     c.clean()
         .await
         .map_err(|e| format!("cleaning the sandbox directory: {e}"))?;
@@ -162,7 +165,6 @@ pub async fn run_node(
     tracing::info!(node = cfg.node.id, tier = cfg.node.tier.as_str(), data_dir = %cfg.node.data_dir.display(), "starting edgerun {}", env!("CARGO_PKG_VERSION"));
 
     let kernels: Arc<dyn Kernels> = Arc::new(CppKernels);
-    let executor = choose_executor(&cfg, kernels.clone()).await?;
 
     let metrics = install_metrics()?;
     tracing::info!("metrics recorder installed");
@@ -173,6 +175,14 @@ pub async fn run_node(
 
     let node = edgerun_raft::start_raft(&cfg, &db).await?;
     tracing::info!(id = node.id, "raft started");
+
+    let (executor, containers) = match choose_executor(&cfg, kernels.clone()).await {
+        Ok(x) => x,
+        Err(e) => {
+            shutdown_raft(&node, &db).await;
+            return Err(e);
+        }
+    };
 
     let info = NodeInfo {
         id: cfg.node.id,
@@ -247,6 +257,9 @@ pub async fn run_node(
                     .clone()
                     .map(|x| x.to_string())
                     .unwrap_or_else(|| e.to_string());
+                if let Some(c) = &containers {
+                    let _ = c.clean().await;
+                }
                 shutdown_raft(&node, &db).await;
                 anyhow::bail!("{why}");
             }
@@ -263,6 +276,12 @@ pub async fn run_node(
     }
     let _ = sup_handle.await;
     supervisor_slot.set(None);
+    if let Some(c) = &containers {
+        // Kill what still runs and remove this node's cgroups, bundles and container state.
+        if let Err(e) = c.clean().await {
+            tracing::warn!(error = %e, "removing containers at shutdown");
+        }
+    }
     shutdown_raft(&node, &db).await;
     let exit = exit_rx.borrow().clone().unwrap_or(NodeExit::Stopped);
     match exit {

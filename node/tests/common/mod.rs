@@ -314,6 +314,34 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The cgroup parent of this node's containers, from its log (container isolation only).
+    pub fn cgroup_parent(&self) -> Option<String> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("container cgroups go under this parent"))?;
+        let v = line.split("cgroup_parent=").nth(1)?;
+        Some(v.split_whitespace().next()?.trim_matches('"').to_string())
+    }
+}
+
+/// Remove a cgroup directory tree under every hierarchy (children first).
+pub fn remove_cgroup_tree(rel: &str) {
+    let rel = rel.trim_start_matches('/');
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = roots.flatten().map(|e| e.path().join(rel)).collect();
+    dirs.push(PathBuf::from("/sys/fs/cgroup").join(rel));
+    for d in dirs.into_iter().filter(|d| d.is_dir()) {
+        let _ = Command::new("find")
+            .arg(&d)
+            .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+            .status();
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         // A stopped process must be continued to die.
@@ -323,6 +351,11 @@ impl Drop for Node {
                 .status();
         }
         self.kill9();
+        // A killed node cannot clean its container cgroups; its data dir is going away, so no
+        // later node would either.
+        if let Some(parent) = self.cgroup_parent() {
+            remove_cgroup_tree(&parent);
+        }
     }
 }
 

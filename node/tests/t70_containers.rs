@@ -1,0 +1,210 @@
+//! Container isolation (youki's libcontainer): limits, namespaces, read-only root, seccomp,
+//! timeouts, and nothing left behind. Needs root and cgroups; where the node cannot make
+//! containers these tests say so and check that it fell back to process isolation.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{wait_until, Node};
+use serde_json::{json, Value};
+
+/// A node with container isolation, or `None` (after checking the fallback) if this machine
+/// cannot make containers.
+fn container_node(dir: &Path, extra: &[&str]) -> Option<Node> {
+    let mut sets = vec!["executor.isolation=\"auto\""];
+    sets.extend_from_slice(extra);
+    let node = Node::must_start(dir, &sets);
+    if node.log().contains("executor: container") {
+        return Some(node);
+    }
+    assert!(
+        node.log()
+            .contains("because containers cannot be made here"),
+        "auto must say why it fell back:\n{}",
+        node.log()
+    );
+    eprintln!("SKIPPED: this machine cannot make containers (not root or no cgroups); the process fallback was checked");
+    None
+}
+
+fn run(node: &Node, body: Value) -> Value {
+    let a = node.must_post("/v1/tasks", &body);
+    assert_eq!(a.status, 201, "{}", a.body);
+    node.wait_for_task_end(a.body["id"].as_u64().unwrap_or(0), Duration::from_secs(60))
+}
+
+fn sh(script: &str) -> Value {
+    json!({ "exec": { "argv": ["sh", "-c", script] }, "retry": { "max_attempts": 1 } })
+}
+
+#[test]
+fn a_container_task_is_isolated() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &[]) else {
+        return;
+    };
+
+    let t = run(
+        &node,
+        json!({ "kernel": "stats", "input": { "values": [1, 2, 3] } }),
+    );
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(t["isolation"], "container");
+
+    // Only its own processes: the shell and ps itself.
+    let t = run(&node, sh("ps -e -o pid= | wc -l"));
+    assert_eq!(t["status"], "succeeded", "{t}");
+    let n: u32 = t["result"]["stdout"]
+        .as_str()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(99);
+    assert!(n <= 3, "the task sees {n} processes: {t}");
+
+    // No network: only the loopback device exists.
+    let t = run(&node, sh("grep : /proc/net/dev | cut -d: -f1 | tr -d ' '"));
+    assert_eq!(t["result"]["stdout"], "lo\n", "{t}");
+
+    // The root is read-only; /work is writable.
+    let t = run(
+        &node,
+        sh("touch /usr/x 2>&1; touch /x 2>&1; touch /work/ok && echo work-ok"),
+    );
+    let out = t["result"]["stdout"].as_str().unwrap_or("").to_string();
+    assert!(
+        out.contains("Read-only file system") && out.contains("work-ok"),
+        "{t}"
+    );
+
+    // It cannot reach or raise its cgroup limits: no cgroupfs inside, and mounting one fails.
+    let t = run(&node, sh("ls /sys/fs/cgroup 2>&1; mkdir -p /tmp/cg; mount -t cgroup -o memory none /tmp/cg 2>&1; echo rc=$?"));
+    let out = t["result"]["stdout"].as_str().unwrap_or("").to_string();
+    assert!(out.contains("No such file") && !out.contains("rc=0"), "{t}");
+
+    // A syscall the seccomp profile blocks fails (unshare needs no capability, only seccomp stops it).
+    let t = run(&node, sh("unshare -U true 2>&1; echo rc=$?"));
+    let out = t["result"]["stdout"].as_str().unwrap_or("").to_string();
+    assert!(
+        out.contains("Operation not permitted") && !out.contains("rc=0"),
+        "{t}"
+    );
+}
+
+#[test]
+fn memory_pids_and_time_limits_hold() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &["executor.default_pids=32"]) else {
+        return;
+    };
+
+    // An allocation bomb over its memory limit is killed: failed, oom_killed.
+    let mut bomb = sh("head -c 400000000 /dev/zero | tail");
+    bomb["resources"] = json!({ "memory_mb": 32 });
+    let t = run(&node, bomb);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "oom_killed", "{t}");
+
+    // A fork bomb stops at the pids limit.
+    let t = run(&node, sh("i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done 2>&1; echo started; kill $(jobs -p) 2>/dev/null; true"));
+    let out = format!("{}{}", t["result"]["stdout"], t["result"]["stderr"]);
+    assert!(
+        out.contains("fork") || out.contains("Resource temporarily unavailable"),
+        "the fork bomb was not stopped: {t}"
+    );
+
+    // A timeout kills the container and everything in it.
+    let mut slow = sh("sleep 43.25 & sleep 44.25");
+    slow["timeout_ms"] = json!(500);
+    let t = run(&node, slow);
+    assert_eq!(t["status"], "timed_out", "{t}");
+    wait_until(
+        "the timed-out container's processes to be gone",
+        Duration::from_secs(10),
+        || {
+            let out = Command::new("pgrep")
+                .args(["-f", "sleep 4[34].25"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if pids.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still running: {pids}"))
+            }
+        },
+    );
+}
+
+/// The cgroup directories of this node's containers that still exist.
+fn cgroups_left(node: &Node) -> Vec<String> {
+    let Some(parent) = node.cgroup_parent() else {
+        return vec!["(no cgroup parent in the log)".into()];
+    };
+    let rel = parent.trim_start_matches('/');
+    let mut left = Vec::new();
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(children) = std::fs::read_dir(root.path().join(rel)) {
+            left.extend(
+                children
+                    .flatten()
+                    .filter(|c| c.path().is_dir())
+                    .map(|c| c.path().display().to_string()),
+            );
+        }
+    }
+    left
+}
+
+#[test]
+fn two_hundred_container_tasks_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &[]) else {
+        return;
+    };
+    let batch: Vec<Value> = (0..200)
+        .map(|i| json!({ "kernel": "stats", "input": { "values": [i, i + 1] } }))
+        .collect();
+    let a = node.must_post("/v1/tasks/batch", &json!({ "tasks": batch }));
+    assert_eq!(a.status, 201, "{}", a.body);
+    let ids: Vec<u64> = a.body["ids"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
+        .unwrap_or_default();
+    for id in &ids {
+        let t = node.wait_for_task_end(*id, Duration::from_secs(120));
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert_eq!(t["isolation"], "container");
+    }
+    let sandbox = dir.path().join("data").join("sandbox");
+    let left = |sub: &str| {
+        std::fs::read_dir(sandbox.join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    wait_until(
+        "no container state, bundle, cgroup or mount left",
+        Duration::from_secs(20),
+        || {
+            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            let ours = mounts
+                .lines()
+                .filter(|l| l.contains(&*sandbox.to_string_lossy()))
+                .count();
+            let cgroups = cgroups_left(&node);
+            match (left("state"), left("bundles"), ours) {
+                (0, 0, 0) if cgroups.is_empty() => Ok(()),
+                other => Err(format!(
+                    "state/bundles/mounts = {other:?}, cgroups = {cgroups:?}"
+                )),
+            }
+        },
+    );
+}
