@@ -44,6 +44,18 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Measure the per-task overhead of each isolation mode (and of `runc run`) on this machine.
+    BenchSandbox {
+        /// Tasks per mode.
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        /// Working directory (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also time `runc run` of the same bundle (runc must be installed).
+        #[arg(long)]
+        runc: bool,
+    },
     /// (internal) Run one kernel: input JSON on stdin, result JSON on stdout.
     #[command(hide = true)]
     KernelExec {
@@ -235,6 +247,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::wiring::run(cfg)
         }
         Cmd::Dev(a) => crate::dev::run(a),
+        Cmd::BenchSandbox { n, dir, runc } => crate::bench::run(n, dir, runc),
         Cmd::KernelExec {
             kernel,
             memory_mb,

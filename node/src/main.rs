@@ -6,6 +6,7 @@
 //! edgerun task submit|get|wait|list|cancel, edgerun cluster status, edgerun kernels
 //! ```
 
+mod bench;
 mod cli;
 mod client;
 mod container;
