@@ -159,23 +159,26 @@ pub fn run(n: usize, dir: Option<PathBuf>, with_runc: bool) -> anyhow::Result<()
             },
         };
         rows.push(("process", measure(&process, n).await?));
-        let c = ContainerExecutor::new(ContainerConfig {
-            exe: exe.clone(),
-            root: dir.join("sandbox"),
-            cgroup_parent: format!(
-                "{}/edgerun-bench-{}",
-                own_cgroup().trim_end_matches('/'),
-                std::process::id()
-            ),
-            pids: 128,
-            node: 0,
-        });
-        c.clean().await?;
-        match c.probe().await {
-            Ok(()) => rows.push(("container", measure(&c, n).await?)),
-            Err(e) => eprintln!("container: skipped, containers cannot be made here: {e}"),
+        for (label, exec_kernel) in [("container", false), ("container, kernel via exec", true)] {
+            let c = ContainerExecutor::new(ContainerConfig {
+                exe: exe.clone(),
+                root: dir.join("sandbox"),
+                cgroup_parent: format!(
+                    "{}/edgerun-bench-{}",
+                    own_cgroup().trim_end_matches('/'),
+                    std::process::id()
+                ),
+                pids: 128,
+                node: 0,
+                exec_kernel,
+            });
+            c.clean().await?;
+            match c.probe().await {
+                Ok(()) => rows.push((label, measure(&c, n).await?)),
+                Err(e) => eprintln!("{label}: skipped, containers cannot be made here: {e}"),
+            }
+            c.clean().await?;
         }
-        c.clean().await?;
         Ok::<_, anyhow::Error>(())
     })?;
     if with_runc {

@@ -82,6 +82,10 @@ enum Cmd {
         /// Delete every container left in --state-root instead.
         #[arg(long)]
         clean: bool,
+        /// Exec `/edgerun kernel-exec` in the container instead of calling the kernel from its
+        /// init process (slower; for comparison).
+        #[arg(long)]
+        exec_kernel: bool,
     },
     /// (internal) Set limits, then run the command after `--`.
     #[command(hide = true)]
@@ -260,6 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             timeout_ms,
             cgroup,
             clean,
+            exec_kernel,
         } => {
             if clean {
                 crate::container::clean_state(&state_root)
@@ -273,6 +278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 id,
                 timeout: std::time::Duration::from_millis(timeout_ms),
                 cgroup,
+                exec_kernel,
             })
         }
         Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),

@@ -149,6 +149,7 @@ async fn container_executor(
         cgroup_parent: parent.clone(),
         pids: cfg.executor.default_pids,
         node: cfg.node.id,
+        exec_kernel: false,
     });
     tracing::info!(cgroup_parent = %parent, "container cgroups go under this parent");
     c.clean()

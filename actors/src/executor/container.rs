@@ -87,6 +87,9 @@ pub struct ContainerConfig {
     pub pids: u32,
     /// Tag in container ids (the node id), so nodes sharing a host do not collide.
     pub node: u64,
+    /// Exec `/edgerun kernel-exec` inside the container instead of calling the kernel from
+    /// the container's init process (libcontainer's executor hook). Slower; for comparison.
+    pub exec_kernel: bool,
 }
 
 pub struct ContainerExecutor {
@@ -387,8 +390,11 @@ impl ContainerExecutor {
             .arg("--timeout-ms")
             .arg(job.timeout.as_millis().to_string())
             .arg("--cgroup")
-            .arg(&cgroup)
-            .stdin(Stdio::null())
+            .arg(&cgroup);
+        if self.cfg.exec_kernel {
+            cmd.arg("--exec-kernel");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
