@@ -114,7 +114,7 @@ fn runc(exe: &Path, dir: &Path, n: usize) -> anyhow::Result<Vec<f64>> {
         }
     }
     let _ = std::process::Command::new("find")
-        .arg(format!("/sys/fs/cgroup"))
+        .arg("/sys/fs/cgroup")
         .args([
             "-depth",
             "-type",
