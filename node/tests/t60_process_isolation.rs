@@ -3,24 +3,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_until, Node};
+use common::{no_process_matches, wait_until, Node};
 use serde_json::json;
-
-fn no_process_matches(pattern: &str) -> Result<(), String> {
-    let out = Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if pids.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("still running: {pids}"))
-    }
-}
 
 #[test]
 fn kernels_run_in_child_processes_within_their_memory_limit() {

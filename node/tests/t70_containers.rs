@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_until, Node};
+use common::{no_process_matches, wait_until, Node};
 use serde_json::{json, Value};
 
 /// A node with container isolation, or `None` (after checking the fallback) if this machine
@@ -124,18 +123,7 @@ fn memory_pids_and_time_limits_hold() {
     wait_until(
         "the timed-out container's processes to be gone",
         Duration::from_secs(10),
-        || {
-            let out = Command::new("pgrep")
-                .args(["-f", "sleep 4[34].25"])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if pids.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("still running: {pids}"))
-            }
-        },
+        || no_process_matches("sleep 4[34].25"),
     );
 }
 

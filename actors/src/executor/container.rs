@@ -22,14 +22,14 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use edgerun_model::{Isolation, Outcome, TaskError, Work};
+use edgerun_model::{Isolation, Outcome, Work};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use super::{exit_codes, failed, Executor, Job, RunFuture, OUTPUT_CAP};
+use super::{exec_outcome, failed, kernel_outcome, Executor, Finished, Job, RunFuture, OUTPUT_CAP};
 
 /// Largest kernel result read back (matmul's largest output as JSON fits).
 const MAX_RESULT: u64 = 512 * 1024 * 1024;
@@ -458,69 +458,25 @@ impl ContainerExecutor {
                 false,
             );
         }
-        let (stderr, stderr_cut) = read_capped(&bundle.join("stderr"), OUTPUT_CAP as u64);
-        let stderr_text = String::from_utf8_lossy(&stderr).trim().to_string();
+        let (stderr, stderr_truncated) = read_capped(&bundle.join("stderr"), OUTPUT_CAP as u64);
+        let cap = if is_kernel {
+            MAX_RESULT
+        } else {
+            OUTPUT_CAP as u64
+        };
+        let (stdout, stdout_truncated) = read_capped(&bundle.join("stdout"), cap);
+        let finished = Finished {
+            code: report.exit_code,
+            signal: report.signal,
+            stdout,
+            stdout_truncated,
+            stderr,
+            stderr_truncated,
+        };
         if is_kernel {
-            return match report.exit_code {
-                Some(0) => {
-                    let (stdout, cut) = read_capped(&bundle.join("stdout"), MAX_RESULT);
-                    match String::from_utf8(stdout) {
-                        Ok(result)
-                            if !cut
-                                && serde_json::from_str::<&serde_json::value::RawValue>(
-                                    &result,
-                                )
-                                .is_ok() =>
-                        {
-                            Outcome::Succeeded { result }
-                        }
-                        _ => failed("kernel_error", "the kernel's output is not JSON", false),
-                    }
-                }
-                Some(exit_codes::INVALID_INPUT) => failed("invalid_input", stderr_text, false),
-                Some(exit_codes::KERNEL_ERROR) => failed("kernel_error", stderr_text, false),
-                Some(c) => failed(
-                    "worker_crashed",
-                    format!("kernel-exec exited with {c}: {stderr_text}"),
-                    true,
-                ),
-                None => failed(
-                    "worker_crashed",
-                    format!(
-                        "kernel-exec was killed by signal {}: {stderr_text}",
-                        report.signal.unwrap_or(0)
-                    ),
-                    true,
-                ),
-            };
-        }
-        let (stdout, stdout_cut) = read_capped(&bundle.join("stdout"), OUTPUT_CAP as u64);
-        let exit_code = report
-            .exit_code
-            .unwrap_or_else(|| 128 + report.signal.unwrap_or(0));
-        let result = json!({
-            "exit_code": exit_code,
-            "signal": report.signal,
-            "stdout": String::from_utf8_lossy(&stdout),
-            "stderr": String::from_utf8_lossy(&stderr),
-            "truncated": stdout_cut || stderr_cut,
-        });
-        if exit_code == 0 {
-            return Outcome::Succeeded {
-                result: result.to_string(),
-            };
-        }
-        let tail: String = stderr_text
-            .chars()
-            .skip(stderr_text.chars().count().saturating_sub(300))
-            .collect();
-        Outcome::Failed {
-            error: TaskError {
-                code: "nonzero_exit".into(),
-                message: format!("exited with {exit_code}: {tail}"),
-            },
-            retryable: false,
-            output: Some(result.to_string()),
+            kernel_outcome(finished, false, job.memory_mb)
+        } else {
+            exec_outcome(finished)
         }
     }
 }

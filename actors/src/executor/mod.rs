@@ -68,3 +68,81 @@ pub mod exit_codes {
 
 /// Most bytes of stdout/stderr kept per stream; more is dropped and flagged `truncated`.
 pub const OUTPUT_CAP: usize = 64 * 1024;
+
+/// What a finished workload left behind, whichever executor ran it.
+pub(crate) struct Finished {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr: Vec<u8>,
+    pub stderr_truncated: bool,
+}
+
+/// The outcome of `kernel-exec` (exit codes in [`exit_codes`]); `oom` when the executor saw
+/// the memory limit hit.
+pub(crate) fn kernel_outcome(f: Finished, oom: bool, memory_mb: u32) -> Outcome {
+    let stderr = String::from_utf8_lossy(&f.stderr).trim().to_string();
+    match (f.code, f.signal) {
+        (Some(0), _) => match String::from_utf8(f.stdout) {
+            Ok(result)
+                if !f.stdout_truncated
+                    && serde_json::from_str::<&serde_json::value::RawValue>(&result).is_ok() =>
+            {
+                Outcome::Succeeded { result }
+            }
+            _ => failed("kernel_error", "the kernel's output is not JSON", false),
+        },
+        (Some(exit_codes::INVALID_INPUT), _) => failed("invalid_input", stderr, false),
+        (Some(exit_codes::KERNEL_ERROR), _) => failed("kernel_error", stderr, false),
+        _ if oom => failed(
+            "oom_killed",
+            format!("the kernel went over its {memory_mb} MiB memory limit"),
+            false,
+        ),
+        (Some(code), _) => failed(
+            "worker_crashed",
+            format!("kernel-exec exited with {code}: {stderr}"),
+            true,
+        ),
+        (None, sig) => failed(
+            "worker_crashed",
+            format!(
+                "kernel-exec was killed by signal {}: {stderr}",
+                sig.unwrap_or(0)
+            ),
+            true,
+        ),
+    }
+}
+
+/// The outcome of an exec task: its exit code and capped streams are the result; a non-zero
+/// exit fails the task but keeps that result.
+pub(crate) fn exec_outcome(f: Finished) -> Outcome {
+    let exit_code = f.code.unwrap_or_else(|| 128 + f.signal.unwrap_or(0));
+    let stderr = String::from_utf8_lossy(&f.stderr);
+    let result = serde_json::json!({
+        "exit_code": exit_code,
+        "signal": f.signal,
+        "stdout": String::from_utf8_lossy(&f.stdout),
+        "stderr": stderr,
+        "truncated": f.stdout_truncated || f.stderr_truncated,
+    });
+    if exit_code == 0 {
+        return Outcome::Succeeded {
+            result: result.to_string(),
+        };
+    }
+    let tail: String = stderr
+        .chars()
+        .skip(stderr.chars().count().saturating_sub(300))
+        .collect();
+    Outcome::Failed {
+        error: TaskError {
+            code: "nonzero_exit".into(),
+            message: format!("exited with {exit_code}: {}", tail.trim()),
+        },
+        retryable: false,
+        output: Some(result.to_string()),
+    }
+}

@@ -12,11 +12,13 @@ use std::process::Stdio;
 use edgerun_model::{Isolation, Outcome, Work};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{exit_codes, failed, Executor, Job, RunFuture, OUTPUT_CAP};
+use super::{
+    exec_outcome, exit_codes, failed, kernel_outcome, Executor, Finished, Job, RunFuture,
+    OUTPUT_CAP,
+};
 
 /// What the process executor needs to know.
 #[derive(Debug, Clone)]
@@ -57,6 +59,19 @@ struct Ran {
     stdout_truncated: bool,
     stderr: Vec<u8>,
     stderr_truncated: bool,
+}
+
+impl Ran {
+    fn into_finished(self) -> Finished {
+        Finished {
+            code: self.code,
+            signal: self.signal,
+            stdout: self.stdout,
+            stdout_truncated: self.stdout_truncated,
+            stderr: self.stderr,
+            stderr_truncated: self.stderr_truncated,
+        }
+    }
 }
 
 enum RunError {
@@ -161,40 +176,8 @@ impl ProcessExecutor {
                 )
             }
         };
-        let stderr = String::from_utf8_lossy(&ran.stderr).trim().to_string();
-        match (ran.code, ran.signal) {
-            (Some(0), _) => match String::from_utf8(ran.stdout) {
-                Ok(result)
-                    if serde_json::from_str::<&serde_json::value::RawValue>(&result).is_ok() =>
-                {
-                    Outcome::Succeeded { result }
-                }
-                _ => failed("kernel_error", "the kernel's output is not JSON", false),
-            },
-            (Some(exit_codes::INVALID_INPUT), _) => failed("invalid_input", stderr, false),
-            (Some(exit_codes::KERNEL_ERROR), _) => failed("kernel_error", stderr, false),
-            _ if oom_like(&ran) => failed(
-                "oom_killed",
-                format!(
-                    "the kernel ran out of its {} MiB memory limit",
-                    job.memory_mb
-                ),
-                false,
-            ),
-            (Some(code), _) => failed(
-                "worker_crashed",
-                format!("edgerun kernel-exec exited with {code}: {stderr}"),
-                true,
-            ),
-            (None, sig) => failed(
-                "worker_crashed",
-                format!(
-                    "edgerun kernel-exec was killed by signal {}: {stderr}",
-                    sig.unwrap_or(0)
-                ),
-                true,
-            ),
-        }
+        let oom = oom_like(&ran);
+        kernel_outcome(ran.into_finished(), oom, job.memory_mb)
     }
 
     async fn exec(
@@ -238,32 +221,7 @@ impl ProcessExecutor {
             let stderr = String::from_utf8_lossy(&ran.stderr).trim().to_string();
             return failed("exec_failed", stderr, false);
         }
-        let exit_code = ran.code.unwrap_or_else(|| 128 + ran.signal.unwrap_or(0));
-        let result = json!({
-            "exit_code": exit_code,
-            "signal": ran.signal,
-            "stdout": String::from_utf8_lossy(&ran.stdout),
-            "stderr": String::from_utf8_lossy(&ran.stderr),
-            "truncated": ran.stdout_truncated || ran.stderr_truncated,
-        });
-        if exit_code == 0 {
-            return Outcome::Succeeded {
-                result: result.to_string(),
-            };
-        }
-        let stderr = String::from_utf8_lossy(&ran.stderr);
-        let tail: String = stderr
-            .chars()
-            .skip(stderr.chars().count().saturating_sub(300))
-            .collect();
-        Outcome::Failed {
-            error: edgerun_model::TaskError {
-                code: "nonzero_exit".into(),
-                message: format!("exited with {exit_code}: {}", tail.trim()),
-            },
-            retryable: false,
-            output: Some(result.to_string()),
-        }
+        exec_outcome(ran.into_finished())
     }
 }
 

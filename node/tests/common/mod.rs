@@ -36,6 +36,20 @@ pub fn wait_until<T>(
     }
 }
 
+/// `Ok` when no process's command line matches `pattern` (pgrep -f).
+pub fn no_process_matches(pattern: &str) -> Result<(), String> {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if pids.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("still running: {pids}"))
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
