@@ -15,6 +15,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+mod extra;
+#[cfg(test)]
+mod extra_tests;
+pub use extra::sha256_hex;
+
 #[cxx::bridge(namespace = "edgerun")]
 mod ffi {
     struct StatsOut {
@@ -28,8 +33,48 @@ mod ffi {
         p99: f64,
     }
 
+    struct WindowOut {
+        start: i64,
+        end: i64,
+        count: u64,
+        sum: f64,
+        mean: f64,
+        min: f64,
+        max: f64,
+        anomalies: u64,
+    }
+
+    struct Outlier {
+        window: u64,
+        t: i64,
+        v: f64,
+        z: f64,
+    }
+
     unsafe extern "C++" {
         include!("edgerun-cpp/include/kernels.h");
+
+        fn conv2d(
+            img: &[f32],
+            h: usize,
+            w: usize,
+            k: &[f32],
+            kh: usize,
+            kw: usize,
+            out: &mut [f32],
+        ) -> Result<()>;
+        fn sobel(img: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<()>;
+        fn fft_magnitude(x: &[f64], out: &mut [f64]) -> Result<()>;
+        fn sha256(data: &[u8], out: &mut [u8]) -> Result<()>;
+        fn sort_f64(values: &mut [f64]) -> Result<()>;
+        fn window_agg(
+            t: &[i64],
+            v: &[f64],
+            window: i64,
+            slide: i64,
+            z_threshold: f64,
+            outliers: &mut Vec<Outlier>,
+        ) -> Result<Vec<WindowOut>>;
 
         fn stats(values: &[f64]) -> Result<StatsOut>;
         fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize, c: &mut [f32]) -> Result<()>;
@@ -174,24 +219,29 @@ pub fn matmul(a: &Matrix, b: &Matrix) -> Result<Matrix, KernelError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatsInput {
-    values: Vec<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct MatmulInput {
     a: Vec<Vec<f32>>,
     b: Vec<Vec<f32>>,
 }
 
 /// Every kernel name, in catalog order.
-pub const KERNEL_NAMES: &[&str] = &["stats", "matmul"];
+pub const KERNEL_NAMES: &[&str] = &[
+    "stats",
+    "matmul",
+    "conv2d",
+    "sobel",
+    "fft",
+    "window_agg",
+    "sha256",
+    "sort",
+];
 
 /// A kernel as `GET /v1/kernels` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelInfo {
     pub name: &'static str,
+    /// Bumped when the kernel's input or output changes meaning.
+    pub version: u32,
     pub description: &'static str,
     pub input_schema: Value,
     pub output_schema: Value,
@@ -199,6 +249,15 @@ pub struct KernelInfo {
 
 fn num_array() -> Value {
     json!({"type": "array", "items": {"type": "number"}})
+}
+
+/// `values` as JSON numbers, or `values_b64` as base64 little-endian f64s.
+fn series(max: usize) -> Value {
+    json!({"type": "object", "additionalProperties": false,
+        "oneOf": [{"required": ["values"]}, {"required": ["values_b64"]}],
+        "properties": {
+            "values": {"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": max},
+            "values_b64": {"type": "string", "contentEncoding": "base64", "description": "little-endian f64s"}}})
 }
 
 fn matrix() -> Value {
@@ -214,17 +273,72 @@ pub fn catalog() -> Vec<KernelInfo> {
     vec![
         KernelInfo {
             name: "stats",
-            description: "count, mean, min, max, population std and p50/p90/p99 of a series",
-            input_schema: json!({"type": "object", "required": ["values"], "additionalProperties": false,
-                "properties": {"values": {"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": MAX_STATS_VALUES}}}),
+            version: 1,
+            description: "count, mean, min, max, population std and p50/p90/p99 (linear interpolation) of a series",
+            input_schema: series(MAX_STATS_VALUES),
             output_schema: json!({"type": "object", "properties": stat_props}),
         },
         KernelInfo {
             name: "matmul",
+            version: 1,
             description: "c = a x b for f32 matrices (a's columns = b's rows)",
             input_schema: json!({"type": "object", "required": ["a", "b"], "additionalProperties": false,
                 "properties": {"a": matrix(), "b": matrix()}}),
             output_schema: json!({"type": "object", "properties": {"c": matrix()}}),
+        },
+        KernelInfo {
+            name: "conv2d",
+            version: 1,
+            description: "2-D cross-correlation of an f32 image with an odd-sided kernel (at most 31x31), zero padding, same size out",
+            input_schema: json!({"type": "object", "required": ["image", "kernel"], "additionalProperties": false,
+                "properties": {"image": matrix(), "kernel": matrix()}}),
+            output_schema: json!({"type": "object", "properties": {"image": matrix()}}),
+        },
+        KernelInfo {
+            name: "sobel",
+            version: 1,
+            description: "Sobel edge magnitude sqrt(gx^2 + gy^2) of an f32 image, zero padding, same size out",
+            input_schema: json!({"type": "object", "required": ["image"], "additionalProperties": false,
+                "properties": {"image": matrix()}}),
+            output_schema: json!({"type": "object", "properties": {"image": matrix()}}),
+        },
+        KernelInfo {
+            name: "fft",
+            version: 1,
+            description: "magnitude spectrum (bins 0..n/2) of a real series whose length is a power of two",
+            input_schema: series(extra::MAX_FFT),
+            output_schema: json!({"type": "object", "properties": {"magnitude": num_array()}}),
+        },
+        KernelInfo {
+            name: "window_agg",
+            version: 1,
+            description: "tumbling (slide_ms = window_ms, the default) or sliding windows over timestamped points; count, sum, mean, min, max and anomaly (points with |z| > z_threshold within their window)",
+            input_schema: json!({"type": "object", "required": ["points", "window_ms"], "additionalProperties": false,
+                "properties": {
+                    "points": {"type": "array", "maxItems": extra::MAX_POINTS, "items": {"type": "object", "required": ["t", "v"], "properties": {"t": {"type": "integer"}, "v": {"type": "number"}}}},
+                    "window_ms": {"type": "integer", "minimum": 1},
+                    "slide_ms": {"type": "integer", "minimum": 1},
+                    "aggs": {"type": "array", "items": {"enum": extra::AGGS}},
+                    "z_threshold": {"type": "number", "exclusiveMinimum": 0, "default": 3.0}}}),
+            output_schema: json!({"type": "object", "properties": {"windows": {"type": "array", "items": {"type": "object",
+                "properties": {"start": {"type": "integer"}, "end": {"type": "integer"}, "count": {"type": "integer"}, "sum": {"type": "number"},
+                    "mean": {"type": "number"}, "min": {"type": "number"}, "max": {"type": "number"},
+                    "anomalies": {"type": "array", "items": {"type": "object", "properties": {"t": {"type": "integer"}, "v": {"type": "number"}, "z": {"type": "number"}}}}}}}}}),
+        },
+        KernelInfo {
+            name: "sha256",
+            version: 1,
+            description: "SHA-256 of a base64 payload (at most 64 MiB decoded)",
+            input_schema: json!({"type": "object", "required": ["data_b64"], "additionalProperties": false,
+                "properties": {"data_b64": {"type": "string", "contentEncoding": "base64"}}}),
+            output_schema: json!({"type": "object", "properties": {"hex": {"type": "string"}}}),
+        },
+        KernelInfo {
+            name: "sort",
+            version: 1,
+            description: "f64 values in ascending order",
+            input_schema: series(extra::MAX_VALUES),
+            output_schema: json!({"type": "object", "properties": {"values": num_array()}}),
         },
     ]
 }
@@ -244,25 +358,24 @@ pub struct CppKernels;
 enum Parsed {
     Stats(Vec<f64>),
     Matmul(Matrix, Matrix),
+    Conv2d(extra::Image),
+    Sobel(extra::Image),
+    Fft(Vec<f64>),
+    Windows(extra::Windows),
+    Sha256(Vec<u8>),
+    Sort(Vec<f64>),
 }
 
 fn parse(kernel: &str, input: &str) -> Result<Parsed, KernelError> {
-    let bad = |e: serde_json::Error| KernelError::InvalidInput(e.to_string());
+    fn from<T: serde::de::DeserializeOwned>(input: &str) -> Result<T, KernelError> {
+        serde_json::from_str(input).map_err(|e| KernelError::InvalidInput(e.to_string()))
+    }
     match kernel {
-        "stats" => {
-            let i: StatsInput = serde_json::from_str(input).map_err(bad)?;
-            if i.values.is_empty() {
-                return Err(KernelError::InvalidInput("values must not be empty".into()));
-            }
-            if i.values.len() > MAX_STATS_VALUES {
-                return Err(KernelError::InvalidInput(format!(
-                    "values: at most {MAX_STATS_VALUES} elements"
-                )));
-            }
-            Ok(Parsed::Stats(i.values))
-        }
+        "stats" => Ok(Parsed::Stats(
+            from::<extra::Series>(input)?.take(MAX_STATS_VALUES)?,
+        )),
         "matmul" => {
-            let i: MatmulInput = serde_json::from_str(input).map_err(bad)?;
+            let i: MatmulInput = from(input)?;
             let a = Matrix::from_rows("a", &i.a)?;
             let b = Matrix::from_rows("b", &i.b)?;
             if a.cols != b.rows {
@@ -273,6 +386,18 @@ fn parse(kernel: &str, input: &str) -> Result<Parsed, KernelError> {
             }
             Ok(Parsed::Matmul(a, b))
         }
+        "conv2d" => Ok(Parsed::Conv2d(extra::image_input(from(input)?, true)?)),
+        "sobel" => Ok(Parsed::Sobel(extra::image_input(from(input)?, false)?)),
+        "fft" => {
+            let v = from::<extra::Series>(input)?.take(extra::MAX_FFT)?;
+            extra::check_fft_len(v.len())?;
+            Ok(Parsed::Fft(v))
+        }
+        "window_agg" => Ok(Parsed::Windows(extra::window_input(from(input)?)?)),
+        "sha256" => Ok(Parsed::Sha256(extra::sha256_input(from(input)?)?)),
+        "sort" => Ok(Parsed::Sort(
+            from::<extra::Series>(input)?.take(extra::MAX_VALUES)?,
+        )),
         other => Err(KernelError::Unknown(other.to_string())),
     }
 }
@@ -293,6 +418,15 @@ impl Kernels for CppKernels {
                 let c = matmul(&a, &b)?;
                 to_json(&json!({"c": c.to_rows()}))
             }
+            Parsed::Conv2d(i) => match &i.kernel {
+                Some(k) => to_json(&extra::conv2d(&i.img, k)?),
+                None => Err(KernelError::InvalidInput("missing field `kernel`".into())),
+            },
+            Parsed::Sobel(i) => to_json(&extra::sobel(&i.img)?),
+            Parsed::Fft(v) => to_json(&extra::fft(&v)?),
+            Parsed::Windows(w) => to_json(&extra::window_agg(&w)?),
+            Parsed::Sha256(d) => to_json(&json!({ "hex": sha256_hex(&d)? })),
+            Parsed::Sort(v) => to_json(&extra::sort(v)?),
         }
     }
 }

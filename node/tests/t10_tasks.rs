@@ -181,8 +181,81 @@ fn idempotency_key_cancel_and_wait_behave_as_documented() {
         .as_array()
         .map(|v| v.iter().filter_map(|k| k["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(names, vec!["stats", "matmul"]);
+    assert_eq!(
+        names,
+        vec![
+            "stats",
+            "matmul",
+            "conv2d",
+            "sobel",
+            "fft",
+            "window_agg",
+            "sha256",
+            "sort"
+        ]
+    );
+    assert!(kernels.body["kernels"].as_array().is_some_and(|k| k
+        .iter()
+        .all(|k| k["input_schema"].is_object() && k["version"] == 1)));
     let cluster = node.must_get("/v1/cluster");
     assert_eq!(cluster.body["leader"], 1);
     assert_eq!(cluster.body["members"][0]["role"], "voter");
+}
+
+#[test]
+fn every_kernel_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::must_start(dir.path(), &[]);
+    let cases = [
+        (
+            json!({ "kernel": "sha256", "input": { "data_b64": "YWJj" } }),
+            "/hex",
+            json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ),
+        (
+            json!({ "kernel": "sort", "input": { "values": [3, 1, 2] } }),
+            "/values",
+            json!([1.0, 2.0, 3.0]),
+        ),
+        (
+            json!({ "kernel": "fft", "input": { "values": [1, 1, 1, 1] } }),
+            "/magnitude",
+            json!([4.0, 0.0, 0.0]),
+        ),
+        (
+            json!({ "kernel": "conv2d", "input": { "image": [[1, 2], [3, 4]], "kernel": [[0, 0, 0], [0, 2, 0], [0, 0, 0]] } }),
+            "/image",
+            json!([[2.0, 4.0], [6.0, 8.0]]),
+        ),
+        (
+            json!({ "kernel": "sobel", "input": { "image": [[0, 0, 0], [0, 0, 0], [0, 0, 0]] } }),
+            "/image",
+            json!([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+        ),
+        (
+            json!({ "kernel": "window_agg", "input": { "points": [{ "t": 0, "v": 1 }, { "t": 5, "v": 3 }, { "t": 12, "v": 7 }], "window_ms": 10, "aggs": ["count", "mean"] } }),
+            "/windows",
+            json!([{ "start": 0, "end": 10, "count": 2, "mean": 2.0 }, { "start": 10, "end": 20, "count": 1, "mean": 7.0 }]),
+        ),
+    ];
+    for (task, pointer, want) in cases {
+        let a = node.must_post("/v1/tasks", &task);
+        assert_eq!(a.status, 201, "{task}: {}", a.body);
+        let t = node.wait_for_task_end(a.body["id"].as_u64().unwrap_or(0), Duration::from_secs(30));
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert_eq!(t["result"].pointer(pointer), Some(&want), "{task}: {t}");
+    }
+    let bad = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "fft", "input": { "values": [1, 2, 3] } }),
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(
+        bad.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("power of two"),
+        "{}",
+        bad.body
+    );
 }
