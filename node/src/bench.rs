@@ -171,6 +171,7 @@ pub fn run(n: usize, dir: Option<PathBuf>, with_runc: bool) -> anyhow::Result<()
                 pids: 128,
                 node: 0,
                 exec_kernel,
+                pool: 1,
             });
             c.clean().await?;
             match c.probe().await {

@@ -82,6 +82,9 @@ enum Cmd {
         /// Delete every container left in --state-root instead.
         #[arg(long)]
         clean: bool,
+        /// Wait for the other arguments as one JSON line on stdin (pre-started helpers).
+        #[arg(long)]
+        orders_on_stdin: bool,
         /// Exec `/edgerun kernel-exec` in the container instead of calling the kernel from its
         /// init process (slower; for comparison).
         #[arg(long)]
@@ -265,9 +268,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cgroup,
             clean,
             exec_kernel,
+            orders_on_stdin,
         } => {
             if clean {
                 crate::container::clean_state(&state_root)
+            }
+            if orders_on_stdin {
+                crate::container::run_from_stdin(state_root)
             }
             let (Some(bundle), Some(id)) = (bundle, id) else {
                 anyhow::bail!("container-run needs --bundle and --id (or --clean)");

@@ -128,6 +128,36 @@ fn wait_until(pid: nix::unistd::Pid, deadline: Instant) -> Option<WaitStatus> {
     }
 }
 
+/// The orders a pre-started helper reads from stdin (one JSON line).
+#[derive(serde::Deserialize)]
+struct Order {
+    bundle: PathBuf,
+    id: String,
+    timeout_ms: u64,
+    cgroup: String,
+    #[serde(default)]
+    exec_kernel: bool,
+}
+
+/// Wait for one order on stdin, then run it. End of input (the node is gone) just exits.
+pub fn run_from_stdin(state_root: PathBuf) -> ! {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) => std::process::exit(0),
+        Ok(_) => {}
+        Err(e) => fail(format!("reading the order: {e}")),
+    }
+    let o: Order = serde_json::from_str(&line).unwrap_or_else(|e| fail(format!("bad order: {e}")));
+    run(RunArgs {
+        bundle: o.bundle,
+        state_root,
+        id: o.id,
+        timeout: Duration::from_millis(o.timeout_ms),
+        cgroup: o.cgroup,
+        exec_kernel: o.exec_kernel,
+    })
+}
+
 pub fn run(a: RunArgs) -> ! {
     let open = |name: &str| -> File {
         File::create(a.bundle.join(name)).unwrap_or_else(|e| fail(format!("creating {name}: {e}")))

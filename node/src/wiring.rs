@@ -150,6 +150,7 @@ async fn container_executor(
         pids: cfg.executor.default_pids,
         node: cfg.node.id,
         exec_kernel: false,
+        pool: cfg.executor.slots as usize,
     });
     tracing::info!(cgroup_parent = %parent, "container cgroups go under this parent");
     c.clean()

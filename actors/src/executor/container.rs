@@ -27,6 +27,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::{exec_outcome, failed, kernel_outcome, Executor, Finished, Job, RunFuture, OUTPUT_CAP};
@@ -90,11 +91,15 @@ pub struct ContainerConfig {
     /// Exec `/edgerun kernel-exec` inside the container instead of calling the kernel from
     /// the container's init process (libcontainer's executor hook). Slower; for comparison.
     pub exec_kernel: bool,
+    /// Helpers kept started and waiting (0 = start one per task).
+    pub pool: usize,
 }
 
 pub struct ContainerExecutor {
     cfg: ContainerConfig,
     seq: AtomicU64,
+    /// Helpers started ahead of need, each waiting for one order on stdin.
+    pool: tokio::sync::Mutex<Vec<tokio::process::Child>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -265,6 +270,46 @@ impl ContainerExecutor {
         ContainerExecutor {
             cfg,
             seq: AtomicU64::new(0),
+            pool: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Start a helper that waits for one order on stdin.
+    fn spawn_helper(&self) -> std::io::Result<tokio::process::Child> {
+        Command::new(&self.cfg.exe)
+            .arg("container-run")
+            .arg("--state-root")
+            .arg(self.state_root())
+            .arg("--orders-on-stdin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+    }
+
+    /// A waiting helper from the pool (or a new one), and one more started for the next task.
+    async fn take_helper(&self) -> std::io::Result<tokio::process::Child> {
+        let mut pool = self.pool.lock().await;
+        let mut ready = None;
+        while let Some(mut c) = pool.pop() {
+            // Skip helpers that died while waiting.
+            if matches!(c.try_wait(), Ok(None)) {
+                ready = Some(c);
+                break;
+            }
+        }
+        while pool.len() < self.cfg.pool {
+            match self.spawn_helper() {
+                Ok(c) => pool.push(c),
+                Err(_) => break,
+            }
+        }
+        drop(pool);
+        match ready {
+            Some(c) => Ok(c),
+            None => self.spawn_helper(),
         }
     }
 
@@ -379,28 +424,33 @@ impl ContainerExecutor {
         if let Err(e) = tokio::fs::write(bundle.join("config.json"), config.to_string()).await {
             return failed("sandbox_error", format!("writing config.json: {e}"), true);
         }
-        let mut cmd = Command::new(&self.cfg.exe);
-        cmd.arg("container-run")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--state-root")
-            .arg(self.state_root())
-            .arg("--id")
-            .arg(id)
-            .arg("--timeout-ms")
-            .arg(job.timeout.as_millis().to_string())
-            .arg("--cgroup")
-            .arg(&cgroup);
-        if self.cfg.exec_kernel {
-            cmd.arg("--exec-kernel");
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let child = match cmd.spawn() {
-            Ok(c) => c,
+        // A pre-started helper waits for its orders on stdin (saves starting the binary on
+        // the task's path); a fresh one is started to take its place.
+        let order = json!({
+            "bundle": bundle,
+            "id": id,
+            "timeout_ms": job.timeout.as_millis() as u64,
+            "cgroup": cgroup,
+            "exec_kernel": self.cfg.exec_kernel,
+        });
+        let child = match self.take_helper().await {
+            Ok(mut c) => {
+                let sent = match c.stdin.take() {
+                    Some(mut stdin) => {
+                        let line = format!("{order}\n");
+                        stdin.write_all(line.as_bytes()).await.is_ok()
+                    }
+                    None => false,
+                };
+                if !sent {
+                    return failed(
+                        "sandbox_error",
+                        "the container helper did not take its orders",
+                        true,
+                    );
+                }
+                c
+            }
             Err(e) => {
                 return failed(
                     "sandbox_error",
