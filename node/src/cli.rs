@@ -44,6 +44,8 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Measure each kernel's throughput and matmul GFLOP/s on this machine.
+    BenchKernels,
     /// Measure the per-task overhead of each isolation mode (and of `runc run`) on this machine.
     BenchSandbox {
         /// Tasks per mode.
@@ -254,6 +256,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::wiring::run(cfg)
         }
         Cmd::Dev(a) => crate::dev::run(a),
+        Cmd::BenchKernels => crate::bench_kernels::run(),
         Cmd::BenchSandbox { n, dir, runc } => crate::bench::run(n, dir, runc),
         Cmd::KernelExec {
             kernel,

@@ -7,6 +7,7 @@
 //! ```
 
 mod bench;
+mod bench_kernels;
 mod cli;
 mod client;
 mod container;
