@@ -20,32 +20,91 @@ double percentile_sorted(const std::vector<double>& sorted, double p) {
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EDGERUN_CLONES __attribute__((target_clones("avx2", "default")))
+// One clone per instruction-set level, picked at load time (ifunc): the binary runs on any
+// x86-64 and uses AVX-512 or AVX2+FMA where the CPU has them.
+#define EDGERUN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define EDGERUN_CLONES
 #endif
 
-// Blocked i-k-j loop: the inner j loop walks b and c contiguously, so the compiler
-// vectorises it; blocks of k and j keep the working set of b in cache.
+// GEMM in the BLIS/GotoBLAS shape: B is packed into 16-wide column panels per (k, j) block,
+// and a 6x16 micro-kernel keeps its C tile in registers for the whole k block (12 vector
+// accumulators, 2 loads of B and 6 broadcasts of A per 12 FMAs).
+typedef float v8 __attribute__((vector_size(32)));
+
+constexpr size_t MR = 6;
+constexpr size_t NR = 16;
+constexpr size_t KC = 256;
+constexpr size_t NC = 1024;
+
+inline v8 load8(const float* p) {
+  v8 v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store8(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// c (mr x nr, row stride ldc) += a (mr x kc, row stride lda) * bp (kc x 16, packed).
 EDGERUN_CLONES
+void micro_6x16(size_t kc, const float* __restrict a, size_t lda, const float* __restrict bp,
+                float* __restrict c, size_t ldc, size_t mr, size_t nr) {
+  v8 acc[MR][2] = {};
+  for (size_t k = 0; k < kc; ++k) {
+    const v8 b0 = load8(bp + k * NR);
+    const v8 b1 = load8(bp + k * NR + 8);
+    for (size_t r = 0; r < MR; ++r) {
+      const v8 av = v8{} + a[(r < mr ? r : 0) * lda + k];
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+    }
+  }
+  if (mr == MR && nr == NR) {
+    for (size_t r = 0; r < MR; ++r) {
+      store8(c + r * ldc, load8(c + r * ldc) + acc[r][0]);
+      store8(c + r * ldc + 8, load8(c + r * ldc + 8) + acc[r][1]);
+    }
+    return;
+  }
+  float tile[MR][NR];
+  for (size_t r = 0; r < MR; ++r) {
+    store8(tile[r], acc[r][0]);
+    store8(tile[r] + 8, acc[r][1]);
+  }
+  for (size_t r = 0; r < mr; ++r) {
+    for (size_t j = 0; j < nr; ++j) {
+      c[r * ldc + j] += tile[r][j];
+    }
+  }
+}
+
 void matmul_blocked(const float* __restrict a, const float* __restrict b, float* __restrict c,
                     size_t n, size_t k, size_t m) {
-  constexpr size_t KB = 128;
-  constexpr size_t JB = 512;
   std::fill(c, c + n * m, 0.0f);
-  for (size_t j0 = 0; j0 < m; j0 += JB) {
-    const size_t j1 = std::min(j0 + JB, m);
-    for (size_t k0 = 0; k0 < k; k0 += KB) {
-      const size_t k1 = std::min(k0 + KB, k);
-      for (size_t i = 0; i < n; ++i) {
-        float* ci = c + i * m;
-        const float* ai = a + i * k;
-        for (size_t kk = k0; kk < k1; ++kk) {
-          const float aik = ai[kk];
-          const float* bk = b + kk * m;
-          for (size_t j = j0; j < j1; ++j) {
-            ci[j] += aik * bk[j];
-          }
+  std::vector<float> bp(KC * NC);
+  for (size_t jc = 0; jc < m; jc += NC) {
+    const size_t nc = std::min(NC, m - jc);
+    const size_t panels = (nc + NR - 1) / NR;
+    for (size_t pc = 0; pc < k; pc += KC) {
+      const size_t kc = std::min(KC, k - pc);
+      // Pack B[pc..pc+kc][jc..jc+nc] into panels of NR columns, zero-padded.
+      for (size_t p = 0; p < panels; ++p) {
+        float* dst = bp.data() + p * kc * NR;
+        const size_t j0 = jc + p * NR;
+        const size_t w = std::min(NR, m - j0);
+        for (size_t kk = 0; kk < kc; ++kk) {
+          const float* src = b + (pc + kk) * m + j0;
+          size_t j = 0;
+          for (; j < w; ++j) dst[kk * NR + j] = src[j];
+          for (; j < NR; ++j) dst[kk * NR + j] = 0.0f;
+        }
+      }
+      for (size_t ic = 0; ic < n; ic += MR) {
+        const size_t mr = std::min(MR, n - ic);
+        for (size_t p = 0; p < panels; ++p) {
+          const size_t j0 = jc + p * NR;
+          micro_6x16(kc, a + ic * k + pc, k, bp.data() + p * kc * NR, c + ic * m + j0, m, mr,
+                     std::min(NR, m - j0));
         }
       }
     }
