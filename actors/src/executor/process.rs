@@ -79,6 +79,21 @@ enum RunError {
     TimedOut,
 }
 
+impl RunError {
+    fn outcome(self, helper: &str, job: &Job) -> Outcome {
+        match self {
+            RunError::TimedOut => Outcome::TimedOut {
+                after_ms: job.timeout.as_millis() as u64,
+            },
+            RunError::Spawn(e) => failed(
+                "sandbox_error",
+                format!("starting edgerun {helper}: {e}"),
+                true,
+            ),
+        }
+    }
+}
+
 async fn run_child(
     mut cmd: Command,
     stdin: Option<Vec<u8>>,
@@ -163,18 +178,7 @@ impl ProcessExecutor {
         // Results bigger than the cap would be cut: allow the largest result a kernel makes.
         let ran = match run_child(cmd, Some(input.into_bytes()), job, 256 * 1024 * 1024).await {
             Ok(r) => r,
-            Err(RunError::TimedOut) => {
-                return Outcome::TimedOut {
-                    after_ms: job.timeout.as_millis() as u64,
-                }
-            }
-            Err(RunError::Spawn(e)) => {
-                return failed(
-                    "sandbox_error",
-                    format!("starting edgerun kernel-exec: {e}"),
-                    true,
-                )
-            }
+            Err(e) => return e.outcome("kernel-exec", job),
         };
         let oom = oom_like(&ran);
         kernel_outcome(ran.into_finished(), oom, job.memory_mb)
@@ -204,18 +208,7 @@ impl ProcessExecutor {
         cmd.envs(env);
         let ran = match run_child(cmd, None, job, OUTPUT_CAP).await {
             Ok(r) => r,
-            Err(RunError::TimedOut) => {
-                return Outcome::TimedOut {
-                    after_ms: job.timeout.as_millis() as u64,
-                }
-            }
-            Err(RunError::Spawn(e)) => {
-                return failed(
-                    "sandbox_error",
-                    format!("starting edgerun exec-shim: {e}"),
-                    true,
-                )
-            }
+            Err(e) => return e.outcome("exec-shim", job),
         };
         if ran.code == Some(exit_codes::HELPER_ERROR) {
             let stderr = String::from_utf8_lossy(&ran.stderr).trim().to_string();

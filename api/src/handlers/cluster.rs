@@ -68,12 +68,9 @@ pub async fn add_learner(
     .await
 }
 
-/// POST /v1/cluster/members/{id}/promote: make a learner a voter.
-pub async fn promote(
-    ctx: web::Data<ClusterCtx>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+/// The member id from the path, or 404 (`hint` says what to do instead).
+fn member(ctx: &ClusterCtx, raw: &str, hint: &str) -> Result<u64, ApiError> {
+    let id = parse_id(raw)?;
     let known = ctx
         .node
         .raft
@@ -83,11 +80,21 @@ pub async fn promote(
         .membership()
         .get_node(&id)
         .is_some();
-    if !known {
-        return Err(ApiError::NotFound(format!(
-            "node {id} is not a member; add it as a learner first"
-        )));
+    if known {
+        Ok(id)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "node {id} is not a member{hint}"
+        )))
     }
+}
+
+/// POST /v1/cluster/members/{id}/promote: make a learner a voter.
+pub async fn promote(
+    ctx: web::Data<ClusterCtx>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = member(&ctx, &id, "; add it as a learner first")?;
     change(&ctx, MembershipChange::Promote { id }).await
 }
 
@@ -96,19 +103,7 @@ pub async fn remove(
     ctx: web::Data<ClusterCtx>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let known = ctx
-        .node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .get_node(&id)
-        .is_some();
-    if !known {
-        return Err(ApiError::NotFound(format!("node {id} is not a member")));
-    }
+    let id = member(&ctx, &id, "")?;
     change(&ctx, MembershipChange::Remove { id }).await
 }
 
