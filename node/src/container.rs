@@ -162,6 +162,7 @@ pub fn run(a: RunArgs) -> ! {
     let open = |name: &str| -> File {
         File::create(a.bundle.join(name)).unwrap_or_else(|e| fail(format!("creating {name}: {e}")))
     };
+    let t0 = Instant::now();
     let built = ContainerBuilder::new(a.id.clone(), SyscallType::Linux)
         .with_root_path(&a.state_root)
         .map(|b| b.with_stdout(open("stdout")).with_stderr(open("stderr")))
@@ -183,6 +184,7 @@ pub fn run(a: RunArgs) -> ! {
         Ok(Err(e)) | Err(e) => fail(format!("creating the container: {e}")),
     };
     let deadline = Instant::now() + a.timeout;
+    let t_created = Instant::now();
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         fail(format!("starting the container: {e}"));
@@ -199,19 +201,27 @@ pub fn run(a: RunArgs) -> ! {
             (st, true)
         }
     };
+    let t_exited = Instant::now();
     let oom = oom_kills(&a.cgroup) > 0;
-    if let Err(e) = container.delete(true) {
-        // Still report the outcome; the node's start-up cleanup removes what is left.
-        eprintln!("deleting container {}: {e}", a.id);
-    }
     let (code, signal) = match status {
         WaitStatus::Exited(_, c) => (Some(c), None),
         WaitStatus::Signaled(_, s, _) => (None, Some(s as i32)),
         _ => (None, None),
     };
-    print(
-        json!({ "exit_code": code, "signal": signal, "timed_out": timed_out, "oom_killed": oom }),
-    );
+    let us = |from: Instant, to: Instant| to.duration_since(from).as_micros() as u64;
+    // Report first (the executor answers as soon as it has this line), then clean up.
+    print(json!({
+        "exit_code": code,
+        "signal": signal,
+        "timed_out": timed_out,
+        "oom_killed": oom,
+        // Where the helper's time went, in microseconds.
+        "timing_us": { "create": us(t0, t_created), "run": us(t_created, t_exited) },
+    }));
+    if let Err(e) = container.delete(true) {
+        // The node's start-up cleanup removes what is left.
+        eprintln!("deleting container {}: {e}", a.id);
+    }
     std::process::exit(0)
 }
 

@@ -27,7 +27,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{exec_outcome, failed, kernel_outcome, Executor, Finished, Job, RunFuture, OUTPUT_CAP};
@@ -459,18 +459,20 @@ impl ContainerExecutor {
                 )
             }
         };
+        let mut child = child;
         let pgid = child.id().map(|p| Pid::from_raw(p as i32));
-        let out = match tokio::time::timeout(job.timeout + HELPER_GRACE, child.wait_with_output())
-            .await
-        {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => {
-                return failed(
-                    "sandbox_error",
-                    format!("waiting for edgerun container-run: {e}"),
-                    true,
-                )
+        // The helper prints its report as soon as the container has exited and deletes the
+        // container afterwards: take the report, and let the helper finish in the background.
+        let stdout = child.stdout.take();
+        let read_report = async move {
+            let mut line = String::new();
+            if let Some(out) = stdout {
+                let _ = tokio::io::BufReader::new(out).read_line(&mut line).await;
             }
+            line
+        };
+        let line = match tokio::time::timeout(job.timeout + HELPER_GRACE, read_report).await {
+            Ok(line) => line,
             Err(_) => {
                 if let Some(pg) = pgid {
                     let _ = killpg(pg, Signal::SIGKILL);
@@ -479,17 +481,26 @@ impl ContainerExecutor {
                 return failed("sandbox_error", "the container helper did not finish", true);
             }
         };
-        let report: HelperReport = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| HelperReport {
-                error: Some(format!(
-                    "no report from the helper: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-                ..HelperReport::default()
-            });
+        let report: HelperReport = match serde_json::from_str(line.trim()) {
+            Ok(r) => r,
+            Err(_) => {
+                // No report: the helper died. Its stderr says why.
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), e.read_to_string(&mut err))
+                            .await;
+                }
+                let _ = child.wait().await;
+                HelperReport {
+                    error: Some(format!("no report from the helper: {}", err.trim())),
+                    ..HelperReport::default()
+                }
+            }
+        };
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
         if let Some(e) = report.error {
             return failed("sandbox_error", e, true);
         }
