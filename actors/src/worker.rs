@@ -71,6 +71,7 @@ struct Job {
     timeout: Duration,
     memory_mb: u32,
     cpu_millis: Option<u32>,
+    network: bool,
 }
 
 impl WorkerState {
@@ -105,6 +106,7 @@ impl WorkerState {
                         .map_or(default_timeout, Duration::from_millis),
                     memory_mb: t.spec.resources.memory_mb.unwrap_or(default_memory),
                     cpu_millis: t.spec.resources.cpu_millis,
+                    network: t.spec.resources.network,
                 })
                 .collect()
         });
@@ -160,6 +162,7 @@ async fn run_attempt(
             timeout: job.timeout,
             memory_mb: job.memory_mb,
             cpu_millis: job.cpu_millis,
+            network: job.network,
         })
         .await;
     let label = match &outcome {

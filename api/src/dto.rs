@@ -35,6 +35,8 @@ pub struct ConstraintsDto {
 pub struct ResourcesDto {
     pub cpu_millis: Option<u32>,
     pub memory_mb: Option<u32>,
+    #[serde(default)]
+    pub network: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +164,7 @@ impl TaskSubmission {
             resources: Resources {
                 cpu_millis: self.resources.cpu_millis,
                 memory_mb: self.resources.memory_mb,
+                network: self.resources.network,
             },
             timeout_ms: self.timeout_ms,
             retry,

@@ -226,6 +226,9 @@ pub struct ExecutorConfig {
     /// Let exec tasks run without a container (as the node's own user, with only rlimits).
     /// Off by default: an exec task is arbitrary code.
     pub allow_exec_without_container: bool,
+    /// Let tasks that ask for it (`resources.network`) use the host's network; containers
+    /// otherwise get only a loopback device.
+    pub allow_network: bool,
 }
 
 impl Default for ExecutorConfig {
@@ -237,6 +240,7 @@ impl Default for ExecutorConfig {
             default_memory_mb: 512,
             default_pids: 128,
             allow_exec_without_container: false,
+            allow_network: false,
         }
     }
 }

@@ -109,6 +109,8 @@ pub struct Constraints {
 pub struct Resources {
     pub cpu_millis: Option<u32>,
     pub memory_mb: Option<u32>,
+    /// The task needs the network (containers get none otherwise; the node must allow it).
+    pub network: bool,
 }
 
 /// How often and how soon a failed or timed-out task is tried again.

@@ -30,6 +30,7 @@ fn job() -> Job {
         timeout: Duration::from_secs(30),
         memory_mb: 256,
         cpu_millis: None,
+        network: false,
     }
 }
 
@@ -172,6 +173,7 @@ pub fn run(n: usize, dir: Option<PathBuf>, with_runc: bool) -> anyhow::Result<()
                 node: 0,
                 exec_kernel,
                 pool: 1,
+                allow_network: false,
             });
             c.clean().await?;
             match c.probe().await {

@@ -151,6 +151,7 @@ async fn container_executor(
         node: cfg.node.id,
         exec_kernel: false,
         pool: cfg.executor.slots as usize,
+        allow_network: cfg.executor.allow_network,
     });
     tracing::info!(cgroup_parent = %parent, "container cgroups go under this parent");
     c.clean()

@@ -196,3 +196,37 @@ fn two_hundred_container_tasks_leave_nothing_behind() {
         },
     );
 }
+
+#[test]
+fn the_network_is_opt_in_per_task_and_per_node() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &[]) else {
+        return;
+    };
+    let mut ask = sh("grep -c : /proc/net/dev");
+    ask["resources"] = json!({ "network": true });
+    let t = run(&node, ask.clone());
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "network_not_allowed", "{t}");
+    drop(node);
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &["executor.allow_network=true"]) else {
+        return;
+    };
+    let t = run(&node, ask);
+    assert_eq!(t["status"], "succeeded", "{t}");
+    let devices: u32 = t["result"]["stdout"]
+        .as_str()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let host: u32 = std::fs::read_to_string("/proc/net/dev")
+        .map(|s| s.lines().filter(|l| l.contains(':')).count() as u32)
+        .unwrap_or(0);
+    assert_eq!(devices, host, "the task shares the host's network: {t}");
+    // A task that does not ask still gets only loopback on this node.
+    let t = run(&node, sh("grep : /proc/net/dev | cut -d: -f1 | tr -d ' '"));
+    assert_eq!(t["result"]["stdout"], "lo\n", "{t}");
+}

@@ -93,6 +93,8 @@ pub struct ContainerConfig {
     pub exec_kernel: bool,
     /// Helpers kept started and waiting (0 = start one per task).
     pub pool: usize,
+    /// Let tasks that ask for the network share the host's (`executor.allow_network`).
+    pub allow_network: bool,
 }
 
 pub struct ContainerExecutor {
@@ -169,6 +171,25 @@ pub fn spec(
             mounts.push(bind(dir, p, false));
         }
     }
+    // Without a network namespace of its own the task shares the host's network (it asked
+    // for it and the node allows it); give it the host's resolver too.
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+    ];
+    if job.network {
+        if Path::new("/etc/resolv.conf").exists() {
+            mounts.push(bind(
+                "/etc/resolv.conf",
+                Path::new("/etc/resolv.conf"),
+                false,
+            ));
+        }
+    } else {
+        namespaces.push(json!({"type": "network"}));
+    }
     if Path::new("/etc/ld.so.cache").exists() {
         mounts.push(bind(
             "/etc/ld.so.cache",
@@ -202,7 +223,7 @@ pub fn spec(
         "hostname": "edgerun",
         "mounts": mounts,
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}],
+            "namespaces": namespaces,
             "cgroupsPath": cgroup,
             "resources": resources,
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
@@ -356,6 +377,7 @@ impl ContainerExecutor {
             timeout: Duration::from_secs(20),
             memory_mb: 64,
             cpu_millis: None,
+            network: false,
         };
         match self.run_job(job).await {
             Outcome::Succeeded { result } if result.contains("edgerun") => Ok(()),
@@ -386,6 +408,9 @@ impl ContainerExecutor {
     }
 
     async fn run_in(&self, bundle: &Path, id: &str, job: &Job) -> Outcome {
+        if job.network && !self.cfg.allow_network {
+            return failed("network_not_allowed", "the task asks for the network and this node does not allow it (executor.allow_network = false)", false);
+        }
         let work = bundle.join("work");
         let setup = async {
             tokio::fs::create_dir_all(bundle.join("rootfs")).await?;
@@ -568,6 +593,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             memory_mb: 32,
             cpu_millis: Some(500),
+            network: false,
         };
         let s = spec(
             &["true".into()],

@@ -36,6 +36,8 @@ pub struct Job {
     pub memory_mb: u32,
     /// CPU share in millicores (advisory outside containers).
     pub cpu_millis: Option<u32>,
+    /// The task asked for the network.
+    pub network: bool,
 }
 
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
