@@ -43,6 +43,9 @@ pub enum ProposeError {
     /// The leader could not be reached to forward the write.
     #[error("forwarding to the leader (node {leader}) failed: {message}")]
     LeaderUnreachable { leader: u64, message: String },
+    /// The write was not committed in time (no quorum?); it may still be.
+    #[error("the write was not committed within {after:?} (is a majority of voters up?)")]
+    NotCommitted { after: std::time::Duration },
     /// The StateShard is restarting or the node is stopping.
     #[error("the state shard is not running (restarting or shutting down)")]
     Unavailable,
@@ -114,7 +117,13 @@ async fn write(
             return forward_to(node, *l, &member.rpc, req, timeout).await;
         }
     }
-    match node.raft.client_write(req.clone()).await {
+    // A leader that lost its quorum would wait forever: bound the wait. The write may still
+    // commit later; the caller sees a retryable error (use idempotency keys to retry safely).
+    let written = match tokio::time::timeout(timeout, node.raft.client_write(req.clone())).await {
+        Ok(w) => w,
+        Err(_) => return Err(ProposeError::NotCommitted { after: timeout }),
+    };
+    match written {
         Ok(w) => Ok(w.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             match (forward, f.leader_id, f.leader_node) {

@@ -95,6 +95,11 @@ impl From<ProposeError> for ApiError {
                 message: e.to_string(),
                 details: json!({ "leader": leader, "leader_api": api }),
             },
+            ProposeError::NotCommitted { .. } => ApiError::Unavailable {
+                code: "not_committed",
+                message: e.to_string(),
+                details: Value::Null,
+            },
             ProposeError::LeaderUnreachable { leader, .. } => ApiError::Unavailable {
                 code: "leader_unreachable",
                 message: e.to_string(),

@@ -433,3 +433,24 @@ fn killing_every_node_and_restarting_them_keeps_all_data() {
         assert_eq!(n.must_list_all(), before, "node {} after the restart", n.id);
     }
 }
+
+#[test]
+fn without_a_quorum_writes_get_503_with_retry_after_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut sets = FAST_FAILOVER.to_vec();
+    sets.push("raft.forward_timeout_ms=1500");
+    let mut c = Cluster::must_start(dir.path(), 3, &sets);
+    let leader = c.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
+    for id in [1, 2, 3].into_iter().filter(|id| *id != leader) {
+        c.node_mut(id).kill9();
+    }
+    let a = c.node(leader).must_post("/v1/tasks", &stats_task(1));
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(
+        ["not_committed", "no_leader", "leader_unreachable"]
+            .contains(&a.body["error"]["code"].as_str().unwrap_or("")),
+        "{}",
+        a.body
+    );
+    assert_eq!(a.retry_after.as_deref(), Some("1"));
+}
