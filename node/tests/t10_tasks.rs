@@ -88,12 +88,7 @@ fn a_batch_of_1000_stats_and_100_matmuls_all_succeed_with_correct_results() {
         .iter()
         .map(|v| json!({ "kernel": "stats", "input": { "values": v } }))
         .collect();
-    let a = node.must_post("/v1/tasks/batch", &json!({ "tasks": tasks }));
-    assert_eq!(a.status, 201, "{}", a.body);
-    let ids: Vec<u64> = a.body["ids"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
-        .unwrap_or_default();
+    let ids = node.must_submit_batch(&tasks);
     assert_eq!(ids.len(), 1000);
     let mut sorted = ids.clone();
     sorted.dedup();

@@ -25,12 +25,7 @@ fn kill_9_mid_run_loses_nothing_and_unfinished_tasks_complete() {
             json!({ "kernel": "matmul", "input": { "a": m, "b": m } })
         })
         .collect();
-    let a = node.must_post("/v1/tasks/batch", &json!({ "tasks": tasks }));
-    assert_eq!(a.status, 201, "{}", a.body);
-    let ids: Vec<u64> = a.body["ids"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
-        .unwrap_or_default();
+    let ids = node.must_submit_batch(&tasks);
     assert_eq!(ids.len(), n);
     // Submissions acknowledged one by one, too.
     let mut single = Vec::new();

@@ -409,12 +409,7 @@ fn killing_every_node_and_restarting_them_keeps_all_data() {
     let mut c = Cluster::must_start(dir.path(), 3, &[]);
     c.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
     let batch: Vec<Value> = (0..200).map(stats_task).collect();
-    let a = c.nodes[1].must_post("/v1/tasks/batch", &json!({ "tasks": batch }));
-    assert_eq!(a.status, 201, "{}", a.body);
-    let ids: Vec<u64> = a.body["ids"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
-        .unwrap_or_default();
+    let ids = c.nodes[1].must_submit_batch(&batch);
     for id in &ids {
         c.nodes[0].wait_for_task_end(*id, Duration::from_secs(60));
     }

@@ -160,12 +160,7 @@ fn two_hundred_container_tasks_leave_nothing_behind() {
     let batch: Vec<Value> = (0..200)
         .map(|i| json!({ "kernel": "stats", "input": { "values": [i, i + 1] } }))
         .collect();
-    let a = node.must_post("/v1/tasks/batch", &json!({ "tasks": batch }));
-    assert_eq!(a.status, 201, "{}", a.body);
-    let ids: Vec<u64> = a.body["ids"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
-        .unwrap_or_default();
+    let ids = node.must_submit_batch(&batch);
     for id in &ids {
         let t = node.wait_for_task_end(*id, Duration::from_secs(120));
         assert_eq!(t["status"], "succeeded", "{t}");

@@ -283,6 +283,18 @@ impl Node {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
+    /// Submit `tasks` in one batch call; the ids, in order.
+    pub fn must_submit_batch(&self, tasks: &[Value]) -> Vec<u64> {
+        let a = self.must_post("/v1/tasks/batch", &serde_json::json!({ "tasks": tasks }));
+        assert_eq!(a.status, 201, "batch submission: {}", a.body);
+        let ids: Vec<u64> = a.body["ids"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default();
+        assert_eq!(ids.len(), tasks.len(), "one id per task: {}", a.body);
+        ids
+    }
+
     /// The task, once it has ended.
     pub fn wait_for_task_end(&self, id: u64, timeout: Duration) -> Value {
         wait_until(&format!("task {id} to end"), timeout, || {
