@@ -35,7 +35,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 )
                 .route("/cluster/members/{id}", web::delete().to(cluster::remove))
                 .route("/nodes", web::get().to(cluster::nodes))
-                .route("/debug/fail/{actor}", web::post().to(debug::fail_actor)),
+                .route("/debug/fail/{actor}", web::post().to(debug::fail_actor))
+                .route("/debug/net", web::put().to(debug::set_net))
+                .route("/debug/net", web::get().to(debug::get_net)),
         )
         .default_service(web::to(system::not_found));
 }

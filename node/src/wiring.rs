@@ -270,12 +270,29 @@ pub async fn run_node(
     supervisor_slot.set(Some(sup.clone()));
     tracing::info!(api = %cfg.api.listen, "node started");
 
+    // Raft stops for good on a storage error (a full disk, a failing device). A node without
+    // Raft would keep answering and running nothing useful, so it stops (fail-stop) and says
+    // why; whatever restarts it finds the log intact up to the last acknowledged write.
+    let mut raft_metrics = node.raft.metrics();
+    let raft_fatal = async move {
+        match raft_metrics.wait_for(|m| m.running_state.is_err()).await {
+            Ok(m) => m.running_state.clone().err().map(|e| e.to_string()),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let mut fatal: Option<String> = None;
     tokio::select! {
         _ = stop => {
             tracing::info!("stop requested; shutting down");
             let _ = sup.cast(SupervisorMsg::Shutdown);
         }
         _ = exit_rx.wait_for(|e| e.is_some()) => {}
+        why = raft_fatal => {
+            let why = why.unwrap_or_else(|| "unknown error".into());
+            tracing::error!(error = %why, data_dir = %cfg.node.data_dir.display(), "raft stopped on a fatal error; the node stops");
+            fatal = Some(why);
+            let _ = sup.cast(SupervisorMsg::Shutdown);
+        }
     }
     let _ = sup_handle.await;
     supervisor_slot.set(None);
@@ -286,6 +303,13 @@ pub async fn run_node(
         }
     }
     shutdown_raft(&node, &db).await;
+    if let Some(why) = fatal {
+        anyhow::bail!(
+            "raft stopped: {why}. Nothing acknowledged is lost: check the data directory {} \
+             (free disk space, a failing device) and start the node again",
+            cfg.node.data_dir.display()
+        );
+    }
     let exit = exit_rx.borrow().clone().unwrap_or(NodeExit::Stopped);
     match exit {
         NodeExit::Stopped => {

@@ -95,6 +95,38 @@ fn fault_injection_is_off_by_default() {
     let a = node.must_post("/v1/debug/fail/worker", &json!({}));
     assert_eq!(a.status, 404, "{}", a.body);
     assert_eq!(restarts(&node, "worker"), 0.0);
+    let a = node.must_put("/v1/debug/net", &json!({ "delay_ms": 10 }));
+    assert_eq!(a.status, 404, "{}", a.body);
+}
+
+#[test]
+fn rpc_faults_are_validated_shown_and_healed() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::must_start(dir.path(), &["debug.fault_injection=true"]);
+    for bad in [
+        json!({ "loss_percent": 101 }),
+        json!({ "loss_percent": "lots" }),
+        json!({ "delay": 5 }),
+    ] {
+        let a = node.must_put("/v1/debug/net", &bad);
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+    }
+    assert_eq!(
+        node.must_get("/v1/debug/net").body,
+        json!({ "drop_to": [], "delay_ms": 0, "loss_percent": 0 })
+    );
+    let set = json!({ "drop_to": ["127.0.0.1:1"], "delay_ms": 5, "loss_percent": 10 });
+    let a = node.must_put("/v1/debug/net", &set);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(node.must_get("/v1/debug/net").body, set);
+    // A single node has no peers to lose, so it keeps committing.
+    let ids =
+        node.must_submit_batch(&[json!({ "kernel": "stats", "input": { "values": [1, 2] } })]);
+    let t = node.wait_for_task_end(ids[0], Duration::from_secs(30));
+    assert_eq!(t["status"], "succeeded", "{t}");
+    let a = node.must_put("/v1/debug/net", &json!({}));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(node.must_get("/v1/debug/net").body["drop_to"], json!([]));
 }
 
 #[test]

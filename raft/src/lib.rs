@@ -32,6 +32,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+pub mod faults;
 pub mod log_store;
 pub mod network;
 pub mod rpc;

@@ -186,6 +186,21 @@ impl Pool {
             addr: self.addr.clone(),
             message: e.to_string(),
         })?;
+        match crate::faults::verdict(&self.addr) {
+            crate::faults::Verdict::Send => {}
+            crate::faults::Verdict::Delay(d) => tokio::time::sleep(d).await,
+            crate::faults::Verdict::Lose => {
+                // A lost request looks like a silent peer: the caller's timeout runs out.
+                tokio::time::sleep(timeout).await;
+                return Err(RpcError::Network {
+                    addr: self.addr.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {timeout:?} (request lost by fault injection)"),
+                    ),
+                });
+            }
+        }
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let (mut conn, reused) = match pooled {
             Some(c) => (c, true),

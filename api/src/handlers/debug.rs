@@ -1,6 +1,8 @@
-//! /v1/debug: fault injection for supervision tests, only with `debug.fault_injection`.
+//! /v1/debug: fault injection for the supervision and chaos tests, only with
+//! `debug.fault_injection`.
 
 use actix_web::{web, HttpResponse};
+use edgerun_actors::faults::NetFaults;
 use edgerun_actors::{Slot, SupervisorMsg};
 use serde_json::json;
 
@@ -16,11 +18,7 @@ pub async fn fail_actor(
     ctx: web::Data<DebugCtx>,
     actor: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !ctx.enabled {
-        return Err(ApiError::NotFound(
-            "fault injection is off (debug.fault_injection = false)".into(),
-        ));
-    }
+    require(&ctx)?;
     let Some(sup) = ctx.supervisor.get() else {
         return Err(ApiError::Unavailable {
             code: "unavailable",
@@ -53,4 +51,42 @@ pub async fn fail_actor(
             details: json!(null),
         }),
     }
+}
+
+fn require(ctx: &DebugCtx) -> Result<(), ApiError> {
+    if ctx.enabled {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(
+            "fault injection is off (debug.fault_injection = false)".into(),
+        ))
+    }
+}
+
+/// `PUT /v1/debug/net`: set the faults on this node's outgoing cluster RPC (replaces any
+/// earlier ones); `{}` heals.
+pub async fn set_net(
+    ctx: web::Data<DebugCtx>,
+    faults: web::Json<NetFaults>,
+) -> Result<HttpResponse, ApiError> {
+    require(&ctx)?;
+    let faults = faults.into_inner();
+    if faults.loss_percent > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "loss_percent: {} is not a share; accepted: 0 to 100",
+                faults.loss_percent
+            ),
+        ));
+    }
+    tracing::warn!(?faults, "fault injection: cluster RPC faults set");
+    edgerun_actors::faults::set(faults);
+    Ok(HttpResponse::Ok().json(edgerun_actors::faults::current()))
+}
+
+/// `GET /v1/debug/net`: the faults in force.
+pub async fn get_net(ctx: web::Data<DebugCtx>) -> Result<HttpResponse, ApiError> {
+    require(&ctx)?;
+    Ok(HttpResponse::Ok().json(edgerun_actors::faults::current()))
 }

@@ -277,6 +277,16 @@ impl Node {
         )
     }
 
+    /// PUT a JSON body.
+    pub fn must_put(&self, path: &str, body: &Value) -> Answer {
+        Self::answer(
+            self.agent
+                .put(&format!("{}{path}", self.url))
+                .send_json(body),
+        )
+        .unwrap_or_else(|e| panic!("PUT {path}: {e}"))
+    }
+
     pub fn must_post(&self, path: &str, body: &Value) -> Answer {
         let bytes = serde_json::to_vec(body).unwrap_or_else(|e| panic!("{e}"));
         self.try_post_raw(path, &bytes)

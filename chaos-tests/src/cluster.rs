@@ -1,0 +1,379 @@
+//! The nodes under test: real `edgerun node` processes, each with its own config file, data
+//! directory and log, started through the network backend.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::net::{Addrs, Kind, Net};
+
+/// Settings every node of a scenario gets.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub isolation: &'static str,
+    pub slots: u32,
+    /// `debug.kernel_delay_ms`: keeps attempts in flight long enough to be cut off.
+    pub kernel_delay_ms: u64,
+    /// Extra `key = value` lines by section.
+    pub extra: Vec<(&'static str, String)>,
+}
+
+pub struct ChaosNode {
+    pub id: u64,
+    pub addrs: Addrs,
+    pub dir: PathBuf,
+    pub voter: bool,
+    child: Option<Child>,
+    /// Stopped with SIGSTOP and not yet continued.
+    pub paused: bool,
+    /// A tmpfs mounted on the data directory (full-disk scenarios).
+    pub tmpfs: bool,
+}
+
+impl ChaosNode {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addrs.api)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Running (not exited; a paused process counts as running).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// How the process ended, if it has.
+    pub fn exit_status(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        c.try_wait().ok().flatten().map(|s| s.to_string())
+    }
+
+    pub fn signal(&mut self, sig: Signal) -> Result<()> {
+        let Some(pid) = self.pid() else {
+            bail!("node {} is not running", self.id)
+        };
+        kill(Pid::from_raw(pid as i32), sig)
+            .with_context(|| format!("kill -{sig} node {}", self.id))
+    }
+
+    /// kill -9 and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.paused = false;
+    }
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, ChaosNode>,
+    pub net: Net,
+    pub program: String,
+    pub dir: PathBuf,
+    pub settings: NodeSettings,
+    /// The initial voters, as `cluster.peers`.
+    peers: Vec<(u64, Addrs)>,
+    pub http: ureq::Agent,
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Cluster {
+    /// Place and start `voters` voters (ids 1..=voters) in `dir`; does not wait.
+    pub fn start(
+        program: &str,
+        dir: &Path,
+        mut net: Net,
+        voters: u64,
+        settings: NodeSettings,
+        tmpfs_node: Option<(u64, u32)>,
+    ) -> Result<Cluster> {
+        let mut peers = Vec::new();
+        for id in 1..=voters {
+            peers.push((id, net.place(id)?));
+        }
+        let mut c = Cluster {
+            nodes: BTreeMap::new(),
+            net,
+            program: program.to_string(),
+            dir: dir.to_path_buf(),
+            settings,
+            peers: peers.clone(),
+            http: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_millis(500))
+                .timeout(Duration::from_secs(2))
+                .build(),
+        };
+        for (id, addrs) in peers {
+            let node_dir = dir.join(format!("n{id}"));
+            std::fs::create_dir_all(node_dir.join("data"))?;
+            let mut node = ChaosNode {
+                id,
+                addrs,
+                dir: node_dir,
+                voter: true,
+                child: None,
+                paused: false,
+                tmpfs: false,
+            };
+            if let Some((tid, mb)) = tmpfs_node {
+                if tid == id {
+                    mount_tmpfs(&node.data_dir(), mb)?;
+                    node.tmpfs = true;
+                }
+            }
+            c.nodes.insert(id, node);
+            c.spawn(id)?;
+        }
+        Ok(c)
+    }
+
+    fn config(&self, node: &ChaosNode) -> String {
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .map(|(id, a)| {
+                format!(
+                    "  {{ id = {id}, rpc = \"{}\", api = \"{}\" }},",
+                    a.rpc, a.api
+                )
+            })
+            .collect();
+        let s = &self.settings;
+        let mut extra: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (section, line) in &s.extra {
+            extra.entry(section).or_default().push(line);
+        }
+        let more = |section: &str| extra.get(section).map(|l| l.join("\n")).unwrap_or_default();
+        format!(
+            "# written by edgerun-chaos\n[node]\nid = {id}\ndata_dir = \"{data}\"\n{node_x}\n\n\
+             [api]\nlisten = \"{api}\"\n{api_x}\n\n\
+             [cluster]\nlisten = \"{rpc}\"\nrole = \"{role}\"\npeers = [\n{peers}\n]\n{cluster_x}\n\n\
+             [executor]\nisolation = \"{iso}\"\nslots = {slots}\n{exec_x}\n\n\
+             [raft]\n{raft_x}\n\n\
+             [debug]\nfault_injection = true\nkernel_delay_ms = {delay}\n",
+            id = node.id,
+            data = node.data_dir().display(),
+            node_x = more("node"),
+            api = node.addrs.api,
+            api_x = more("api"),
+            rpc = node.addrs.rpc,
+            role = if node.voter { "voter" } else { "learner" },
+            peers = peers.join("\n"),
+            cluster_x = more("cluster"),
+            iso = s.isolation,
+            slots = s.slots,
+            exec_x = more("executor"),
+            raft_x = more("raft"),
+            delay = s.kernel_delay_ms,
+        )
+    }
+
+    /// (Re)start node `id` with its data.
+    pub fn spawn(&mut self, id: u64) -> Result<()> {
+        let node = self.node(id)?;
+        let cfg_path = node.dir.join("node.toml");
+        std::fs::write(&cfg_path, self.config(node))?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_path())?;
+        writeln!(log, "==== edgerun-chaos: starting node {id}")?;
+        let err = log.try_clone()?;
+        let mut cmd = self.net.command(id, &self.program);
+        cmd.args(["node", "--config"])
+            .arg(&cfg_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting node {id} ({})", self.program))?;
+        let node = self.node_mut(id)?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Place a new node (a learner to be added by the membership fault) and start it.
+    pub fn spawn_learner(&mut self, id: u64) -> Result<Addrs> {
+        let addrs = self.net.place(id)?;
+        let node_dir = self.dir.join(format!("n{id}"));
+        std::fs::create_dir_all(node_dir.join("data"))?;
+        self.nodes.insert(
+            id,
+            ChaosNode {
+                id,
+                addrs: addrs.clone(),
+                dir: node_dir,
+                voter: false,
+                child: None,
+                paused: false,
+                tmpfs: false,
+            },
+        );
+        self.spawn(id)?;
+        Ok(addrs)
+    }
+
+    pub fn node(&self, id: u64) -> Result<&ChaosNode> {
+        self.nodes.get(&id).with_context(|| format!("no node {id}"))
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> Result<&mut ChaosNode> {
+        self.nodes
+            .get_mut(&id)
+            .with_context(|| format!("no node {id}"))
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn urls(&self) -> Vec<(u64, String)> {
+        self.nodes.values().map(|n| (n.id, n.url())).collect()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.net.kind()
+    }
+
+    pub fn get(&self, id: u64, path: &str) -> Result<Answer, String> {
+        let url = self.node(id).map_err(|e| e.to_string())?.url();
+        answer(self.http.get(&format!("{url}{path}")).call())
+    }
+
+    pub fn send(&self, id: u64, method: &str, path: &str, body: &Value) -> Result<Answer, String> {
+        let url = self.node(id).map_err(|e| e.to_string())?.url();
+        answer(
+            self.http
+                .request(method, &format!("{url}{path}"))
+                .send_json(body),
+        )
+    }
+
+    /// The leader as the live nodes report it, when they agree.
+    pub fn leader(&self) -> Option<u64> {
+        let mut seen = None;
+        for id in self.ids() {
+            if let Ok(a) = self.get(id, "/v1/cluster") {
+                if let Some(l) = a.body["leader"].as_u64() {
+                    if seen.is_some_and(|s| s != l) {
+                        return None;
+                    }
+                    seen = Some(l);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Wait until every running, unpaused node answers /readyz 200; the time it took.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let mut waiting = Vec::new();
+            let ids = self.ids();
+            for id in ids {
+                let n = self.node_mut(id)?;
+                if !n.alive() || n.paused {
+                    continue;
+                }
+                match self.get(id, "/readyz") {
+                    Ok(a) if a.status == 200 => {}
+                    Ok(a) => waiting.push(format!("node {id}: {} {}", a.status, a.body)),
+                    Err(e) => waiting.push(format!("node {id}: {e}")),
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "nodes not ready after {timeout:?}; last seen: {}",
+                    waiting.join("; ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop every node (kill -9: a chaos run owes nobody a clean shutdown) and unmount.
+    pub fn shutdown(&mut self) {
+        for n in self.nodes.values_mut() {
+            if n.paused {
+                let _ = n.signal(Signal::SIGCONT);
+            }
+            n.kill9();
+            if n.tmpfs {
+                let _ = std::process::Command::new("umount")
+                    .arg(n.data_dir())
+                    .output();
+                n.tmpfs = false;
+            }
+        }
+        self.net.close();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn mount_tmpfs(dir: &Path, mb: u32) -> Result<()> {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "mounting a {mb} MB tmpfs on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+pub fn answer(res: Result<ureq::Response, ureq::Error>) -> Result<Answer, String> {
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.status();
+    let text = resp.into_string().map_err(|e| e.to_string())?;
+    Ok(Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    })
+}
