@@ -46,6 +46,20 @@ impl LeaderHandler {
         }
     }
 
+    /// How a failure on the leader travels back to the follower that asked.
+    fn remote(&self, e: ProposeError) -> RemoteError {
+        match e {
+            ProposeError::NotLeader { .. } | ProposeError::NoLeader => self.not_leader(),
+            ProposeError::NoQuorum(_)
+            | ProposeError::Lagging { .. }
+            | ProposeError::NotCommitted { .. }
+            | ProposeError::Unavailable
+            | ProposeError::LeaderUnreachable { .. }
+            | ProposeError::LeaderUnavailable { .. } => RemoteError::Unavailable(e.to_string()),
+            ProposeError::Rejected(_) | ProposeError::Raft(_) => RemoteError::Failed(e.to_string()),
+        }
+    }
+
     async fn answer(&self, req: AppRequest) -> AppResponse {
         match req {
             AppRequest::Propose(r) => {
@@ -55,23 +69,18 @@ impl LeaderHandler {
                         r.version
                     ))));
                 }
-                AppResponse::Proposed(match self.proposer.propose_local(r.command).await {
-                    Ok(resp) => Ok(resp),
-                    Err(ProposeError::NotLeader { .. } | ProposeError::NoLeader) => {
-                        Err(self.not_leader())
-                    }
-                    Err(e) => Err(RemoteError::Failed(e.to_string())),
-                })
+                AppResponse::Proposed(
+                    self.proposer
+                        .propose_local(r.command)
+                        .await
+                        .map_err(|e| self.remote(e)),
+                )
             }
-            AppRequest::ReadIndex => {
-                AppResponse::ReadIndex(match leader_read_index(&self.node).await {
-                    Ok(i) => Ok(i),
-                    Err(ProposeError::NoLeader | ProposeError::NotLeader { .. }) => {
-                        Err(self.not_leader())
-                    }
-                    Err(e) => Err(RemoteError::Failed(e.to_string())),
-                })
-            }
+            AppRequest::ReadIndex => AppResponse::ReadIndex(
+                leader_read_index(&self.node)
+                    .await
+                    .map_err(|e| self.remote(e)),
+            ),
             AppRequest::Heartbeat(hb) => {
                 if !self.node.is_leader() {
                     return AppResponse::Heartbeat(Err(self.not_leader()));
@@ -81,15 +90,11 @@ impl LeaderHandler {
                 }
                 AppResponse::Heartbeat(Ok(()))
             }
-            AppRequest::Membership(change) => {
-                AppResponse::Membership(match apply_membership(&self.node, change).await {
-                    Ok(()) => Ok(()),
-                    Err(ProposeError::NotLeader { .. } | ProposeError::NoLeader) => {
-                        Err(self.not_leader())
-                    }
-                    Err(e) => Err(RemoteError::Failed(e.to_string())),
-                })
-            }
+            AppRequest::Membership(change) => AppResponse::Membership(
+                apply_membership(&self.node, change)
+                    .await
+                    .map_err(|e| self.remote(e)),
+            ),
         }
     }
 }
@@ -177,6 +182,9 @@ pub async fn change_membership(
             Ok(AppResponse::Membership(Err(RemoteError::Failed(m)))) => {
                 Err(ProposeError::Rejected(m))
             }
+            Ok(AppResponse::Membership(Err(RemoteError::Unavailable(message)))) => {
+                Err(ProposeError::LeaderUnavailable { leader: l, message })
+            }
             Ok(other) => Err(ProposeError::Raft(format!("unexpected answer {other:?}"))),
             Err(e) => Err(ProposeError::LeaderUnreachable {
                 leader: l,
@@ -201,7 +209,7 @@ async fn leader_read_index(node: &RaftNode) -> Result<u64, ProposeError> {
             return Err(ProposeError::NoLeader)
         }
         Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-            return Err(ProposeError::Raft(q.to_string()))
+            return Err(ProposeError::NoQuorum(q.to_string()))
         }
         Err(e) => return Err(ProposeError::Raft(e.to_string())),
     };
@@ -234,6 +242,9 @@ pub async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(), Prop
             Ok(AppResponse::ReadIndex(Err(RemoteError::Failed(m)))) => {
                 return Err(ProposeError::Raft(m))
             }
+            Ok(AppResponse::ReadIndex(Err(RemoteError::Unavailable(message)))) => {
+                return Err(ProposeError::LeaderUnavailable { leader: l, message })
+            }
             Ok(other) => return Err(ProposeError::Raft(format!("unexpected answer {other:?}"))),
             Err(e) => {
                 return Err(ProposeError::LeaderUnreachable {
@@ -247,9 +258,10 @@ pub async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(), Prop
     let reached = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index)).await;
     match reached {
         Ok(Ok(_)) => Ok(()),
-        _ => Err(ProposeError::Raft(format!(
-            "this node did not catch up to index {index} within {timeout:?}"
-        ))),
+        _ => Err(ProposeError::Lagging {
+            index,
+            after: timeout,
+        }),
     }
 }
 

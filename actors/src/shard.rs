@@ -49,6 +49,18 @@ pub enum ProposeError {
     /// The StateShard is restarting or the node is stopping.
     #[error("the state shard is not running (restarting or shutting down)")]
     Unavailable,
+    /// The leader answered that it cannot serve the request now.
+    #[error("the leader (node {leader}) cannot serve this now: {message}")]
+    LeaderUnavailable { leader: u64, message: String },
+    /// This node leads but cannot reach a majority of voters to confirm it.
+    #[error("this node cannot reach a majority of voters: {0}")]
+    NoQuorum(String),
+    /// This node did not apply the log up to what a linearizable read needs in time.
+    #[error("this node did not catch up to index {index} within {after:?}")]
+    Lagging {
+        index: u64,
+        after: std::time::Duration,
+    },
     /// The request was understood and refused (e.g. an invalid membership change).
     #[error("{0}")]
     Rejected(String),
@@ -148,13 +160,38 @@ async fn forward_to(
     req: RaftRequest,
     timeout: Duration,
 ) -> Result<Response, ProposeError> {
-    match node.peers.app(rpc, AppRequest::Propose(req), timeout).await {
+    // A forwarded write waits for the leader's answer; when another node becomes leader
+    // meanwhile (the old one is cut off or dead), waiting out the timeout would hold this
+    // node's writes back long after the cluster recovered. Give up then: the write may or may
+    // not have been committed, as with any timeout, and callers retry (idempotently).
+    let moved = async {
+        let mut m = node.raft.metrics();
+        if m.wait_for(|m| m.current_leader.is_some_and(|x| x != leader))
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+    };
+    let answer = tokio::select! {
+        a = node.peers.app(rpc, AppRequest::Propose(req), timeout) => a,
+        () = moved => {
+            return Err(ProposeError::LeaderUnreachable {
+                leader,
+                message: "another node became leader while the write was forwarded; it may or may not have been committed".into(),
+            })
+        }
+    };
+    match answer {
         Ok(AppResponse::Proposed(Ok(r))) => Ok(r),
         // Leadership moved while the request travelled: the caller retries after Retry-After.
         Ok(AppResponse::Proposed(Err(RemoteError::NotLeader { .. }))) => {
             Err(ProposeError::NoLeader)
         }
         Ok(AppResponse::Proposed(Err(RemoteError::Failed(m)))) => Err(ProposeError::Raft(m)),
+        Ok(AppResponse::Proposed(Err(RemoteError::Unavailable(message)))) => {
+            Err(ProposeError::LeaderUnavailable { leader, message })
+        }
         Ok(other) => Err(ProposeError::Raft(format!(
             "unexpected answer from the leader: {other:?}"
         ))),

@@ -105,6 +105,21 @@ impl From<ProposeError> for ApiError {
                 message: e.to_string(),
                 details: json!({ "leader": leader }),
             },
+            ProposeError::LeaderUnavailable { leader, .. } => ApiError::Unavailable {
+                code: "leader_unavailable",
+                message: e.to_string(),
+                details: json!({ "leader": leader }),
+            },
+            ProposeError::NoQuorum(_) => ApiError::Unavailable {
+                code: "no_quorum",
+                message: e.to_string(),
+                details: Value::Null,
+            },
+            ProposeError::Lagging { index, .. } => ApiError::Unavailable {
+                code: "catching_up",
+                message: e.to_string(),
+                details: json!({ "index": index }),
+            },
             ProposeError::Rejected(m) => ApiError::Conflict {
                 code: "rejected",
                 message: m,

@@ -282,6 +282,34 @@ pub fn check(h: &History, final_tasks: &[Value], verdict: &mut Verdict) {
     }
 }
 
+/// Split `s` into what precedes its trailing digits, and those digits.
+fn trailing_digits(s: &str) -> (&str, &str) {
+    let head = s.trim_end_matches(|c: char| c.is_ascii_digit());
+    (head, &s[head.len()..])
+}
+
+/// Leaders per term as the nodes' own logs tell it: openraft logs every vote change, and a
+/// committed vote `T<term>-N<id>:committed` means node `id` won term `term`. This sees the
+/// elections the monitor's polling is too slow for (a leader that lasts a millisecond).
+pub fn leaders_in_log(log: &str, out: &mut BTreeMap<u64, BTreeSet<u64>>) {
+    const MARK: &str = ":committed";
+    let mut rest = log;
+    while let Some(at) = rest.find(MARK) {
+        let before = &rest[..at];
+        // ... T<term>-N<id> immediately before the mark.
+        let (head, id) = trailing_digits(before);
+        if let Some(head) = head.strip_suffix("-N") {
+            let (head, term) = trailing_digits(head);
+            if head.ends_with('T') {
+                if let (Ok(term), Ok(id)) = (term.parse::<u64>(), id.parse::<u64>()) {
+                    out.entry(term).or_default().insert(id);
+                }
+            }
+        }
+        rest = &rest[at + MARK.len()..];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +346,19 @@ mod tests {
         assert!(monotone_linearizable(&[o(5, 9, 1), o(0, 4, 2)]).is_err());
         // Same, but b ends at 6: place a at 5, b at 5..6.
         assert!(monotone_linearizable(&[o(5, 9, 1), o(0, 6, 2)]).is_ok());
+    }
+
+    #[test]
+    fn committed_votes_in_logs_name_the_leaders() {
+        let log = "vote is changing from T1-N2:uncommitted to T1-N2:committed\n\
+                   vote is changing from T1-N3:uncommitted to T1-N3:committed\n\
+                   resp={T4-N1:committed, last_log:None} T10-N12:committed";
+        let mut m = BTreeMap::new();
+        leaders_in_log(log, &mut m);
+        assert_eq!(m[&1], BTreeSet::from([2, 3]));
+        assert_eq!(m[&4], BTreeSet::from([1]));
+        assert_eq!(m[&10], BTreeSet::from([12]));
+        assert_eq!(m.len(), 3);
     }
 
     #[test]

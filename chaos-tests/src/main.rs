@@ -97,6 +97,8 @@ struct Operations {
     submit_requests: usize,
     submit_timeouts: usize,
     submit_refusals: usize,
+    /// Answers with status 500 (an internal error is a bug even mid-fault: 503 is for that).
+    server_errors: usize,
     reads: usize,
     read_failures: usize,
     acknowledged: usize,
@@ -108,7 +110,7 @@ struct Operations {
 struct Recovery {
     /// Fault → a live node reports a new leader in a later term (ms), per leader fault.
     leader_election_ms: Vec<u64>,
-    /// Fault → the first task placed by the scheduler after it (ms).
+    /// Fault → the first task submitted after it is placed (ms).
     first_placement_ms: Vec<u64>,
     /// Kill of a node → the first retried attempt placed after it (ms).
     reschedule_after_loss_ms: Vec<u64>,
@@ -370,7 +372,37 @@ fn run_scenario(sc: &Scenario, opts: &Opts, seed: u64, dir: &Path) -> Result<Rep
     }
     measure_recovery(&history, &inj.log, &tasks, t0_epoch, &mut recovery);
     c.shutdown();
+    let mut from_logs = std::collections::BTreeMap::new();
+    for n in c.nodes.values() {
+        let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+        check::leaders_in_log(&log, &mut from_logs);
+    }
+    for (term, ls) in from_logs {
+        if ls.len() > 1 {
+            verdict.split_brain.push(format!(
+                "term {term}: nodes {ls:?} all became leader (node logs)"
+            ));
+        }
+    }
+    // The whole history, for a look at what a checker complained about.
+    std::fs::write(dir.join("history.json"), serde_json::to_vec(&history)?)?;
     let ops = operations(&history, tasks.len());
+    if ops.server_errors > 0 {
+        let codes: std::collections::BTreeSet<String> = history
+            .submits
+            .iter()
+            .map(|s| &s.end)
+            .chain(history.reads.iter().map(|r| &r.end))
+            .filter_map(|e| match e {
+                workload::End::Fail { status: 500, code } => Some(code.clone()),
+                _ => None,
+            })
+            .collect();
+        verdict.other.push(format!(
+            "{} answers were 500 internal errors (codes {codes:?}); see the node logs",
+            ops.server_errors
+        ));
+    }
     let passed = verdict.passed();
     Ok(Report {
         scenario: sc.name.into(),
@@ -506,14 +538,13 @@ fn measure_recovery(
     t0_epoch: u64,
     r: &mut Recovery,
 ) {
-    let placements: Vec<(u64, u32)> = tasks
+    // (created, placed, attempt), in ms since t0.
+    let placements: Vec<(u64, u64, u32)> = tasks
         .iter()
         .filter_map(|t| {
-            let at = t["scheduled_at"].as_u64()?;
-            Some((
-                at.saturating_sub(t0_epoch),
-                t["attempt"].as_u64().unwrap_or(0) as u32,
-            ))
+            let at = t["scheduled_at"].as_u64()?.saturating_sub(t0_epoch);
+            let created = t["created_at"].as_u64()?.saturating_sub(t0_epoch);
+            Some((created, at, t["attempt"].as_u64().unwrap_or(0) as u32))
         })
         .collect();
     for f in faults {
@@ -543,10 +574,11 @@ fn measure_recovery(
             }) {
                 r.leader_election_ms.push(o.at_ms - f.at_ms);
             }
+            // A task submitted after the fault, placed: only a working leader does that.
             if let Some(p) = placements
                 .iter()
-                .filter(|(at, _)| *at > f.at_ms)
-                .map(|(at, _)| *at)
+                .filter(|(created, _, _)| *created > f.at_ms)
+                .map(|(_, at, _)| *at)
                 .min()
             {
                 r.first_placement_ms.push(p - f.at_ms);
@@ -555,8 +587,8 @@ fn measure_recovery(
         if matches!(&f.fault, Fault::Kill { .. }) {
             if let Some(p) = placements
                 .iter()
-                .filter(|(at, attempt)| *at > f.at_ms && *attempt >= 2)
-                .map(|(at, _)| *at)
+                .filter(|(_, at, attempt)| *at > f.at_ms && *attempt >= 2)
+                .map(|(_, at, _)| *at)
                 .min()
             {
                 r.reschedule_after_loss_ms.push(p - f.at_ms);
@@ -587,6 +619,13 @@ fn operations(h: &History, tasks_in_cluster: usize) -> Operations {
             .submits
             .iter()
             .filter(|s| matches!(s.end, End::Fail { .. }))
+            .count(),
+        server_errors: h
+            .submits
+            .iter()
+            .map(|s| &s.end)
+            .chain(h.reads.iter().map(|r| &r.end))
+            .filter(|e| matches!(e, End::Fail { status: 500, .. }))
             .count(),
         reads: h.reads.len(),
         read_failures: h.reads.iter().filter(|r| r.status.is_none()).count(),
@@ -657,7 +696,7 @@ fn report_md(r: &Report) -> String {
     }
     let rc = &r.recovery;
     s.push_str(&format!(
-        "\n## Recovery (ms)\n\n- leader election after a leader fault: {}\n- first placement after it: {}\n- first retried attempt placed after a kill: {}\n- ready after the heal: {}\n- every acknowledged task ended after the heal: {}\n\nNode logs: {}\n",
+        "\n## Recovery (ms)\n\n- leader election after a leader fault: {}\n- first placement of a task submitted after it: {}\n- first retried attempt placed after a kill: {}\n- ready after the heal: {}\n- every acknowledged task ended after the heal: {}\n\nNode logs: {}\n",
         ms_list(&rc.leader_election_ms),
         ms_list(&rc.first_placement_ms),
         ms_list(&rc.reschedule_after_loss_ms),

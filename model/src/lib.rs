@@ -25,8 +25,12 @@ pub use state::*;
 pub use task::*;
 
 /// Version tag written into every Raft request and snapshot. A node refuses to apply a
-/// request with a version it does not know instead of guessing at its layout.
-pub const FORMAT_VERSION: u16 = 1;
+/// request with a version it does not know instead of guessing at its layout; a data directory
+/// written by another version is refused at start.
+///
+/// 2: Raft runs with one leader per term (openraft `single-term-leader`), which changes how log
+/// ids are stored.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Encode a value with the project's one binary encoding (bincode 1, fixed options).
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {

@@ -82,6 +82,9 @@ pub enum RemoteError {
     NotLeader { me: NodeId, leader: Option<NodeId> },
     #[error("{0}")]
     Failed(String),
+    /// The leader cannot do it now (no quorum, catching up, restarting an actor); retry.
+    #[error("the leader cannot serve this now: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
