@@ -17,6 +17,11 @@
 //! down with one Raft write, which puts its unfinished tasks back to pending. A heartbeat
 //! from a down node marks it up again.
 //!
+//! Retry backoff: a task back in pending after a failed attempt carries `retry_delay_ms`; the
+//! leader's Scheduler holds it for that long on its own monotonic clock, counted from when it
+//! first saw the task waiting (a new leader starts the count again). Wall clocks never decide
+//! when a retry runs: they may be hours apart between nodes.
+//!
 //! Failure policy: proposal errors are logged and retried on the next tick; the actor only
 //! dies on injected failures.
 
@@ -70,6 +75,9 @@ pub struct SchedulerState {
     last_seen: HashMap<NodeId, Instant>,
     /// Nodes with a NodeDown/NodeUp proposal in flight.
     marking: HashSet<NodeId>,
+    /// Tasks in their retry backoff (id, attempt that failed) → when this leader first saw
+    /// them waiting.
+    backoff: HashMap<(TaskId, u32), Instant>,
 }
 
 fn matches(node: &NodeInfo, task: &Task) -> bool {
@@ -79,12 +87,13 @@ fn matches(node: &NodeInfo, task: &Task) -> bool {
 }
 
 /// Pick placements for pending tasks. Pure, for tests: `inflight` tasks (proposed, not yet
-/// applied) are skipped and hold a slot on the node they were proposed for.
+/// applied) are skipped and hold a slot on the node they were proposed for; tasks for which
+/// `ready` says no (still in their retry backoff) are skipped.
 pub fn plan(
     state: &ClusterState,
     inflight: &HashMap<TaskId, NodeId>,
-    now: u64,
     limit: usize,
+    mut ready: impl FnMut(&Task) -> bool,
 ) -> Vec<Assignment> {
     let mut free: BTreeMap<NodeId, i64> = state
         .nodes
@@ -110,7 +119,7 @@ pub fn plan(
         if total <= 0 || out.len() >= limit {
             break;
         }
-        if inflight.contains_key(&t.id) || t.not_before_ms.is_some_and(|nb| nb > now) {
+        if inflight.contains_key(&t.id) || !ready(t) {
             continue;
         }
         let best = free
@@ -217,10 +226,29 @@ impl SchedulerState {
             self.inflight.clear();
             return;
         }
-        let plan = self
-            .node
-            .view
-            .read(|s| plan(s, &self.inflight, now_ms(), 4096));
+        let now = Instant::now();
+        let backoff = &mut self.backoff;
+        let plan = self.node.view.read(|s| {
+            plan(s, &self.inflight, 4096, |t| match t.retry_delay_ms {
+                None | Some(0) => true,
+                Some(d) => {
+                    let since = *backoff.entry((t.id, t.attempt)).or_insert(now);
+                    now.duration_since(since) >= Duration::from_millis(d)
+                }
+            })
+        });
+        // Forget the waits of tasks that are no longer waiting.
+        if !backoff.is_empty() {
+            self.node.view.read(|s| {
+                backoff.retain(|(id, attempt), _| {
+                    s.task(*id).is_some_and(|t| {
+                        t.attempt == *attempt
+                            && t.status == edgerun_model::TaskStatus::Pending
+                            && t.retry_delay_ms.is_some()
+                    })
+                })
+            });
+        }
         if plan.is_empty() {
             return;
         }
@@ -307,6 +335,7 @@ impl Actor for Scheduler {
             leader_since: None,
             last_seen: HashMap::new(),
             marking: HashSet::new(),
+            backoff: HashMap::new(),
         })
     }
 
@@ -408,7 +437,7 @@ mod tests {
             }),
             &mut ev,
         );
-        let p = plan(&s, &HashMap::new(), 0, 100);
+        let p = plan(&s, &HashMap::new(), 100, |_| true);
         // 3 slots in all; priority 9 (task 2) first; task 3 only fits the edge node
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].task, 2);
@@ -416,9 +445,16 @@ mod tests {
         assert!(p.iter().all(|a| a.attempt == 1));
         let inflight: HashMap<TaskId, NodeId> = p.iter().map(|a| (a.task, a.node)).collect();
         assert_eq!(
-            plan(&s, &inflight, 0, 100).len(),
+            plan(&s, &inflight, 100, |_| true).len(),
             0,
             "in-flight tasks hold their slots"
+        );
+        assert_eq!(
+            plan(&s, &HashMap::new(), 100, |t| t.id != 2)
+                .first()
+                .map(|a| a.task),
+            Some(1),
+            "a task in its backoff is passed over"
         );
     }
 }

@@ -24,7 +24,12 @@ pub struct NodeSettings {
     pub kernel_delay_ms: u64,
     /// Extra `key = value` lines by section.
     pub extra: Vec<(&'static str, String)>,
+    /// Run every node under libfaketime so its wall clock can be moved ([`ChaosNode::set_clock`]).
+    pub faketime: Option<PathBuf>,
 }
+
+/// Where Debian's libfaketime puts the preload library.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 pub struct ChaosNode {
     pub id: u64,
@@ -49,6 +54,17 @@ impl ChaosNode {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("node.log")
+    }
+
+    fn clock_file(&self) -> PathBuf {
+        self.dir.join("faketime")
+    }
+
+    /// Move this node's wall clock (realtime only; monotonic time is untouched) to `offset_s`
+    /// seconds from the real time. Needs the node to run under libfaketime.
+    pub fn set_clock(&self, offset_s: i64) -> Result<()> {
+        std::fs::write(self.clock_file(), format!("{offset_s:+}\n"))
+            .with_context(|| format!("moving node {}'s clock", self.id))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -206,7 +222,17 @@ impl Cluster {
             .open(node.log_path())?;
         writeln!(log, "==== edgerun-chaos: starting node {id}")?;
         let err = log.try_clone()?;
+        let clock = node.clock_file();
         let mut cmd = self.net.command(id, &self.program);
+        if let Some(lib) = &self.settings.faketime {
+            if !clock.exists() {
+                std::fs::write(&clock, "+0\n")?;
+            }
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         cmd.args(["node", "--config"])
             .arg(&cfg_path)
             .env("RUST_LOG", "info")

@@ -50,6 +50,9 @@ pub enum Fault {
     KillTaskProcesses { target: Target, for_ms: u64 },
     /// Fill the target's data directory (a small tmpfs) to the last byte.
     FillDisk { target: Target },
+    /// The target's wall clock jumps by this many seconds (libfaketime; monotonic time and the
+    /// other nodes are untouched).
+    ClockJump { target: Target, seconds: i64 },
     /// Every node killed -9, then all started again.
     RestartAll,
     /// Add node `id` as a learner, wait for it, promote it, then remove `remove`.
@@ -78,6 +81,8 @@ pub struct Injector {
     filled: BTreeSet<u64>,
     /// Nodes removed from the membership (never restarted).
     removed: BTreeSet<u64>,
+    /// Nodes whose clock was moved.
+    jumped: BTreeSet<u64>,
     /// Nodes that exited without being killed by a fault, and how.
     unexpected: Vec<String>,
     rng: Option<fastrand::Rng>,
@@ -225,6 +230,18 @@ impl Injector {
                 self.filled.insert(id);
                 Ok((vec![id], "tmpfs full".into()))
             }
+            Fault::ClockJump { target, seconds } => {
+                if c.settings.faketime.is_none() {
+                    bail!(
+                        "nodes do not run under libfaketime ({})",
+                        crate::cluster::LIBFAKETIME
+                    );
+                }
+                let id = self.resolve(c, *target)?;
+                c.node(id)?.set_clock(*seconds)?;
+                self.jumped.insert(id);
+                Ok((vec![id], format!("clock {seconds:+} s")))
+            }
             Fault::RestartAll => {
                 let ids = c.ids();
                 for id in &ids {
@@ -299,6 +316,10 @@ impl Injector {
                 n.paused = false;
                 notes.push(format!("continued {id}"));
             }
+        }
+        for id in std::mem::take(&mut self.jumped) {
+            c.node(id)?.set_clock(0)?;
+            notes.push(format!("clock of {id} back"));
         }
         let filled = self.filled.clone();
         for id in std::mem::take(&mut self.filled) {

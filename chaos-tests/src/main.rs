@@ -298,6 +298,22 @@ fn run_scenario(sc: &Scenario, opts: &Opts, seed: u64, dir: &Path) -> Result<Rep
         slots: 8,
         kernel_delay_ms: 100,
         extra: vec![],
+        faketime: None,
+    };
+    let settings = if sc.faketime {
+        let lib = PathBuf::from(cluster::LIBFAKETIME);
+        if !lib.exists() {
+            bail!(
+                "{} is missing (Debian package libfaketime; ./scripts/setup installs it)",
+                lib.display()
+            );
+        }
+        NodeSettings {
+            faketime: Some(lib),
+            ..settings
+        }
+    } else {
+        settings
     };
     let mut c = Cluster::start(&opts.program, dir, net, sc.voters, settings, sc.tmpfs)?;
     c.wait_ready(Duration::from_secs(60))?;

@@ -18,6 +18,8 @@ pub struct Scenario {
     pub recover: Vec<Fault>,
     /// Only once per run, even in long mode (e.g. membership changes consume ids).
     pub once: bool,
+    /// Nodes run under libfaketime (clock jumps).
+    pub faketime: bool,
 }
 
 fn s(
@@ -35,6 +37,7 @@ fn s(
         inject,
         recover,
         once: false,
+        faketime: false,
     }
 }
 
@@ -138,6 +141,29 @@ pub fn all() -> Vec<Scenario> {
                 "node 3's data directory (a 48 MB tmpfs) fills up; freed and restarted later",
                 3,
                 vec![FillDisk { target: Node(3) }],
+                vec![Heal],
+            )
+        },
+        Scenario {
+            faketime: true,
+            ..s(
+                "clock-jump",
+                "a follower's wall clock jumps an hour ahead and the leader's an hour back while the follower's task processes are killed (retries with backoff)",
+                3,
+                vec![
+                    ClockJump {
+                        target: Follower,
+                        seconds: 3_600,
+                    },
+                    ClockJump {
+                        target: Leader,
+                        seconds: -3_600,
+                    },
+                    KillTaskProcesses {
+                        target: Follower,
+                        for_ms: 2_000,
+                    },
+                ],
                 vec![Heal],
             )
         },

@@ -203,7 +203,7 @@ impl ClusterState {
                             scheduled_at_ms: None,
                             started_at_ms: None,
                             finished_at_ms: None,
-                            not_before_ms: None,
+                            retry_delay_ms: None,
                             result: None,
                             error: None,
                             isolation: None,
@@ -235,7 +235,7 @@ impl ClusterState {
                             t.attempt = a.attempt;
                             t.node = Some(a.node);
                             t.scheduled_at_ms = Some(*now_ms);
-                            t.not_before_ms = None;
+                            t.retry_delay_ms = None;
                         });
                     }
                     out.push(ok);
@@ -322,7 +322,7 @@ impl ClusterState {
                     self.update(*id, ev, |t| {
                         t.status = TaskStatus::Pending;
                         t.node = None;
-                        t.not_before_ms = None;
+                        t.retry_delay_ms = None;
                         t.error = Some(TaskError {
                             code: "node_lost".into(),
                             message: format!(
@@ -377,7 +377,7 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
             t.error = Some(error.clone());
             t.result = output.clone();
             if *retryable && attempts_left {
-                requeue(t, now_ms);
+                requeue(t);
             } else {
                 t.status = TaskStatus::Failed;
                 t.finished_at_ms = Some(now_ms);
@@ -389,7 +389,7 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
                 message: format!("attempt {} ran longer than {after_ms} ms", t.attempt),
             });
             if attempts_left {
-                requeue(t, now_ms);
+                requeue(t);
             } else {
                 t.status = TaskStatus::TimedOut;
                 t.finished_at_ms = Some(now_ms);
@@ -398,10 +398,10 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
     }
 }
 
-fn requeue(t: &mut Task, now_ms: u64) {
+fn requeue(t: &mut Task) {
     t.status = TaskStatus::Pending;
     t.node = None;
-    t.not_before_ms = Some(now_ms + t.spec.retry.delay_after(t.attempt));
+    t.retry_delay_ms = Some(t.spec.retry.delay_after(t.attempt));
 }
 
 #[cfg(test)]

@@ -202,8 +202,10 @@ pub struct Task {
     pub scheduled_at_ms: Option<u64>,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
-    /// Earliest time (proposer's clock) the next attempt may be placed, after a retryable failure.
-    pub not_before_ms: Option<u64>,
+    /// After a retryable failure: how long the next attempt waits. The leader counts it on its
+    /// own monotonic clock from when it first sees the task waiting, so no node's wall clock
+    /// (which may be wrong by hours) decides when a retry runs.
+    pub retry_delay_ms: Option<u64>,
     /// JSON text of the result, set when the task succeeded.
     pub result: Option<String>,
     pub error: Option<TaskError>,

@@ -174,6 +174,15 @@ fn retryable_failure_requeues_until_attempts_run_out() {
             }),
             &mut ev,
         );
+        if attempt == 1 {
+            // The wait is a duration, not a wall-clock time: no node's clock can stretch it.
+            let t = s
+                .task(1)
+                .cloned()
+                .unwrap_or_else(|| panic!("task 1 missing"));
+            assert_eq!(t.status, TaskStatus::Pending);
+            assert_eq!(t.retry_delay_ms, Some(100));
+        }
     }
     let t = s
         .task(1)
