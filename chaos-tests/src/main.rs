@@ -252,23 +252,40 @@ fn run(cli: Cli) -> Result<bool> {
     Ok(reports.iter().all(|r| r.passed))
 }
 
+/// The fault timetable: (ms after the workload starts, fault), and the workload's length.
+/// A scenario with a pool draws one fault from it per cycle (from the seed).
 fn schedule(sc: &Scenario, opts: &Opts, seed: u64) -> (Vec<(u64, Fault)>, u64) {
     let mut plan = Vec::new();
-    if !opts.long {
-        for f in &sc.inject {
-            plan.push((3_000, f.clone()));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let cycle = |rng: &mut fastrand::Rng| -> Vec<Fault> {
+        let mut faults = sc.inject.clone();
+        if !sc.pool.is_empty() {
+            faults.push(sc.pool[rng.usize(0..sc.pool.len())].clone());
         }
-        for f in &sc.recover {
-            plan.push((9_000, f.clone()));
+        faults
+    };
+    if !opts.long {
+        // Two cycles when faults are drawn, so a short run still sees two kinds.
+        let cycles: &[(u64, u64)] = if sc.pool.is_empty() {
+            &[(3_000, 9_000)]
+        } else {
+            &[(2_000, 5_500), (7_000, 10_500)]
+        };
+        for (inject, recover) in cycles {
+            for f in cycle(&mut rng) {
+                plan.push((*inject, f));
+            }
+            for f in &sc.recover {
+                plan.push((*recover, f.clone()));
+            }
         }
         return (plan, 14_000);
     }
     let total = opts.duration.as_millis() as u64;
-    let mut rng = fastrand::Rng::with_seed(seed);
     let mut t = 3_000;
     while t + 6_000 < total {
-        for f in &sc.inject {
-            plan.push((t, f.clone()));
+        for f in cycle(&mut rng) {
+            plan.push((t, f));
         }
         t += rng.u64(1_000..8_000);
         for f in &sc.recover {

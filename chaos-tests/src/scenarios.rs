@@ -20,6 +20,8 @@ pub struct Scenario {
     pub once: bool,
     /// Nodes run under libfaketime (clock jumps).
     pub faketime: bool,
+    /// One of these is drawn per cycle, besides `inject`.
+    pub pool: Vec<Fault>,
 }
 
 fn s(
@@ -38,6 +40,7 @@ fn s(
         recover,
         once: false,
         faketime: false,
+        pool: Vec::new(),
     }
 }
 
@@ -174,6 +177,45 @@ pub fn all() -> Vec<Scenario> {
             vec![RestartAll],
             vec![Heal],
         ),
+        Scenario {
+            faketime: true,
+            pool: vec![
+                Kill { target: Random },
+                Pause { target: Random },
+                Isolate { target: Random },
+                Split { minority: 1 },
+                OneWay {
+                    from: Follower,
+                    to: Leader,
+                },
+                Loss { percent: 30 },
+                Delay { ms: 50 },
+                PanicActor {
+                    target: Random,
+                    actor: "worker".into(),
+                },
+                PanicActor {
+                    target: Leader,
+                    actor: "scheduler".into(),
+                },
+                KillTaskProcesses {
+                    target: Random,
+                    for_ms: 2_000,
+                },
+                ClockJump {
+                    target: Random,
+                    seconds: 7_200,
+                },
+                RestartAll,
+            ],
+            ..s(
+                "mixed",
+                "a fault drawn from the seed each cycle: kills, pauses, partitions, loss, latency, panics, killed tasks, clock jumps, restarts",
+                3,
+                vec![],
+                vec![Heal],
+            )
+        },
         Scenario {
             once: true,
             ..s(
