@@ -54,6 +54,7 @@ impl LeaderHandler {
             | ProposeError::Lagging { .. }
             | ProposeError::NotCommitted { .. }
             | ProposeError::Unavailable
+            | ProposeError::RaftStopped(_)
             | ProposeError::LeaderUnreachable { .. }
             | ProposeError::LeaderUnavailable { .. } => RemoteError::Unavailable(e.to_string()),
             ProposeError::Rejected(_) | ProposeError::Raft(_) => RemoteError::Failed(e.to_string()),
@@ -119,7 +120,7 @@ fn membership_error(
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
             ProposeError::Rejected(c.to_string())
         }
-        other => ProposeError::Raft(other.to_string()),
+        RaftError::Fatal(f) => ProposeError::RaftStopped(f.to_string()),
     }
 }
 
@@ -211,7 +212,7 @@ async fn leader_read_index(node: &RaftNode) -> Result<u64, ProposeError> {
         Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
             return Err(ProposeError::NoQuorum(q.to_string()))
         }
-        Err(e) => return Err(ProposeError::Raft(e.to_string())),
+        Err(RaftError::Fatal(f)) => return Err(ProposeError::RaftStopped(f.to_string())),
     };
     let last = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
     Ok(read.max(last))

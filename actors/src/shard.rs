@@ -52,6 +52,9 @@ pub enum ProposeError {
     /// The leader answered that it cannot serve the request now.
     #[error("the leader (node {leader}) cannot serve this now: {message}")]
     LeaderUnavailable { leader: u64, message: String },
+    /// Raft stopped on this node (a storage error); the node is going down.
+    #[error("raft stopped on this node: {0}")]
+    RaftStopped(String),
     /// This node leads but cannot reach a majority of voters to confirm it.
     #[error("this node cannot reach a majority of voters: {0}")]
     NoQuorum(String),
@@ -111,6 +114,7 @@ fn map_write_error(e: RaftError<ClientWriteError>) -> ProposeError {
             },
             None => ProposeError::NoLeader,
         },
+        RaftError::Fatal(f) => ProposeError::RaftStopped(f.to_string()),
         other => ProposeError::Raft(other.to_string()),
     }
 }

@@ -59,6 +59,10 @@ pub struct WorkerArgs {
 pub struct WorkerState {
     args: WorkerArgs,
     running: HashMap<TaskId, u32>,
+    /// Attempts this node ran to the end (their completion committed or refused). A node whose
+    /// state lags behind the leader still sees them assigned here; running them again would
+    /// loop forever (seen in the chaos suite after a full disk).
+    done: HashMap<TaskId, u32>,
     dirty: Arc<AtomicBool>,
     forwarder: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
@@ -88,9 +92,17 @@ impl WorkerState {
         let me = self.me();
         let default_timeout = self.args.default_timeout;
         let default_memory = self.args.default_memory_mb;
+        let done = &mut self.done;
         let jobs: Vec<Job> = self.args.node.view.read(|s| {
+            // Forget finished attempts once the state has moved past them.
+            done.retain(|id, attempt| {
+                s.task(*id).is_some_and(|t| {
+                    t.attempt == *attempt && t.node == Some(me) && !t.status.is_terminal()
+                })
+            });
             s.active_on(me)
                 .filter(|t| !self.running.contains_key(&t.id))
+                .filter(|t| done.get(&t.id) != Some(&t.attempt))
                 .take(free)
                 .map(|t| Job {
                     at: AttemptRef {
@@ -248,6 +260,7 @@ impl Actor for Worker {
         Ok(WorkerState {
             args,
             running: HashMap::new(),
+            done: HashMap::new(),
             dirty,
             forwarder,
             ticker,
@@ -273,7 +286,9 @@ impl Actor for Worker {
         match msg {
             WorkerMsg::Changed | WorkerMsg::Tick => state.scan(&myself),
             WorkerMsg::Finished(id) => {
-                state.running.remove(&id);
+                if let Some(attempt) = state.running.remove(&id) {
+                    state.done.insert(id, attempt);
+                }
                 state.scan(&myself);
             }
             WorkerMsg::Fail => {

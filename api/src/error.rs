@@ -110,6 +110,11 @@ impl From<ProposeError> for ApiError {
                 message: e.to_string(),
                 details: json!({ "leader": leader }),
             },
+            ProposeError::RaftStopped(_) => ApiError::Unavailable {
+                code: "raft_stopped",
+                message: e.to_string(),
+                details: Value::Null,
+            },
             ProposeError::NoQuorum(_) => ApiError::Unavailable {
                 code: "no_quorum",
                 message: e.to_string(),

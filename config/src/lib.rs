@@ -260,6 +260,9 @@ pub struct RaftConfig {
     pub cache_capacity_mb: u64,
     /// Most commands gathered into one Raft entry while an earlier write is in flight.
     pub max_batch: usize,
+    /// Most log entries in one AppendEntries. openraft gives an append one heartbeat interval
+    /// to finish, so a follower catching up must be fed in pieces it can store in that time.
+    pub max_payload_entries: u64,
     /// Connecting to a peer's cluster RPC gives up after this long (peer unreachable).
     pub connect_timeout_ms: u64,
     /// A forwarded write, read-index or membership request gives up after this long.
@@ -276,6 +279,7 @@ impl Default for RaftConfig {
             keep_logs_after_snapshot: 1000,
             cache_capacity_mb: 64,
             max_batch: 4096,
+            max_payload_entries: 64,
             connect_timeout_ms: 500,
             forward_timeout_ms: 10_000,
         }
@@ -561,6 +565,13 @@ impl NodeConfig {
         }
         if !(1..=1_000_000).contains(&r.max_batch) {
             return Err(invalid("raft.max_batch", r.max_batch, "1 to 1000000"));
+        }
+        if !(1..=10_000).contains(&r.max_payload_entries) {
+            return Err(invalid(
+                "raft.max_payload_entries",
+                r.max_payload_entries,
+                "1 to 10000",
+            ));
         }
         if self.limits.requests_per_second == 0 {
             return Err(invalid(

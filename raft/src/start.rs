@@ -88,6 +88,7 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<Arc<openraft::Config>, RaftStoreE
         election_timeout_max: r.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_logs),
         max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
+        max_payload_entries: r.max_payload_entries,
         ..Default::default()
     };
     c.validate()
