@@ -60,6 +60,7 @@ impl MonitorState {
             node: me,
             running: self.node.view.read(|s| s.active_count(me)) as u32,
             slots: self.info.slots,
+            applied: *self.node.view.applied().borrow(),
         };
         match self.node.leader() {
             Some((l, _)) if l == me => {

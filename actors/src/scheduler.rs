@@ -15,7 +15,9 @@
 //! Liveness (leader only): every node's Monitor sends a heartbeat; a node not heard from for
 //! `cluster.lease_ms` (counted from when this node became leader, at the earliest) is marked
 //! down with one Raft write, which puts its unfinished tasks back to pending. A heartbeat
-//! from a down node marks it up again.
+//! from a down node marks it up again. A heartbeat counts only if the node has applied the log
+//! up to where the leader was half a lease ago: a node that answers but does not keep up (a
+//! follower that fell behind) would never see what it is given, so it misses its lease too.
 //!
 //! Retry backoff: a task back in pending after a failed attempt carries `retry_delay_ms`; the
 //! leader's Scheduler holds it for that long on its own monotonic clock, counted from when it
@@ -73,6 +75,8 @@ pub struct SchedulerState {
     /// When this node last became leader; every node gets a full lease from then on.
     leader_since: Option<Instant>,
     last_seen: HashMap<NodeId, Instant>,
+    /// The leader's applied index, sampled every tick, for judging whether nodes keep up.
+    applied_samples: std::collections::VecDeque<(Instant, u64)>,
     /// Nodes with a NodeDown/NodeUp proposal in flight.
     marking: HashSet<NodeId>,
     /// Tasks in their retry backoff (id, attempt that failed) → when this leader first saw
@@ -192,11 +196,22 @@ impl SchedulerState {
         if !self.is_leader() {
             self.leader_since = None;
             self.last_seen.clear();
+            self.applied_samples.clear();
             return;
         }
         let now = Instant::now();
         let since = *self.leader_since.get_or_insert(now);
         self.last_seen.insert(self.node.id, now);
+        let applied = *self.node.view.applied().borrow();
+        self.applied_samples.push_back((now, applied));
+        // Keep one sample older than half a lease, drop the rest of the old ones.
+        while self
+            .applied_samples
+            .get(1)
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.lease / 2)
+        {
+            self.applied_samples.pop_front();
+        }
         let up: Vec<NodeId> = self
             .node
             .view
@@ -209,7 +224,29 @@ impl SchedulerState {
         }
     }
 
+    /// The leader's applied index half a lease ago (0 when it has not led that long).
+    fn applied_half_lease_ago(&self) -> u64 {
+        let Some(cutoff) = Instant::now().checked_sub(self.lease / 2) else {
+            return 0;
+        };
+        self.applied_samples
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= cutoff)
+            .map_or(0, |(_, i)| *i)
+    }
+
     fn heartbeat(&mut self, myself: &ActorRef<SchedulerMsg>, hb: Heartbeat) {
+        let needed = self.applied_half_lease_ago();
+        if hb.applied < needed {
+            tracing::debug!(
+                node = hb.node,
+                applied = hb.applied,
+                needed,
+                "heartbeat from a node that is not keeping up; not counted"
+            );
+            return;
+        }
         self.last_seen.insert(hb.node, Instant::now());
         let down = self
             .node
@@ -334,6 +371,7 @@ impl Actor for Scheduler {
             lease: args.lease,
             leader_since: None,
             last_seen: HashMap::new(),
+            applied_samples: std::collections::VecDeque::new(),
             marking: HashSet::new(),
             backoff: HashMap::new(),
         })

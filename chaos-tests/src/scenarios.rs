@@ -138,10 +138,10 @@ pub fn all() -> Vec<Scenario> {
             vec![Heal],
         ),
         Scenario {
-            tmpfs: Some((3, 48)),
+            tmpfs: Some((3, 256)),
             ..s(
                 "full-disk",
-                "node 3's data directory (a 48 MB tmpfs) fills up; freed and restarted later",
+                "node 3's data directory (a 256 MB tmpfs) is filled to the last byte; freed and restarted later",
                 3,
                 vec![FillDisk { target: Node(3) }],
                 vec![Heal],

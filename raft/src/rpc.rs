@@ -66,6 +66,9 @@ pub struct Heartbeat {
     /// Attempts this node is running now.
     pub running: u32,
     pub slots: u32,
+    /// The last log index this node has applied: a node that answers but does not keep up
+    /// cannot run what it is given, and the leader treats it as missing its lease.
+    pub applied: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
