@@ -201,12 +201,8 @@ impl Injector {
             }
             Fault::PanicActor { target, actor } => {
                 let id = self.resolve(c, *target)?;
-                let a = c
-                    .send(id, "POST", &format!("/v1/debug/fail/{actor}"), &json!({}))
-                    .map_err(anyhow::Error::msg)?;
-                if a.status != 202 {
-                    bail!("fail {actor} on node {id}: {} {}", a.status, a.body);
-                }
+                let path = format!("/v1/debug/fail/{actor}");
+                expect(c, id, "POST", &path, &json!({}), 202)?;
                 Ok((vec![id], actor.clone()))
             }
             Fault::KillTaskProcesses { target, for_ms } => {
@@ -260,42 +256,15 @@ impl Injector {
             Fault::Membership { id, remove } => {
                 let addrs = c.spawn_learner(*id)?;
                 let via = c.leader().context("no leader to add a learner")?;
-                let a = c
-                    .send(
-                        via,
-                        "POST",
-                        "/v1/cluster/learners",
-                        &json!({ "id": id, "rpc": addrs.rpc, "api": addrs.api }),
-                    )
-                    .map_err(anyhow::Error::msg)?;
-                if a.status != 200 {
-                    bail!("add learner {id}: {} {}", a.status, a.body);
-                }
-                let a = c
-                    .send(
-                        via,
-                        "POST",
-                        &format!("/v1/cluster/members/{id}/promote"),
-                        &json!({}),
-                    )
-                    .map_err(anyhow::Error::msg)?;
-                if a.status != 200 {
-                    bail!("promote {id}: {} {}", a.status, a.body);
-                }
+                let learner = json!({ "id": id, "rpc": addrs.rpc, "api": addrs.api });
+                expect(c, via, "POST", "/v1/cluster/learners", &learner, 200)?;
+                let promote = format!("/v1/cluster/members/{id}/promote");
+                expect(c, via, "POST", &promote, &json!({}), 200)?;
                 c.node_mut(*id)?.voter = true;
                 let gone = self.resolve(c, *remove)?;
                 let leader = c.leader().context("no leader to remove a member")?;
-                let a = c
-                    .send(
-                        leader,
-                        "DELETE",
-                        &format!("/v1/cluster/members/{gone}"),
-                        &json!({}),
-                    )
-                    .map_err(anyhow::Error::msg)?;
-                if a.status != 200 {
-                    bail!("remove {gone}: {} {}", a.status, a.body);
-                }
+                let path = format!("/v1/cluster/members/{gone}");
+                expect(c, leader, "DELETE", &path, &json!({}), 200)?;
                 self.removed.insert(gone);
                 c.node_mut(gone)?.kill9();
                 Ok((vec![*id, gone], format!("added {id}, removed {gone}")))
@@ -417,6 +386,24 @@ fn block(c: &mut Cluster, from: u64, to: &[u64], both: bool) -> Result<()> {
             rpc_faults(c, from, body)
         }
     }
+}
+
+/// Send a request to node `id` and require status `want`.
+fn expect(
+    c: &Cluster,
+    id: u64,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+    want: u16,
+) -> Result<()> {
+    let a = c
+        .send(id, method, path, body)
+        .map_err(|e| anyhow::anyhow!("{method} {path} on node {id}: {e}"))?;
+    if a.status != want {
+        bail!("{method} {path} on node {id}: {} {}", a.status, a.body);
+    }
+    Ok(())
 }
 
 /// Replace node `id`'s RPC faults.
