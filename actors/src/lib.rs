@@ -38,6 +38,7 @@ pub mod worker;
 pub use child::{ChildSpec, Slot};
 pub use cluster::{change_membership, read_barrier};
 pub use edgerun_raft::{faults, Member, MembershipChange};
+pub use scheduler::{Policy, Retention};
 pub use shard::{ProposeError, Proposer};
 pub use specs::{core_children, CoreParts};
 pub use supervisor::{NodeExit, NodeSupervisor, SupervisorArgs, SupervisorMsg};

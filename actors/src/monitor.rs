@@ -116,6 +116,8 @@ impl Actor for Monitor {
                         n.up && n.api == info.api
                             && n.rpc == info.rpc
                             && n.slots == info.slots
+                            && n.cpu_millis == info.cpu_millis
+                            && n.memory_mb == info.memory_mb
                             && n.tier == info.tier
                             && n.labels == info.labels
                     })

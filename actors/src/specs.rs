@@ -30,6 +30,8 @@ pub struct CoreParts {
     pub rpc_listen: std::net::SocketAddr,
     pub heartbeat: Duration,
     pub lease: Duration,
+    pub policy: crate::scheduler::Policy,
+    pub retention: crate::scheduler::Retention,
     pub forward_timeout: Duration,
     /// `debug.kernel_delay_ms`.
     pub kernel_delay: Duration,
@@ -171,6 +173,8 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         node: p.node.clone(),
                         proposer: proposer.clone(),
                         lease: p.lease,
+                        policy: p.policy,
+                        retention: p.retention,
                     },
                 )
             },

@@ -15,6 +15,11 @@
 //! The executor decides the isolation (`process` or `inproc` so far) and it is recorded on
 //! every result. A kernel that crashes fails its attempt, never the node. Failure policy: the
 //! actor only dies on injected failures.
+//!
+//! Stopping: on every scan the Worker checks its running attempts against the state; one that
+//! is no longer this node's current attempt (cancelled, preempted, or given to another node
+//! after this one was marked down) is stopped: its future is dropped, which kills its process
+//! group or container (see `executor::KillOnDrop`), and nothing is committed for it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +43,7 @@ pub enum WorkerMsg {
     Changed,
     Tick,
     /// An attempt ended (its completion is committed or no longer wanted).
-    Finished(TaskId),
+    Finished(TaskId, u32),
     Fail,
 }
 
@@ -58,7 +63,7 @@ pub struct WorkerArgs {
 
 pub struct WorkerState {
     args: WorkerArgs,
-    running: HashMap<TaskId, u32>,
+    running: HashMap<TaskId, (u32, tokio::task::AbortHandle)>,
     /// Attempts this node ran to the end (their completion committed or refused). A node whose
     /// state lags behind the leader still sees them assigned here; running them again would
     /// loop forever (seen in the chaos suite after a full disk).
@@ -83,8 +88,41 @@ impl WorkerState {
         self.args.node.id
     }
 
+    /// Stop the running attempts the state no longer gives to this node.
+    fn stop_unwanted(&mut self) {
+        let me = self.me();
+        let running = &mut self.running;
+        let stop: Vec<(TaskId, u32, String)> = self.args.node.view.read(|s| {
+            running
+                .iter()
+                .filter_map(|(id, (attempt, _))| {
+                    let why = match s.task(*id) {
+                        None => "the task is gone".to_string(),
+                        Some(t) if t.status.is_terminal() => format!("it is {}", t.status.as_str()),
+                        Some(t) if t.attempt != *attempt || t.node != Some(me) => {
+                            match t.error.as_ref().map(|e| e.code.as_str()) {
+                                Some("preempted") => "it was preempted".to_string(),
+                                _ => "the attempt was taken from this node".to_string(),
+                            }
+                        }
+                        Some(_) => return None,
+                    };
+                    Some((*id, *attempt, why))
+                })
+                .collect()
+        });
+        for (id, attempt, why) in stop {
+            if let Some((_, handle)) = running.remove(&id) {
+                handle.abort();
+                metrics::counter!(m::TASKS_STOPPED).increment(1);
+                tracing::info!(task = id, attempt, "stopped a running attempt: {why}");
+            }
+        }
+    }
+
     fn scan(&mut self, myself: &ActorRef<WorkerMsg>) {
         self.dirty.store(false, Ordering::SeqCst);
+        self.stop_unwanted();
         let free = (self.args.slots as usize).saturating_sub(self.running.len());
         if free == 0 {
             return;
@@ -123,17 +161,17 @@ impl WorkerState {
                 .collect()
         });
         for job in jobs {
-            self.running.insert(job.at.task, job.at.attempt);
+            let (task, attempt) = (job.at.task, job.at.attempt);
             let proposer = self.args.proposer.clone();
             let executor = self.args.executor.clone();
             let node = self.args.node.clone();
             let me = myself.clone();
             let delay = self.args.delay;
-            tokio::spawn(async move {
-                let id = job.at.task;
+            let handle = tokio::spawn(async move {
                 run_attempt(job, executor, proposer, node, delay).await;
-                let _ = me.cast(WorkerMsg::Finished(id));
+                let _ = me.cast(WorkerMsg::Finished(task, attempt));
             });
+            self.running.insert(task, (attempt, handle.abort_handle()));
         }
         metrics::gauge!(m::WORKER_BUSY_SLOTS).set(self.running.len() as f64);
     }
@@ -285,8 +323,11 @@ impl Actor for Worker {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Changed | WorkerMsg::Tick => state.scan(&myself),
-            WorkerMsg::Finished(id) => {
-                if let Some(attempt) = state.running.remove(&id) {
+            WorkerMsg::Finished(id, attempt) => {
+                // Only if it is still this attempt's entry (a stopped attempt's may be gone and
+                // a newer attempt of the same task running).
+                if state.running.get(&id).is_some_and(|(a, _)| *a == attempt) {
+                    state.running.remove(&id);
                     state.done.insert(id, attempt);
                 }
                 state.scan(&myself);

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use edgerun_actors::Kernels;
-use edgerun_model::{Constraints, Resources, RetryPolicy, Task, TaskSpec, Tier, Work};
+use edgerun_model::{
+    Affinity, Constraints, Placement, Resources, RetryPolicy, Task, TaskSpec, Tier, Work,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -22,12 +24,38 @@ pub struct ExecDto {
     pub env: BTreeMap<String, String>,
 }
 
+/// A label value, or a set of accepted values.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConstraintsDto {
     pub tier: Option<Tier>,
+    /// `{"region": "eu-west"}` (equality) or `{"region": ["eu-west", "eu-north"]}` (one of).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, OneOrMany>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityDto {
+    pub label: String,
+    pub values: OneOrMany,
+    pub weight: i32,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -44,7 +72,13 @@ pub struct ResourcesDto {
 pub struct RetryDto {
     pub max_attempts: Option<u32>,
     pub backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    /// 0.0..=1.0: the share of each delay that may be taken off at random.
+    pub jitter: Option<f64>,
 }
+
+/// Most task ids in one `after`.
+pub const MAX_AFTER: usize = 100;
 
 /// A task as submitted (API.md).
 #[derive(Debug, Deserialize)]
@@ -62,6 +96,11 @@ pub struct TaskSubmission {
     pub timeout_ms: Option<u64>,
     pub retry: Option<RetryDto>,
     pub idempotency_key: Option<String>,
+    pub placement: Option<Placement>,
+    #[serde(default)]
+    pub affinities: Vec<AffinityDto>,
+    #[serde(default)]
+    pub after: Vec<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,8 +118,14 @@ fn bad(field: &str, msg: impl std::fmt::Display) -> ApiError {
 }
 
 impl TaskSubmission {
-    /// Check everything and build the spec. `at` prefixes field names (`tasks[3].`).
-    pub fn into_spec(self, at: &str, kernels: &dyn Kernels) -> Result<TaskSpec, ApiError> {
+    /// Check everything and build the spec. `at` prefixes field names (`tasks[3].`);
+    /// `submitter` is who sent it (admission control counts per submitter).
+    pub fn into_spec(
+        self,
+        at: &str,
+        kernels: &dyn Kernels,
+        submitter: &str,
+    ) -> Result<TaskSpec, ApiError> {
         let work = match (self.kernel, self.exec) {
             (Some(kernel), None) => {
                 let input = self
@@ -145,6 +190,61 @@ impl TaskSubmission {
                 }
                 retry.backoff_ms = b;
             }
+            if let Some(m) = r.max_backoff_ms {
+                if !(1..=86_400_000).contains(&m) {
+                    return Err(bad(
+                        &format!("{at}retry.max_backoff_ms"),
+                        format!("{m} is out of range 1..=86400000"),
+                    ));
+                }
+                retry.max_backoff_ms = m;
+            }
+            if let Some(j) = r.jitter {
+                if !(0.0..=1.0).contains(&j) {
+                    return Err(bad(
+                        &format!("{at}retry.jitter"),
+                        format!("{j} is out of range 0.0..=1.0"),
+                    ));
+                }
+                retry.jitter_pct = (j * 100.0).round() as u8;
+            }
+        }
+        if !(0..=100).contains(&self.priority) {
+            return Err(bad(
+                &format!("{at}priority"),
+                format!("{} is out of range 0..=100", self.priority),
+            ));
+        }
+        if self.after.len() > MAX_AFTER || self.after.contains(&0) {
+            return Err(bad(
+                &format!("{at}after"),
+                format!("at most {MAX_AFTER} task ids, each a positive integer"),
+            ));
+        }
+        let mut labels = BTreeMap::new();
+        for (k, v) in self.constraints.labels {
+            let vs = v.into_vec();
+            if vs.is_empty() {
+                return Err(bad(
+                    &format!("{at}constraints.labels.{k}"),
+                    "give a value or a non-empty list of values",
+                ));
+            }
+            labels.insert(k, vs);
+        }
+        let mut affinities = Vec::with_capacity(self.affinities.len());
+        for (i, a) in self.affinities.into_iter().enumerate() {
+            if !(-100..=100).contains(&a.weight) {
+                return Err(bad(
+                    &format!("{at}affinities[{i}].weight"),
+                    format!("{} is out of range -100..=100", a.weight),
+                ));
+            }
+            affinities.push(Affinity {
+                label: a.label,
+                values: a.values.into_vec(),
+                weight: a.weight,
+            });
         }
         if let Some(k) = &self.idempotency_key {
             if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
@@ -159,7 +259,7 @@ impl TaskSubmission {
             priority: self.priority,
             constraints: Constraints {
                 tier: self.constraints.tier,
-                labels: self.constraints.labels,
+                labels,
             },
             resources: Resources {
                 cpu_millis: self.resources.cpu_millis,
@@ -169,6 +269,10 @@ impl TaskSubmission {
             timeout_ms: self.timeout_ms,
             retry,
             idempotency_key: self.idempotency_key,
+            placement: self.placement,
+            affinities,
+            after: self.after,
+            submitter: submitter.to_string(),
         })
     }
 }
@@ -197,6 +301,57 @@ pub struct TaskDto<'a> {
     pub error: Option<ErrorDto<'a>>,
     pub isolation: Option<&'static str>,
     pub idempotency_key: Option<&'a str>,
+    pub constraints: ConstraintsView<'a>,
+    pub resources: &'a Resources,
+    pub placement: Option<&'static str>,
+    pub after: &'a [u64],
+    /// `after` tasks that have not succeeded yet.
+    pub waiting_on: &'a [u64],
+    pub timeout_ms: Option<u64>,
+    pub retry: RetryView,
+    /// While pending after a failed attempt: the backoff before the next one.
+    pub retry_delay_ms: Option<u64>,
+    pub preemptions: u32,
+    /// In the dead-letter queue (failed or timed out with its attempts used up).
+    pub dead_letter: bool,
+    pub job: Option<JobFireView>,
+    /// How the last attempts ended, oldest first.
+    pub attempts: Vec<AttemptView<'a>>,
+    /// Why a pending task is not running yet (on GET of one task).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConstraintsView<'a> {
+    pub tier: Option<&'static str>,
+    pub labels: &'a BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RetryView {
+    pub max_attempts: u32,
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub jitter: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptView<'a> {
+    pub attempt: u32,
+    pub node: u64,
+    pub scheduled_at: Option<u64>,
+    pub started_at: Option<u64>,
+    pub ended_at: u64,
+    pub outcome: &'a str,
+    pub retry_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobFireView {
+    pub id: u64,
+    /// The cron slot this task was made for (ms since the epoch).
+    pub slot: u64,
 }
 
 impl<'a> TaskDto<'a> {
@@ -224,6 +379,42 @@ impl<'a> TaskDto<'a> {
             }),
             isolation: t.isolation.map(|i| i.as_str()),
             idempotency_key: t.spec.idempotency_key.as_deref(),
+            constraints: ConstraintsView {
+                tier: t.spec.constraints.tier.map(|t| t.as_str()),
+                labels: &t.spec.constraints.labels,
+            },
+            resources: &t.spec.resources,
+            placement: t.spec.placement.map(|p| p.as_str()),
+            after: &t.spec.after,
+            waiting_on: &t.waiting_on,
+            timeout_ms: t.spec.timeout_ms,
+            retry: RetryView {
+                max_attempts: t.spec.retry.max_attempts,
+                backoff_ms: t.spec.retry.backoff_ms,
+                max_backoff_ms: t.spec.retry.max_backoff_ms,
+                jitter: f64::from(t.spec.retry.jitter_pct) / 100.0,
+            },
+            retry_delay_ms: t.retry_delay_ms,
+            preemptions: t.preemptions,
+            dead_letter: t.dead_letter,
+            job: t.job.map(|j| JobFireView {
+                id: j.job,
+                slot: j.slot_ms,
+            }),
+            attempts: t
+                .attempts_log
+                .iter()
+                .map(|a| AttemptView {
+                    attempt: a.attempt,
+                    node: a.node,
+                    scheduled_at: a.scheduled_at_ms,
+                    started_at: a.started_at_ms,
+                    ended_at: a.ended_at_ms,
+                    outcome: &a.outcome,
+                    retry_delay_ms: a.retry_delay_ms,
+                })
+                .collect(),
+            pending_reason: None,
         }
     }
 }
@@ -232,4 +423,16 @@ impl<'a> TaskDto<'a> {
 pub fn task_json(t: &Task) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(&TaskDto::from_task(t))
         .map_err(|e| ApiError::Internal(format!("encoding task {}: {e}", t.id)))
+}
+
+/// Render a task with its `pending_reason`.
+pub fn task_json_explained(
+    s: &edgerun_model::ClusterState,
+    t: &Task,
+    policy: &edgerun_actors::Policy,
+) -> Result<Vec<u8>, ApiError> {
+    let mut dto = TaskDto::from_task(t);
+    dto.pending_reason =
+        edgerun_actors::scheduler::pending_reason(s, t, edgerun_actors::now_ms(), policy);
+    serde_json::to_vec(&dto).map_err(|e| ApiError::Internal(format!("encoding task {}: {e}", t.id)))
 }

@@ -40,6 +40,13 @@ pub enum ApiError {
         message: String,
         details: Value,
     },
+    /// Admission control: over `limits.max_pending*`; nothing was stored.
+    #[error("{message}")]
+    TooMany {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -58,7 +65,8 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::InvalidKernelInput { code, .. }
-            | ApiError::Unavailable { code, .. } => code,
+            | ApiError::Unavailable { code, .. }
+            | ApiError::TooMany { code, .. } => code,
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::Internal(_) => "internal",
@@ -72,6 +80,9 @@ impl ApiError {
             | ApiError::InvalidKernelInput { details, .. }
             | ApiError::Unavailable { details, .. } => details.clone(),
             ApiError::TooLarge { limit } => json!({ "limit_bytes": limit }),
+            ApiError::TooMany {
+                retry_after_secs, ..
+            } => json!({ "retry_after_secs": retry_after_secs }),
             _ => Value::Null,
         }
     }
@@ -155,6 +166,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidKernelInput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +175,12 @@ impl ResponseError for ApiError {
         let mut b = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unavailable { .. }) {
             b.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let ApiError::TooMany {
+            retry_after_secs, ..
+        } = self
+        {
+            b.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
         }
         if matches!(self, ApiError::Internal(_)) {
             tracing::error!(error = %self, "internal error");

@@ -3,7 +3,7 @@
 use actix_web::web;
 
 use crate::error::{json_error, ApiError};
-use crate::handlers::{cluster, debug, system, tasks};
+use crate::handlers::{cluster, debug, jobs, system, tasks};
 
 /// Register every route on `cfg`. `max_body` bounds JSON bodies (413 past it).
 pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
@@ -26,6 +26,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/tasks/{id}", web::get().to(tasks::get))
                 .route("/tasks/{id}/wait", web::get().to(tasks::wait))
                 .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+                .route("/dlq", web::get().to(tasks::dlq))
+                .route("/dlq/{id}/requeue", web::post().to(tasks::requeue))
+                .route("/jobs", web::post().to(jobs::create))
+                .route("/jobs", web::get().to(jobs::list))
+                .route("/jobs/{id}", web::get().to(jobs::get))
+                .route("/jobs/{id}", web::delete().to(jobs::delete))
                 .route("/kernels", web::get().to(system::kernels))
                 .route("/cluster", web::get().to(cluster::cluster))
                 .route("/cluster/learners", web::post().to(cluster::add_learner))

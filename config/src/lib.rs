@@ -41,6 +41,8 @@ pub struct NodeConfig {
     pub executor: ExecutorConfig,
     pub raft: RaftConfig,
     pub supervisor: SupervisorConfig,
+    pub scheduler: SchedulerConfig,
+    pub retention: RetentionConfig,
     pub debug: DebugConfig,
 }
 
@@ -181,6 +183,14 @@ impl Default for AuthConfig {
 pub struct LimitsConfig {
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Most pending tasks in the cluster; a submission beyond it is answered 429 and nothing
+    /// of it is stored. 0 = no limit.
+    pub max_pending: u64,
+    /// Most pending tasks of one submitter (token subject, or client address without auth).
+    /// 0 = no limit.
+    pub max_pending_per_submitter: u64,
+    /// How long an idempotency key is remembered (seconds). 0 = as long as its task is kept.
+    pub idempotency_window_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -188,6 +198,58 @@ impl Default for LimitsConfig {
         LimitsConfig {
             requests_per_second: 200,
             burst: 400,
+            max_pending: 100_000,
+            max_pending_per_submitter: 0,
+            idempotency_window_secs: 86_400,
+        }
+    }
+}
+
+/// How the leader places tasks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// `spread` (least busy node) or `binpack` (busiest node that fits); a task may override.
+    pub placement: edgerun_model::Placement,
+    /// A pending task gains one priority point per this many seconds of waiting, so that low
+    /// priorities are not starved. 0 = no aging.
+    pub aging_secs: u64,
+    /// Let a higher-priority task that fits nowhere evict lower-priority running ones (they
+    /// go back to pending without losing an attempt).
+    pub preemption: bool,
+    /// A preemptor's priority must exceed its victims' by at least this much.
+    pub preemption_min_gap: i32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            placement: edgerun_model::Placement::Spread,
+            aging_secs: 60,
+            preemption: false,
+            preemption_min_gap: 1,
+        }
+    }
+}
+
+/// How long finished tasks are kept. Unfinished tasks are never collected.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep at most this many finished tasks (the oldest go first). 0 = no count limit.
+    pub max_finished: u64,
+    /// Forget finished tasks older than this (seconds since they ended). 0 = no age limit.
+    pub max_age_secs: u64,
+    /// How often the leader looks for tasks to collect (milliseconds).
+    pub interval_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_finished: 100_000,
+            max_age_secs: 7 * 86_400,
+            interval_ms: 5_000,
         }
     }
 }
@@ -229,6 +291,10 @@ pub struct ExecutorConfig {
     /// Let tasks that ask for it (`resources.network`) use the host's network; containers
     /// otherwise get only a loopback device.
     pub allow_network: bool,
+    /// CPU this node offers to tasks, in millicores; 0 = 1000 per core of the machine.
+    pub cpu_millis: u32,
+    /// Memory this node offers to tasks, in MiB; 0 = 80% of the machine's memory.
+    pub memory_mb: u32,
 }
 
 impl Default for ExecutorConfig {
@@ -241,6 +307,8 @@ impl Default for ExecutorConfig {
             default_pids: 128,
             allow_exec_without_container: false,
             allow_network: false,
+            cpu_millis: 0,
+            memory_mb: 0,
         }
     }
 }
@@ -494,6 +562,20 @@ impl NodeConfig {
                 "executor.default_pids",
                 self.executor.default_pids,
                 "8 to 65536",
+            ));
+        }
+        if self.scheduler.preemption_min_gap < 1 {
+            return Err(invalid(
+                "scheduler.preemption_min_gap",
+                self.scheduler.preemption_min_gap,
+                "1 to 100",
+            ));
+        }
+        if self.retention.interval_ms < 100 {
+            return Err(invalid(
+                "retention.interval_ms",
+                self.retention.interval_ms,
+                "at least 100",
             ));
         }
         if self.api.max_body_bytes < 1024 {

@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::job::{JobSpec, SlotDecision};
 use crate::node::{NodeId, NodeInfo};
-use crate::task::{Isolation, TaskError, TaskId, TaskSpec, TaskStatus};
+use crate::task::{Isolation, JobId, TaskError, TaskId, TaskSpec, TaskStatus};
 
 /// One Raft entry's application data.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -29,8 +30,13 @@ impl RaftRequest {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Create tasks (one REST call or many, batched).
-    Submit { now_ms: u64, tasks: Vec<TaskSpec> },
+    /// Create tasks (one REST call or many, batched). All or none: a submission over an
+    /// admission limit stores nothing.
+    Submit {
+        now_ms: u64,
+        tasks: Vec<TaskSpec>,
+        admission: Admission,
+    },
     /// Place pending tasks on nodes (the leader's Scheduler).
     Assign {
         now_ms: u64,
@@ -47,16 +53,71 @@ pub enum Command {
         completions: Vec<Completion>,
     },
     /// Cancel tasks unless already ended.
-    Cancel { now_ms: u64, ids: Vec<TaskId> },
+    Cancel {
+        now_ms: u64,
+        ids: Vec<TaskId>,
+    },
     /// A node announces itself (on every start).
-    RegisterNode { now_ms: u64, node: NodeInfo },
+    RegisterNode {
+        now_ms: u64,
+        node: NodeInfo,
+    },
     /// The leader saw no heartbeat from `node` for its lease: mark it down and put its
     /// unfinished tasks back to pending (their next placement is a new attempt).
-    NodeDown { now_ms: u64, node: NodeId },
+    NodeDown {
+        now_ms: u64,
+        node: NodeId,
+    },
     /// A node that was down is heard from again.
-    NodeUp { now_ms: u64, node: NodeId },
+    NodeUp {
+        now_ms: u64,
+        node: NodeId,
+    },
+    /// Evict these running attempts so that a higher-priority task fits: they go back to
+    /// pending and the attempt does not count against their retries.
+    Preempt {
+        now_ms: u64,
+        victims: Vec<AttemptRef>,
+    },
+    /// Put dead-lettered tasks back to pending with a fresh set of attempts.
+    Requeue {
+        now_ms: u64,
+        ids: Vec<TaskId>,
+    },
+    /// Forget finished tasks (retention). Unfinished ones are never collected.
+    Collect {
+        now_ms: u64,
+        ids: Vec<TaskId>,
+    },
+    CreateJob {
+        now_ms: u64,
+        spec: Box<JobSpec>,
+    },
+    DeleteJob {
+        now_ms: u64,
+        id: JobId,
+    },
+    /// Decide slots of a periodic job, in increasing order; slots at or before the job's last
+    /// decided slot are refused.
+    Fire {
+        now_ms: u64,
+        job: JobId,
+        slots: Vec<SlotDecision>,
+    },
     /// Several commands in one entry, applied in order.
     Batch(Vec<Command>),
+}
+
+/// Limits a submission is checked against when applied (from the proposer's config, so every
+/// node decides the same). Zero = no limit.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+pub struct Admission {
+    /// Most pending tasks in the cluster.
+    pub max_pending: u64,
+    /// Most pending tasks of one submitter.
+    pub max_pending_per_submitter: u64,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window_ms: u64,
 }
 
 /// Place `task` on `node` as attempt `attempt` (must be the task's attempt + 1).
@@ -118,6 +179,22 @@ pub enum Response {
         requeued: Vec<TaskId>,
     },
     Batch(Vec<Response>),
+    /// A submission over an admission limit: nothing was stored.
+    Rejected {
+        code: String,
+        message: String,
+        retry_after_ms: u64,
+    },
+    /// Per requeued id: whether it went back to pending; `None` for an unknown id.
+    Requeued(Vec<Option<bool>>),
+    Collected(u64),
+    JobCreated(JobId),
+    JobDeleted(bool),
+    /// Tasks made by a Fire, and how many slots were refused as already decided.
+    Fired {
+        tasks: Vec<TaskId>,
+        refused: u32,
+    },
     /// Openraft's own entries (blank, membership) carry no command.
     Empty,
     /// The request's format version is not one this node knows.

@@ -15,11 +15,13 @@
 //! **Architecture Invariant:** this crate has no internal dependencies and does no I/O.
 
 pub mod command;
+pub mod job;
 pub mod node;
 pub mod state;
 pub mod task;
 
 pub use command::*;
+pub use job::*;
 pub use node::*;
 pub use state::*;
 pub use task::*;
@@ -30,7 +32,9 @@ pub use task::*;
 ///
 /// 2: Raft runs with one leader per term (openraft `single-term-leader`), which changes how log
 /// ids are stored.
-pub const FORMAT_VERSION: u16 = 2;
+/// 3: the scheduler issue: resources, placement, dependencies, dead letters, periodic jobs,
+/// admission control, retention.
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Encode a value with the project's one binary encoding (bincode 1, fixed options).
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {

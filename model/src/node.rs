@@ -37,6 +37,11 @@ pub struct NodeInfo {
     pub rpc: String,
     /// Tasks this node runs at once.
     pub slots: u32,
+    /// CPU the node offers to tasks, in millicores (tasks' `resources.cpu_millis` add up to
+    /// at most this).
+    pub cpu_millis: u32,
+    /// Memory the node offers to tasks, in MiB.
+    pub memory_mb: u32,
     /// When the node last registered (proposer's clock).
     pub registered_at_ms: u64,
     /// False once the leader marks the node down; tasks are not placed on a down node.

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::command::*;
+use crate::job::{FireRecord, Job, JobSpec, SlotDecision, RECENT_FIRES};
 use crate::node::{NodeId, NodeInfo};
 use crate::task::*;
 
@@ -31,8 +32,11 @@ pub struct ClusterState {
     pub tasks: BTreeMap<TaskId, Task>,
     /// The id the next submitted task gets.
     pub next_id: TaskId,
-    pub idempotency: BTreeMap<String, TaskId>,
+    /// Key → (task, when the key was first used).
+    pub idempotency: BTreeMap<String, (TaskId, u64)>,
     pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub jobs: BTreeMap<JobId, Job>,
+    pub next_job_id: JobId,
 
     /// Pending tasks in placement order: highest priority first, then oldest.
     #[serde(skip)]
@@ -42,12 +46,28 @@ pub struct ClusterState {
     active: BTreeMap<NodeId, BTreeSet<TaskId>>,
     #[serde(skip)]
     counts: [u64; 7],
+    /// Pending tasks per submitter (admission control).
+    #[serde(skip)]
+    pending_by_submitter: BTreeMap<String, u64>,
+    /// Task → unfinished tasks waiting for it (`after`).
+    #[serde(skip)]
+    dependents: BTreeMap<TaskId, BTreeSet<TaskId>>,
+    /// Ended tasks, oldest id first (retention).
+    #[serde(skip)]
+    finished: BTreeSet<TaskId>,
+    /// The dead-letter queue.
+    #[serde(skip)]
+    dlq: BTreeSet<TaskId>,
+    /// Idempotency keys by age (for the window).
+    #[serde(skip)]
+    keys_by_age: BTreeSet<(u64, String)>,
 }
 
 impl ClusterState {
     pub fn new() -> ClusterState {
         ClusterState {
             next_id: 1,
+            next_job_id: 1,
             ..ClusterState::default()
         }
     }
@@ -57,9 +77,25 @@ impl ClusterState {
         self.pending.clear();
         self.active.clear();
         self.counts = [0; 7];
+        self.pending_by_submitter.clear();
+        self.dependents.clear();
+        self.finished.clear();
+        self.dlq.clear();
+        self.keys_by_age = self
+            .idempotency
+            .iter()
+            .map(|(k, (_, at))| (*at, k.clone()))
+            .collect();
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
             self.index_insert(id);
+            if let Some(t) = self.tasks.get(&id) {
+                if !t.status.is_terminal() {
+                    for d in &t.waiting_on {
+                        self.dependents.entry(*d).or_default().insert(id);
+                    }
+                }
+            }
         }
     }
 
@@ -69,13 +105,22 @@ impl ClusterState {
         match t.status {
             TaskStatus::Pending => {
                 self.pending.insert((Reverse(t.spec.priority), id));
+                *self
+                    .pending_by_submitter
+                    .entry(t.spec.submitter.clone())
+                    .or_default() += 1;
             }
             TaskStatus::Scheduled | TaskStatus::Running => {
                 if let Some(n) = t.node {
                     self.active.entry(n).or_default().insert(id);
                 }
             }
-            _ => {}
+            _ => {
+                self.finished.insert(id);
+                if t.dead_letter {
+                    self.dlq.insert(id);
+                }
+            }
         }
     }
 
@@ -85,6 +130,12 @@ impl ClusterState {
         match t.status {
             TaskStatus::Pending => {
                 self.pending.remove(&(Reverse(t.spec.priority), id));
+                if let Some(n) = self.pending_by_submitter.get_mut(&t.spec.submitter) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.pending_by_submitter.remove(&t.spec.submitter);
+                    }
+                }
             }
             TaskStatus::Scheduled | TaskStatus::Running => {
                 if let Some(n) = t.node {
@@ -96,21 +147,27 @@ impl ClusterState {
                     }
                 }
             }
-            _ => {}
+            _ => {
+                self.finished.remove(&id);
+                self.dlq.remove(&id);
+            }
         }
     }
 
-    /// Change one task, keeping the indexes and the event list in step.
+    /// Change one task, keeping the indexes and the event list in step. A task that ends
+    /// here settles the tasks waiting for it (`after`).
     fn update(
         &mut self,
         id: TaskId,
+        now_ms: u64,
         events: &mut Vec<TaskEvent>,
         f: impl FnOnce(&mut Task),
     ) -> bool {
-        if !self.tasks.contains_key(&id) {
+        let Some(was_terminal) = self.tasks.get(&id).map(|t| t.status.is_terminal()) else {
             return false;
-        }
+        };
         self.index_remove(id);
+        let mut ended = None;
         if let Some(t) = self.tasks.get_mut(&id) {
             f(t);
             events.push(TaskEvent {
@@ -119,9 +176,54 @@ impl ClusterState {
                 node: t.node,
                 attempt: t.attempt,
             });
+            if !was_terminal && t.status.is_terminal() {
+                ended = Some(t.status);
+            }
         }
         self.index_insert(id);
+        if let Some(status) = ended {
+            self.settle_dependents(id, status, now_ms, events);
+        }
         true
+    }
+
+    /// `dep` ended with `status`: its waiting tasks go on (success) or fail.
+    fn settle_dependents(
+        &mut self,
+        dep: TaskId,
+        status: TaskStatus,
+        now_ms: u64,
+        events: &mut Vec<TaskEvent>,
+    ) {
+        let Some(waiting) = self.dependents.remove(&dep) else {
+            return;
+        };
+        for w in waiting {
+            if status == TaskStatus::Succeeded {
+                if let Some(t) = self.tasks.get_mut(&w) {
+                    t.waiting_on.retain(|d| *d != dep);
+                }
+                // An event so the scheduler looks again.
+                if let Some(t) = self.tasks.get(&w) {
+                    events.push(TaskEvent {
+                        id: w,
+                        status: t.status,
+                        node: t.node,
+                        attempt: t.attempt,
+                    });
+                }
+            } else {
+                self.update(w, now_ms, events, |t| {
+                    t.status = TaskStatus::Failed;
+                    t.node = None;
+                    t.finished_at_ms = Some(now_ms);
+                    t.error = Some(TaskError {
+                        code: "dependency_failed".into(),
+                        message: format!("task {dep} (in after) ended {}", status.as_str()),
+                    });
+                });
+            }
+        }
     }
 
     pub fn task(&self, id: TaskId) -> Option<&Task> {
@@ -131,6 +233,28 @@ impl ClusterState {
     /// Pending tasks in placement order.
     pub fn pending(&self) -> impl Iterator<Item = &Task> + '_ {
         self.pending.iter().filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// Pending tasks of one priority, oldest first.
+    pub fn pending_at(&self, priority: i32) -> impl Iterator<Item = &Task> + '_ {
+        self.pending
+            .range((Reverse(priority), 0)..=(Reverse(priority), TaskId::MAX))
+            .filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// The priorities that have pending tasks, highest first.
+    pub fn pending_priorities(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = Vec::new();
+        let mut next = self.pending.iter().next().map(|(p, _)| p.0);
+        while let Some(p) = next {
+            out.push(p);
+            next = self
+                .pending
+                .range((Reverse(p), TaskId::MAX)..)
+                .find(|(q, _)| q.0 != p)
+                .map(|(q, _)| q.0);
+        }
+        out
     }
 
     /// Scheduled or running tasks on `node`.
@@ -148,6 +272,28 @@ impl ClusterState {
 
     pub fn count(&self, status: TaskStatus) -> u64 {
         self.counts[status.index()]
+    }
+
+    pub fn pending_of(&self, submitter: &str) -> u64 {
+        self.pending_by_submitter
+            .get(submitter)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Ended tasks, oldest id first.
+    pub fn finished(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.finished.iter().filter_map(|id| self.tasks.get(id))
+    }
+
+    pub fn finished_count(&self) -> usize {
+        self.finished.len()
+    }
+
+    /// The dead-letter queue, oldest first, from after `after`.
+    pub fn dead_letters(&self, after: Option<TaskId>) -> impl Iterator<Item = &Task> + '_ {
+        let lower = after.map_or(0, |a| a.saturating_add(1));
+        self.dlq.range(lower..).filter_map(|id| self.tasks.get(id))
     }
 
     /// Tasks newest first, optionally of one status, starting below `before` (a cursor).
@@ -175,47 +321,256 @@ impl ClusterState {
         self.apply_command(&req.command, events)
     }
 
+    /// Forget idempotency keys older than the window.
+    fn expire_keys(&mut self, now_ms: u64, window_ms: u64) {
+        if window_ms == 0 {
+            return;
+        }
+        while let Some((at, key)) = self.keys_by_age.first().cloned() {
+            if at.saturating_add(window_ms) >= now_ms {
+                break;
+            }
+            self.keys_by_age.pop_first();
+            if self.idempotency.get(&key).is_some_and(|(_, a)| *a == at) {
+                self.idempotency.remove(&key);
+            }
+        }
+    }
+
+    /// Check a submission against the admission limits: the tasks it would create, or why not.
+    fn admit(&self, tasks: &[TaskSpec], adm: &Admission) -> Result<(), Response> {
+        let mut keys = BTreeSet::new();
+        let mut new_by: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut new = 0u64;
+        for spec in tasks {
+            if let Some(key) = &spec.idempotency_key {
+                if self.idempotency.contains_key(key) || !keys.insert(key.as_str()) {
+                    continue;
+                }
+            }
+            new += 1;
+            *new_by.entry(spec.submitter.as_str()).or_default() += 1;
+        }
+        let pending = self.count(TaskStatus::Pending);
+        if adm.max_pending > 0 && pending + new > adm.max_pending {
+            return Err(Response::Rejected {
+                code: "cluster_full".into(),
+                message: format!(
+                    "the cluster has {pending} pending tasks; {new} more would pass limits.max_pending = {}",
+                    adm.max_pending
+                ),
+                retry_after_ms: 1000,
+            });
+        }
+        if adm.max_pending_per_submitter > 0 {
+            for (who, n) in new_by {
+                let have = self.pending_of(who);
+                if have + n > adm.max_pending_per_submitter {
+                    return Err(Response::Rejected {
+                        code: "too_many_pending".into(),
+                        message: format!(
+                            "submitter {who:?} has {have} pending tasks; {n} more would pass limits.max_pending_per_submitter = {}",
+                            adm.max_pending_per_submitter
+                        ),
+                        retry_after_ms: 1000,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Store a new pending task (its dependencies resolved against what exists now).
+    fn create_task(
+        &mut self,
+        spec: &TaskSpec,
+        now_ms: u64,
+        job: Option<JobFire>,
+        ev: &mut Vec<TaskEvent>,
+    ) -> TaskId {
+        let id = self.next_id.max(1);
+        self.next_id = id + 1;
+        let mut waiting_on = Vec::new();
+        let mut broken: Option<TaskError> = None;
+        for dep in &spec.after {
+            match self.tasks.get(dep).map(|t| t.status) {
+                Some(TaskStatus::Succeeded) => {}
+                Some(s) if s.is_terminal() => {
+                    broken.get_or_insert(TaskError {
+                        code: "dependency_failed".into(),
+                        message: format!("task {dep} (in after) ended {}", s.as_str()),
+                    });
+                }
+                Some(_) => {
+                    if !waiting_on.contains(dep) {
+                        waiting_on.push(*dep);
+                    }
+                }
+                None => {
+                    broken.get_or_insert(TaskError {
+                        code: "dependency_unknown".into(),
+                        message: format!("task {dep} (in after) does not exist"),
+                    });
+                }
+            }
+        }
+        let (status, finished_at_ms, waiting_on) = match &broken {
+            Some(_) => (TaskStatus::Failed, Some(now_ms), Vec::new()),
+            None => (TaskStatus::Pending, None, waiting_on),
+        };
+        for dep in &waiting_on {
+            self.dependents.entry(*dep).or_default().insert(id);
+        }
+        self.tasks.insert(
+            id,
+            Task {
+                id,
+                spec: spec.clone(),
+                status,
+                attempt: 0,
+                node: None,
+                last_node: None,
+                created_at_ms: now_ms,
+                scheduled_at_ms: None,
+                started_at_ms: None,
+                finished_at_ms,
+                retry_delay_ms: None,
+                result: None,
+                error: broken,
+                isolation: None,
+                attempts_uncounted: 0,
+                preemptions: 0,
+                dead_letter: false,
+                waiting_on,
+                job,
+                attempts_log: Vec::new(),
+            },
+        );
+        self.index_insert(id);
+        ev.push(TaskEvent {
+            id,
+            status,
+            node: None,
+            attempt: 0,
+        });
+        id
+    }
+
+    fn fire(
+        &mut self,
+        now_ms: u64,
+        job_id: JobId,
+        slots: &[SlotDecision],
+        ev: &mut Vec<TaskEvent>,
+    ) -> Response {
+        let mut made = Vec::new();
+        let mut refused = 0u32;
+        for d in slots {
+            let Some(job) = self.jobs.get(&job_id) else {
+                refused += 1;
+                continue;
+            };
+            if job.last_slot_ms.is_some_and(|l| d.slot_ms <= l) {
+                refused += 1;
+                continue;
+            }
+            let overlapping = job.spec.overlap == crate::job::Overlap::Forbid
+                && job
+                    .last_task
+                    .and_then(|t| self.tasks.get(&t))
+                    .is_some_and(|t| !t.status.is_terminal());
+            let skip = d
+                .skip
+                .clone()
+                .or_else(|| overlapping.then(|| "overlap".to_string()));
+            let task = match skip {
+                Some(_) => None,
+                None => {
+                    let spec = job.spec.task.clone();
+                    Some(self.create_task(
+                        &spec,
+                        now_ms,
+                        Some(JobFire {
+                            job: job_id,
+                            slot_ms: d.slot_ms,
+                        }),
+                        ev,
+                    ))
+                }
+            };
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            job.last_slot_ms = Some(d.slot_ms);
+            match task {
+                Some(t) => {
+                    job.fires += 1;
+                    job.last_fire_ms = Some(d.slot_ms);
+                    job.last_task = Some(t);
+                    made.push(t);
+                }
+                None => job.skipped += 1,
+            }
+            job.recent.push_back(FireRecord {
+                slot_ms: d.slot_ms,
+                decided_at_ms: now_ms,
+                task,
+                skipped: skip,
+            });
+            while job.recent.len() > RECENT_FIRES {
+                job.recent.pop_front();
+            }
+        }
+        Response::Fired {
+            tasks: made,
+            refused,
+        }
+    }
+
+    fn create_job(&mut self, now_ms: u64, spec: &JobSpec) -> Response {
+        let id = self.next_job_id.max(1);
+        self.next_job_id = id + 1;
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                spec: spec.clone(),
+                created_at_ms: now_ms,
+                fires: 0,
+                skipped: 0,
+                last_slot_ms: None,
+                last_fire_ms: None,
+                last_task: None,
+                recent: Default::default(),
+            },
+        );
+        Response::JobCreated(id)
+    }
+
     fn apply_command(&mut self, cmd: &Command, ev: &mut Vec<TaskEvent>) -> Response {
         match cmd {
-            Command::Submit { now_ms, tasks } => {
+            Command::Submit {
+                now_ms,
+                tasks,
+                admission,
+            } => {
+                self.expire_keys(*now_ms, admission.idempotency_window_ms);
+                if let Err(rejected) = self.admit(tasks, admission) {
+                    return rejected;
+                }
                 let mut out = Vec::with_capacity(tasks.len());
                 for spec in tasks {
                     if let Some(key) = &spec.idempotency_key {
-                        if let Some(&id) = self.idempotency.get(key) {
+                        if let Some(&(id, _)) = self.idempotency.get(key) {
                             out.push(Submitted { id, created: false });
                             continue;
                         }
                     }
-                    let id = self.next_id.max(1);
-                    self.next_id = id + 1;
+                    let id = self.create_task(spec, *now_ms, None, ev);
                     if let Some(key) = &spec.idempotency_key {
-                        self.idempotency.insert(key.clone(), id);
+                        self.idempotency.insert(key.clone(), (id, *now_ms));
+                        self.keys_by_age.insert((*now_ms, key.clone()));
                     }
-                    self.tasks.insert(
-                        id,
-                        Task {
-                            id,
-                            spec: spec.clone(),
-                            status: TaskStatus::Pending,
-                            attempt: 0,
-                            node: None,
-                            created_at_ms: *now_ms,
-                            scheduled_at_ms: None,
-                            started_at_ms: None,
-                            finished_at_ms: None,
-                            retry_delay_ms: None,
-                            result: None,
-                            error: None,
-                            isolation: None,
-                        },
-                    );
-                    self.index_insert(id);
-                    ev.push(TaskEvent {
-                        id,
-                        status: TaskStatus::Pending,
-                        node: None,
-                        attempt: 0,
-                    });
                     out.push(Submitted { id, created: true });
                 }
                 Response::Submitted(out)
@@ -227,14 +582,18 @@ impl ClusterState {
                 let mut out = Vec::with_capacity(assignments.len());
                 for a in assignments {
                     let ok = self.tasks.get(&a.task).is_some_and(|t| {
-                        t.status == TaskStatus::Pending && t.attempt + 1 == a.attempt
+                        t.status == TaskStatus::Pending
+                            && t.attempt + 1 == a.attempt
+                            && t.waiting_on.is_empty()
                     });
                     if ok {
-                        self.update(a.task, ev, |t| {
+                        self.update(a.task, *now_ms, ev, |t| {
                             t.status = TaskStatus::Scheduled;
                             t.attempt = a.attempt;
                             t.node = Some(a.node);
+                            t.last_node = Some(a.node);
                             t.scheduled_at_ms = Some(*now_ms);
+                            t.started_at_ms = None;
                             t.retry_delay_ms = None;
                         });
                     }
@@ -251,7 +610,7 @@ impl ClusterState {
                             && t.node == Some(s.node)
                     });
                     if ok {
-                        self.update(s.task, ev, |t| {
+                        self.update(s.task, *now_ms, ev, |t| {
                             t.status = TaskStatus::Running;
                             t.started_at_ms = Some(*now_ms);
                         });
@@ -273,7 +632,7 @@ impl ClusterState {
                             && t.node == Some(a.node)
                     });
                     if ok {
-                        self.update(a.task, ev, |t| finish(t, c, *now_ms));
+                        self.update(a.task, *now_ms, ev, |t| finish(t, c, *now_ms));
                     }
                     out.push(ok);
                 }
@@ -286,7 +645,10 @@ impl ClusterState {
                         None => out.push(None),
                         Some(s) if s.is_terminal() => out.push(Some(s)),
                         Some(_) => {
-                            self.update(*id, ev, |t| {
+                            self.update(*id, *now_ms, ev, |t| {
+                                if t.node.is_some() {
+                                    t.log_attempt(*now_ms, "cancelled");
+                                }
                                 t.status = TaskStatus::Cancelled;
                                 t.finished_at_ms = Some(*now_ms);
                             });
@@ -319,7 +681,8 @@ impl ClusterState {
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
                 for id in &ids {
-                    self.update(*id, ev, |t| {
+                    self.update(*id, *now_ms, ev, |t| {
+                        t.log_attempt(*now_ms, "node_lost");
                         t.status = TaskStatus::Pending;
                         t.node = None;
                         t.retry_delay_ms = None;
@@ -351,6 +714,85 @@ impl ClusterState {
                     requeued: Vec::new(),
                 }
             }
+            Command::Preempt { now_ms, victims } => {
+                let mut out = Vec::with_capacity(victims.len());
+                for v in victims {
+                    let ok = self.tasks.get(&v.task).is_some_and(|t| {
+                        matches!(t.status, TaskStatus::Scheduled | TaskStatus::Running)
+                            && t.attempt == v.attempt
+                            && t.node == Some(v.node)
+                    });
+                    if ok {
+                        self.update(v.task, *now_ms, ev, |t| {
+                            t.log_attempt(*now_ms, "preempted");
+                            t.status = TaskStatus::Pending;
+                            t.node = None;
+                            t.retry_delay_ms = None;
+                            t.attempts_uncounted += 1;
+                            t.preemptions += 1;
+                            t.error = Some(TaskError {
+                                code: "preempted".into(),
+                                message: format!(
+                                    "attempt {} on node {} made room for a higher-priority task; it does not count against the retries",
+                                    t.attempt, v.node
+                                ),
+                            });
+                        });
+                    }
+                    out.push(ok);
+                }
+                Response::Accepted(out)
+            }
+            Command::Requeue { now_ms, ids } => {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    match self
+                        .tasks
+                        .get(id)
+                        .map(|t| t.dead_letter && t.status.is_terminal())
+                    {
+                        None => out.push(None),
+                        Some(false) => out.push(Some(false)),
+                        Some(true) => {
+                            self.update(*id, *now_ms, ev, |t| {
+                                t.status = TaskStatus::Pending;
+                                t.node = None;
+                                t.dead_letter = false;
+                                t.attempts_uncounted = t.attempt;
+                                t.retry_delay_ms = None;
+                                t.finished_at_ms = None;
+                                t.result = None;
+                            });
+                            out.push(Some(true));
+                        }
+                    }
+                }
+                Response::Requeued(out)
+            }
+            Command::Collect { ids, .. } => {
+                let mut n = 0;
+                for id in ids {
+                    if !self.tasks.get(id).is_some_and(|t| t.status.is_terminal()) {
+                        continue;
+                    }
+                    self.index_remove(*id);
+                    if let Some(t) = self.tasks.remove(id) {
+                        if let Some(key) = &t.spec.idempotency_key {
+                            if let Some((kid, at)) = self.idempotency.get(key).copied() {
+                                if kid == *id {
+                                    self.idempotency.remove(key);
+                                    self.keys_by_age.remove(&(at, key.clone()));
+                                }
+                            }
+                        }
+                        n += 1;
+                    }
+                }
+                Response::Collected(n)
+            }
+            Command::CreateJob { now_ms, spec } => self.create_job(*now_ms, spec),
+            Command::DeleteJob { id, .. } => Response::JobDeleted(self.jobs.remove(id).is_some()),
+            Command::Fire { now_ms, job, slots } => self.fire(*now_ms, *job, slots, ev),
             Command::Batch(cmds) => {
                 Response::Batch(cmds.iter().map(|c| self.apply_command(c, ev)).collect())
             }
@@ -360,8 +802,20 @@ impl ClusterState {
 
 /// Record how an attempt ended; a retryable end with attempts left goes back to pending.
 fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
+    let node = t.node;
+    finish_inner(t, c, now_ms);
+    let outcome = match &c.outcome {
+        Outcome::Succeeded { .. } => "succeeded".to_string(),
+        Outcome::Failed { error, .. } => error.code.clone(),
+        Outcome::TimedOut { .. } => "timed_out".to_string(),
+    };
+    t.last_node = node;
+    t.log_attempt(now_ms, &outcome);
+}
+
+fn finish_inner(t: &mut Task, c: &Completion, now_ms: u64) {
     t.isolation = Some(c.isolation);
-    let attempts_left = t.attempt < t.spec.retry.max_attempts;
+    let attempts_left = t.counted_attempts() < t.spec.retry.max_attempts;
     match &c.outcome {
         Outcome::Succeeded { result } => {
             t.status = TaskStatus::Succeeded;
@@ -381,6 +835,8 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
             } else {
                 t.status = TaskStatus::Failed;
                 t.finished_at_ms = Some(now_ms);
+                // Bad input fails the same way again: not a dead letter to requeue.
+                t.dead_letter = *retryable;
             }
         }
         Outcome::TimedOut { after_ms } => {
@@ -393,6 +849,7 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
             } else {
                 t.status = TaskStatus::TimedOut;
                 t.finished_at_ms = Some(now_ms);
+                t.dead_letter = true;
             }
         }
     }
@@ -401,7 +858,7 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
 fn requeue(t: &mut Task) {
     t.status = TaskStatus::Pending;
     t.node = None;
-    t.retry_delay_ms = Some(t.spec.retry.delay_after(t.attempt));
+    t.retry_delay_ms = Some(t.spec.retry.delay_after(t.id, t.counted_attempts()));
 }
 
 #[cfg(test)]

@@ -101,7 +101,38 @@ pub enum Work {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Constraints {
     pub tier: Option<Tier>,
-    pub labels: BTreeMap<String, String>,
+    /// Label key → the values accepted: one value is equality, several are set membership.
+    pub labels: BTreeMap<String, Vec<String>>,
+}
+
+/// How the scheduler scores the nodes a task fits on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Fill the busiest node that still fits (fewer nodes busy, room kept for big tasks).
+    Binpack,
+    /// Use the least busy node (load spread evenly).
+    #[default]
+    Spread,
+}
+
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Binpack => "binpack",
+            Placement::Spread => "spread",
+        }
+    }
+}
+
+/// A soft preference: nodes whose label `label` is one of `values` score `weight` more
+/// (a negative weight is an anti-affinity). Never stops a task from running.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Affinity {
+    pub label: String,
+    pub values: Vec<String>,
+    /// -100..=100.
+    pub weight: i32,
 }
 
 /// Resources a task asks for; limits for its sandbox.
@@ -118,8 +149,13 @@ pub struct Resources {
 pub struct RetryPolicy {
     /// Total attempts, the first included. 1 = never retry.
     pub max_attempts: u32,
-    /// Delay before attempt n+1 is `backoff_ms * 2^(n-1)`, capped at one minute.
+    /// Delay before attempt n+1 is `backoff_ms * 2^(n-1)`, capped at `max_backoff_ms`.
     pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// 0..=100: up to this share of each delay is taken off at random (seeded by task and
+    /// attempt, so every node computes the same delay), so that many tasks failing together
+    /// do not come back together.
+    pub jitter_pct: u8,
 }
 
 impl Default for RetryPolicy {
@@ -127,15 +163,36 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_attempts: 3,
             backoff_ms: 200,
+            max_backoff_ms: 60_000,
+            jitter_pct: 0,
         }
     }
 }
 
+/// splitmix64: a fixed, well-mixed hash for deterministic jitter.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl RetryPolicy {
-    /// Delay before the attempt after `attempt` (1-based).
-    pub fn delay_after(&self, attempt: u32) -> u64 {
-        let shift = attempt.saturating_sub(1).min(16);
-        self.backoff_ms.saturating_mul(1u64 << shift).min(60_000)
+    /// Delay before the attempt after `attempt` (1-based, counted since the last requeue) of
+    /// task `task`: exponential, capped, less a deterministic jitter.
+    pub fn delay_after(&self, task: TaskId, attempt: u32) -> u64 {
+        let shift = attempt.saturating_sub(1).min(40);
+        let base = self
+            .backoff_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.max_backoff_ms);
+        let pct = u64::from(self.jitter_pct.min(100));
+        if pct == 0 || base == 0 {
+            return base;
+        }
+        let span = base.saturating_mul(pct) / 100;
+        let r = mix(task.rotate_left(32) ^ u64::from(attempt)) % (span + 1);
+        base - r
     }
 }
 
@@ -152,6 +209,14 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     /// A resubmission with the same key returns the first task.
     pub idempotency_key: Option<String>,
+    /// `None` = the cluster's default (`scheduler.placement`).
+    pub placement: Option<Placement>,
+    pub affinities: Vec<Affinity>,
+    /// Run only after all of these tasks succeeded; fail if one of them does not.
+    pub after: Vec<TaskId>,
+    /// Who submitted it (the token's subject, or the client's address without auth): the
+    /// unit of `limits.max_pending_per_submitter`.
+    pub submitter: String,
 }
 
 impl TaskSpec {
@@ -168,6 +233,10 @@ impl TaskSpec {
             timeout_ms: None,
             retry: RetryPolicy::default(),
             idempotency_key: None,
+            placement: None,
+            affinities: Vec::new(),
+            after: Vec::new(),
+            submitter: String::new(),
         }
     }
 
@@ -198,6 +267,8 @@ pub struct Task {
     pub attempt: u32,
     /// The node of the current attempt.
     pub node: Option<NodeId>,
+    /// The node of the last attempt, kept when `node` is cleared (retry, node lost).
+    pub last_node: Option<NodeId>,
     pub created_at_ms: u64,
     pub scheduled_at_ms: Option<u64>,
     pub started_at_ms: Option<u64>,
@@ -210,4 +281,75 @@ pub struct Task {
     pub result: Option<String>,
     pub error: Option<TaskError>,
     pub isolation: Option<Isolation>,
+    /// Attempts that do not count against `retry.max_attempts`: preempted ones, and all
+    /// those before a requeue from the dead-letter queue.
+    pub attempts_uncounted: u32,
+    /// Times this task was evicted by a higher-priority one.
+    pub preemptions: u32,
+    /// Ended `failed`/`timed_out` with its attempts used up: listed in the dead-letter queue.
+    pub dead_letter: bool,
+    /// `after` tasks that have not succeeded yet (the task waits while this is not empty).
+    pub waiting_on: Vec<TaskId>,
+    /// Set when a periodic job made this task.
+    pub job: Option<JobFire>,
+    /// How the last attempts ended (at most [`ATTEMPT_LOG`]), oldest first.
+    pub attempts_log: Vec<AttemptLog>,
+}
+
+/// Most attempts kept in a task's log.
+pub const ATTEMPT_LOG: usize = 20;
+
+/// One ended attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AttemptLog {
+    pub attempt: u32,
+    pub node: NodeId,
+    pub scheduled_at_ms: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    pub ended_at_ms: u64,
+    /// `succeeded`, `timed_out`, or the error code (`worker_crashed`, `node_lost`, `preempted`,
+    /// `cancelled`, ...).
+    pub outcome: String,
+    /// The backoff the next attempt waits, when this one is retried.
+    pub retry_delay_ms: Option<u64>,
+}
+
+/// Which job slot made a task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobFire {
+    pub job: JobId,
+    /// The cron slot (ms since the epoch in UTC).
+    pub slot_ms: u64,
+}
+
+pub type JobId = u64;
+
+impl Task {
+    /// Record how the current attempt ended (call after the task's fields are updated).
+    pub fn log_attempt(&mut self, ended_at_ms: u64, outcome: &str) {
+        let Some(node) = self.attempts_log_node() else {
+            return;
+        };
+        self.attempts_log.push(AttemptLog {
+            attempt: self.attempt,
+            node,
+            scheduled_at_ms: self.scheduled_at_ms,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms,
+            outcome: outcome.to_string(),
+            retry_delay_ms: self.retry_delay_ms,
+        });
+        if self.attempts_log.len() > ATTEMPT_LOG {
+            self.attempts_log.remove(0);
+        }
+    }
+
+    fn attempts_log_node(&self) -> Option<NodeId> {
+        self.node.or(self.last_node)
+    }
+
+    /// Attempts counted against the retry policy.
+    pub fn counted_attempts(&self) -> u32 {
+        self.attempt.saturating_sub(self.attempts_uncounted)
+    }
 }

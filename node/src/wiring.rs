@@ -9,8 +9,8 @@ use edgerun_actors::executor::{
     ContainerConfig, ContainerExecutor, Executor, InprocExecutor, ProcessExecutor, ProcessLimits,
 };
 use edgerun_actors::{
-    core_children, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Slot, SupervisorArgs,
-    SupervisorMsg,
+    core_children, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Policy, Retention,
+    Slot, SupervisorArgs, SupervisorMsg,
 };
 use edgerun_api::{ApiParts, ApiSpec, ClusterCtx, DebugCtx, TasksCtx};
 use edgerun_config::{IsolationMode, NodeConfig};
@@ -194,6 +194,8 @@ pub async fn run_node(
         api: cfg.advertised_api(),
         rpc: cfg.advertised_rpc(),
         slots: cfg.executor.slots,
+        cpu_millis: capacity_cpu_millis(&cfg),
+        memory_mb: capacity_memory_mb(&cfg),
         registered_at_ms: 0,
         up: true,
         down_since_ms: None,
@@ -209,6 +211,12 @@ pub async fn run_node(
         rpc_listen: cfg.cluster.listen,
         heartbeat: Duration::from_millis(cfg.cluster.heartbeat_ms),
         lease: Duration::from_millis(cfg.cluster.lease_ms),
+        policy: scheduler_policy(&cfg),
+        retention: Retention {
+            max_finished: cfg.retention.max_finished,
+            max_age_ms: cfg.retention.max_age_secs.saturating_mul(1000),
+            interval: Duration::from_millis(cfg.retention.interval_ms),
+        },
         forward_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
         kernel_delay: Duration::from_millis(cfg.debug.kernel_delay_ms),
     });
@@ -222,6 +230,12 @@ pub async fn run_node(
             proposer,
             kernels,
             read_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
+            admission: edgerun_model::Admission {
+                max_pending: cfg.limits.max_pending,
+                max_pending_per_submitter: cfg.limits.max_pending_per_submitter,
+                idempotency_window_ms: cfg.limits.idempotency_window_secs.saturating_mul(1000),
+            },
+            policy: scheduler_policy(&cfg),
         },
         cluster: ClusterCtx {
             node: node.clone(),
@@ -327,4 +341,40 @@ async fn shutdown_raft(node: &edgerun_raft::RaftNode, db: &sled::Db) {
     if let Err(e) = db.flush_async().await {
         tracing::error!(error = %e, "flushing the database at shutdown");
     }
+}
+
+/// The `[scheduler]` settings as the placement code takes them.
+pub fn scheduler_policy(cfg: &NodeConfig) -> Policy {
+    Policy {
+        placement: cfg.scheduler.placement,
+        aging_ms: cfg.scheduler.aging_secs.saturating_mul(1000),
+        preemption: cfg.scheduler.preemption,
+        min_gap: cfg.scheduler.preemption_min_gap,
+    }
+}
+
+/// CPU offered to tasks: `executor.cpu_millis`, or 1000 per core.
+fn capacity_cpu_millis(cfg: &NodeConfig) -> u32 {
+    if cfg.executor.cpu_millis > 0 {
+        return cfg.executor.cpu_millis;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u32::try_from(cores.saturating_mul(1000)).unwrap_or(u32::MAX)
+}
+
+/// Memory offered to tasks: `executor.memory_mb`, or 80% of MemTotal.
+fn capacity_memory_mb(cfg: &NodeConfig) -> u32 {
+    if cfg.executor.memory_mb > 0 {
+        return cfg.executor.memory_mb;
+    }
+    let total_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(1024 * 1024);
+    u32::try_from(total_kb / 1024 * 8 / 10).unwrap_or(u32::MAX)
 }

@@ -258,20 +258,25 @@ fn a_silent_node_loses_its_tasks_to_others_and_its_late_results_are_refused() {
         })
         .collect();
 
-    // It wakes up, finishes its old attempts, and they are refused.
+    // It wakes up: its old attempts are either stopped (its Worker sees they were given
+    // to other nodes) or finished and their completions refused; never recorded.
     c.node(victim).signal("CONT");
     wait_until(
-        "the woken node's stale completions to be refused",
+        "the woken node's stale attempts to be stopped or refused",
         Duration::from_secs(60),
         || {
             let refused = c
                 .node(victim)
                 .metric("edgerun_completions_refused_total")
                 .unwrap_or(0.0);
-            if refused >= 1.0 {
+            let stopped = c
+                .node(victim)
+                .metric("edgerun_worker_tasks_stopped_total")
+                .unwrap_or(0.0);
+            if refused + stopped >= running_on_victim.len() as f64 {
                 Ok(())
             } else {
-                Err(format!("refused = {refused}"))
+                Err(format!("refused = {refused}, stopped = {stopped}"))
             }
         },
     );

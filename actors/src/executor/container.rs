@@ -249,7 +249,7 @@ fn read_capped(path: &Path, cap: u64) -> (Vec<u8>, bool) {
 }
 
 /// Kill every process in `cgroup` (under each controller) and remove it and its children.
-fn remove_cgroup_tree(rel: &str) {
+pub(crate) fn remove_cgroup_tree(rel: &str) {
     let roots: Vec<PathBuf> = match std::fs::read_dir("/sys/fs/cgroup") {
         Ok(d) => {
             let mut v: Vec<PathBuf> = d
@@ -486,6 +486,7 @@ impl ContainerExecutor {
         };
         let mut child = child;
         let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+        let mut guard = super::KillOnDrop::new(pgid, Some(cgroup.clone()));
         // The helper prints its report as soon as the container has exited and deletes the
         // container afterwards: take the report, and let the helper finish in the background.
         let stdout = child.stdout.take();
@@ -497,7 +498,10 @@ impl ContainerExecutor {
             line
         };
         let line = match tokio::time::timeout(job.timeout + HELPER_GRACE, read_report).await {
-            Ok(line) => line,
+            Ok(line) => {
+                guard.disarm();
+                line
+            }
             Err(_) => {
                 if let Some(pg) = pgid {
                     let _ = killpg(pg, Signal::SIGKILL);

@@ -68,6 +68,37 @@ pub mod exit_codes {
     pub const HELPER_ERROR: i32 = 5;
 }
 
+/// Kills a workload when dropped while armed: its process group, and its cgroup tree (the
+/// container's processes) when it has one. An attempt the Worker stops (cancel, preemption)
+/// is stopped by dropping its future; this makes that drop take the processes with it.
+pub(crate) struct KillOnDrop {
+    pgid: Option<nix::unistd::Pid>,
+    cgroup: Option<String>,
+}
+
+impl KillOnDrop {
+    pub(crate) fn new(pgid: Option<nix::unistd::Pid>, cgroup: Option<String>) -> KillOnDrop {
+        KillOnDrop { pgid, cgroup }
+    }
+
+    /// The workload ended by itself: nothing to kill.
+    pub(crate) fn disarm(&mut self) {
+        self.pgid = None;
+        self.cgroup = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pgid.take() {
+            let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            container::remove_cgroup_tree(&cg);
+        }
+    }
+}
+
 /// Most bytes of stdout/stderr kept per stream; more is dropped and flagged `truncated`.
 pub const OUTPUT_CAP: usize = 64 * 1024;
 

@@ -111,6 +111,7 @@ async fn run_child(
     .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| RunError::Spawn(e.to_string()))?;
     let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+    let mut guard = super::KillOnDrop::new(pgid, None);
     let input = stdin.and_then(|bytes| child.stdin.take().map(|s| (s, bytes)));
     let feed = async move {
         if let Some((mut s, bytes)) = input {
@@ -141,6 +142,7 @@ async fn run_child(
     };
     match tokio::time::timeout(job.timeout, work).await {
         Ok((stdout, stdout_truncated, stderr, stderr_truncated, status)) => {
+            guard.disarm();
             let status = status.map_err(|e| RunError::Spawn(e.to_string()))?;
             use std::os::unix::process::ExitStatusExt;
             Ok(Ran {

@@ -2,5 +2,6 @@
 
 pub mod cluster;
 pub mod debug;
+pub mod jobs;
 pub mod system;
 pub mod tasks;

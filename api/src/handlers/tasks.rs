@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
-use edgerun_actors::{now_ms, read_barrier, Kernels, Proposer, RaftNode, StateView};
-use edgerun_model::{Command, Response, Submitted, TaskId, TaskStatus};
+use actix_web::{web, HttpRequest, HttpResponse};
+use edgerun_actors::{now_ms, read_barrier, Kernels, Policy, Proposer, RaftNode, StateView};
+use edgerun_model::{Admission, Command, Response, Submitted, TaskId, TaskStatus};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::dto::{task_json, BatchSubmission, TaskSubmission, MAX_BATCH};
+use crate::dto::{task_json, task_json_explained, BatchSubmission, TaskSubmission, MAX_BATCH};
 use crate::error::ApiError;
 
 /// What the task handlers need, and nothing else.
@@ -21,6 +21,18 @@ pub struct TasksCtx {
     pub kernels: Arc<dyn Kernels>,
     /// How long a linearizable read may wait for the leader and for this node to catch up.
     pub read_timeout: Duration,
+    /// `[limits]` admission settings, checked by the state machine.
+    pub admission: Admission,
+    /// `[scheduler]`, for explaining why a task is pending.
+    pub policy: Policy,
+}
+
+/// Who sent a request, for per-submitter limits: the client's IP address (the token's subject
+/// once authentication is on).
+pub fn submitter(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl TasksCtx {
@@ -68,9 +80,28 @@ fn render(view: &StateView, id: TaskId) -> Result<Vec<u8>, ApiError> {
         .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
 }
 
+fn render_explained(ctx: &TasksCtx, id: TaskId) -> Result<Vec<u8>, ApiError> {
+    ctx.view()
+        .read(|s| s.task(id).map(|t| task_json_explained(s, t, &ctx.policy)))
+        .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
+}
+
 fn submitted(resp: Response, n: usize) -> Result<Vec<Submitted>, ApiError> {
     match resp {
         Response::Submitted(v) if v.len() == n => Ok(v),
+        Response::Rejected {
+            code,
+            message,
+            retry_after_ms,
+        } => Err(ApiError::TooMany {
+            code: if code == "cluster_full" {
+                "cluster_full"
+            } else {
+                "too_many_pending"
+            },
+            message,
+            retry_after_secs: retry_after_ms.div_ceil(1000),
+        }),
         other => Err(ApiError::Internal(format!(
             "unexpected answer to Submit: {other:?}"
         ))),
@@ -79,14 +110,18 @@ fn submitted(resp: Response, n: usize) -> Result<Vec<Submitted>, ApiError> {
 
 pub async fn submit(
     ctx: web::Data<TasksCtx>,
+    req: HttpRequest,
     body: web::Json<TaskSubmission>,
 ) -> Result<HttpResponse, ApiError> {
-    let spec = body.into_inner().into_spec("", &*ctx.kernels)?;
+    let spec = body
+        .into_inner()
+        .into_spec("", &*ctx.kernels, &submitter(&req))?;
     let resp = ctx
         .proposer
         .propose(Command::Submit {
             now_ms: now_ms(),
             tasks: vec![spec],
+            admission: ctx.admission,
         })
         .await?;
     let s = submitted(resp, 1)?[0];
@@ -104,8 +139,10 @@ pub async fn submit(
 
 pub async fn submit_batch(
     ctx: web::Data<TasksCtx>,
+    req: HttpRequest,
     body: web::Json<BatchSubmission>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = submitter(&req);
     let tasks = body.into_inner().tasks;
     if tasks.is_empty() || tasks.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
@@ -119,13 +156,14 @@ pub async fn submit_batch(
     let n = tasks.len();
     let mut specs = Vec::with_capacity(n);
     for (i, t) in tasks.into_iter().enumerate() {
-        specs.push(t.into_spec(&format!("tasks[{i}]."), &*ctx.kernels)?);
+        specs.push(t.into_spec(&format!("tasks[{i}]."), &*ctx.kernels, &who)?);
     }
     let resp = ctx
         .proposer
         .propose(Command::Submit {
             now_ms: now_ms(),
             tasks: specs,
+            admission: ctx.admission,
         })
         .await?;
     let ids: Vec<TaskId> = submitted(resp, n)?.iter().map(|s| s.id).collect();
@@ -147,7 +185,7 @@ pub async fn get(
     ctx.barrier(q.stale).await?;
     Ok(json_bytes(
         actix_web::http::StatusCode::OK,
-        render(ctx.view(), id)?,
+        render_explained(&ctx, id)?,
     ))
 }
 
@@ -294,6 +332,81 @@ pub async fn cancel(
         },
         other => Err(ApiError::Internal(format!(
             "unexpected answer to Cancel: {other:?}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqQuery {
+    limit: Option<usize>,
+    after: Option<TaskId>,
+    stale: Option<bool>,
+}
+
+/// GET /v1/dlq: dead-lettered tasks, oldest first, with a `next` cursor.
+pub async fn dlq(
+    ctx: web::Data<TasksCtx>,
+    q: web::Query<DlqQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit {limit} is out of range 1..={MAX_PAGE}"),
+        ));
+    }
+    ctx.barrier(q.stale).await?;
+    let body = ctx.view().read(|s| {
+        let page: Vec<_> = s.dead_letters(q.after).take(limit).collect();
+        let next = if page.len() == limit {
+            page.last().map(|t| t.id)
+        } else {
+            None
+        };
+        let tasks: Vec<_> = page
+            .iter()
+            .map(|t| crate::dto::TaskDto::from_task(t))
+            .collect();
+        serde_json::to_vec(&json!({ "tasks": tasks, "next": next }))
+    });
+    let body = body.map_err(|e| ApiError::Internal(format!("encoding the page: {e}")))?;
+    Ok(json_bytes(actix_web::http::StatusCode::OK, body))
+}
+
+/// POST /v1/dlq/{id}/requeue: a dead-lettered task goes back to pending with fresh attempts.
+pub async fn requeue(
+    ctx: web::Data<TasksCtx>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let resp = ctx
+        .proposer
+        .propose(Command::Requeue {
+            now_ms: now_ms(),
+            ids: vec![id],
+        })
+        .await?;
+    match resp {
+        Response::Requeued(v) => match v.first().copied().flatten() {
+            None => Err(ApiError::NotFound(format!("no task with id {id}"))),
+            Some(true) => {
+                ctx.barrier(None).await?;
+                Ok(json_bytes(
+                    actix_web::http::StatusCode::OK,
+                    render(ctx.view(), id)?,
+                ))
+            }
+            Some(false) => Err(ApiError::Conflict {
+                code: "not_dead_letter",
+                message: format!(
+                    "task {id} is not in the dead-letter queue (only tasks that failed or timed out with their attempts used up are)"
+                ),
+                details: serde_json::Value::Null,
+            }),
+        },
+        other => Err(ApiError::Internal(format!(
+            "unexpected answer to Requeue: {other:?}"
         ))),
     }
 }

@@ -11,6 +11,7 @@ fn submit(s: &mut ClusterState, specs: Vec<TaskSpec>) -> Vec<Submitted> {
         &req(Command::Submit {
             now_ms: 10,
             tasks: specs,
+            admission: Admission::default(),
         }),
         &mut ev,
     ) {
@@ -139,6 +140,7 @@ fn retryable_failure_requeues_until_attempts_run_out() {
     spec.retry = RetryPolicy {
         max_attempts: 2,
         backoff_ms: 100,
+        ..RetryPolicy::default()
     };
     submit(&mut s, vec![spec]);
     let mut ev = Vec::new();
@@ -225,6 +227,7 @@ fn unknown_version_is_refused_without_change() {
             command: Command::Submit {
                 now_ms: 1,
                 tasks: vec![TaskSpec::kernel("stats", "{}")],
+                admission: Admission::default(),
             },
         },
         &mut Vec::new(),
@@ -278,6 +281,8 @@ fn node_down_requeues_its_tasks_and_fences_its_late_results() {
         api: String::new(),
         rpc: String::new(),
         slots: 4,
+        cpu_millis: 4000,
+        memory_mb: 4096,
         registered_at_ms: 0,
         up: true,
         down_since_ms: None,
@@ -365,4 +370,420 @@ fn node_down_requeues_its_tasks_and_fences_its_late_results() {
         }
     );
     assert!(s.nodes[&2].up);
+}
+
+fn run(s: &mut ClusterState, c: Command) -> Response {
+    s.apply(&req(c), &mut Vec::new())
+}
+
+fn assign(s: &mut ClusterState, task: TaskId, node: NodeId) {
+    let attempt = s.task(task).map_or(0, |t| t.attempt) + 1;
+    let r = run(
+        s,
+        Command::Assign {
+            now_ms: 20,
+            assignments: vec![Assignment {
+                task,
+                node,
+                attempt,
+            }],
+        },
+    );
+    assert_eq!(accepted(r), vec![true], "assign {task}");
+}
+
+fn complete(s: &mut ClusterState, task: TaskId, outcome: Outcome) {
+    let t = s.task(task).cloned().expect("task");
+    let r = run(
+        s,
+        Command::Complete {
+            now_ms: 30,
+            completions: vec![Completion {
+                attempt: at(task, t.node.expect("node"), t.attempt),
+                outcome,
+                isolation: Isolation::Inproc,
+            }],
+        },
+    );
+    assert_eq!(accepted(r), vec![true], "complete {task}");
+}
+
+fn crash() -> Outcome {
+    Outcome::Failed {
+        error: TaskError {
+            code: "worker_crashed".into(),
+            message: "boom".into(),
+        },
+        retryable: true,
+        output: None,
+    }
+}
+
+#[test]
+fn over_the_admission_limit_nothing_is_stored() {
+    let mut s = ClusterState::new();
+    let adm = Admission {
+        max_pending: 3,
+        max_pending_per_submitter: 2,
+        idempotency_window_ms: 0,
+    };
+    let spec = |who: &str| {
+        let mut t = TaskSpec::kernel("stats", "{}");
+        t.submitter = who.into();
+        t
+    };
+    let submit_as = |s: &mut ClusterState, specs: Vec<TaskSpec>| {
+        run(
+            s,
+            Command::Submit {
+                now_ms: 1,
+                tasks: specs,
+                admission: adm,
+            },
+        )
+    };
+    assert!(matches!(
+        submit_as(&mut s, vec![spec("a"), spec("a")]),
+        Response::Submitted(_)
+    ));
+    // a third for "a" passes its own limit: the whole batch is refused
+    match submit_as(&mut s, vec![spec("a")]) {
+        Response::Rejected { code, .. } => assert_eq!(code, "too_many_pending"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.tasks.len(), 2);
+    match submit_as(&mut s, vec![spec("b"), spec("b")]) {
+        Response::Rejected { code, .. } => assert_eq!(code, "cluster_full"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.tasks.len(), 2, "nothing of a refused batch is stored");
+    assert!(matches!(
+        submit_as(&mut s, vec![spec("b")]),
+        Response::Submitted(_)
+    ));
+    match submit_as(&mut s, vec![spec("c")]) {
+        Response::Rejected { code, .. } => assert_eq!(code, "cluster_full"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.count(TaskStatus::Pending), 3);
+    // once one is placed there is room again
+    assign(&mut s, 1, 1);
+    assert!(matches!(
+        submit_as(&mut s, vec![spec("c")]),
+        Response::Submitted(_)
+    ));
+}
+
+#[test]
+fn idempotency_keys_expire_after_the_window() {
+    let mut s = ClusterState::new();
+    let mut spec = TaskSpec::kernel("stats", "{}");
+    spec.idempotency_key = Some("k".into());
+    let at_time = |s: &mut ClusterState, now_ms| match run(
+        s,
+        Command::Submit {
+            now_ms,
+            tasks: vec![spec.clone()],
+            admission: Admission {
+                idempotency_window_ms: 1000,
+                ..Admission::default()
+            },
+        },
+    ) {
+        Response::Submitted(v) => v[0],
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        at_time(&mut s, 100),
+        Submitted {
+            id: 1,
+            created: true
+        }
+    );
+    assert_eq!(
+        at_time(&mut s, 1100),
+        Submitted {
+            id: 1,
+            created: false
+        }
+    );
+    assert_eq!(
+        at_time(&mut s, 1101),
+        Submitted {
+            id: 2,
+            created: true
+        }
+    );
+    let mut copy: ClusterState = decode(&encode(&s).expect("encode")).expect("decode");
+    copy.rebuild_indexes();
+    assert_eq!(
+        at_time(&mut copy, 2102),
+        Submitted {
+            id: 3,
+            created: true
+        }
+    );
+}
+
+#[test]
+fn after_waits_for_success_and_fails_with_a_failed_dependency() {
+    let mut s = ClusterState::new();
+    submit(&mut s, vec![TaskSpec::kernel("stats", "{}"); 2]);
+    let mut a = TaskSpec::kernel("stats", "{}");
+    a.after = vec![1, 2];
+    let mut b = TaskSpec::kernel("stats", "{}");
+    b.after = vec![2];
+    let mut c = TaskSpec::kernel("stats", "{}");
+    c.after = vec![99];
+    submit(&mut s, vec![a, b, c]);
+    assert_eq!(s.task(3).map(|t| t.waiting_on.clone()), Some(vec![1, 2]));
+    assert_eq!(
+        s.task(5).and_then(|t| t.error.clone()).map(|e| e.code),
+        Some("dependency_unknown".into())
+    );
+    // a waiting task cannot be assigned
+    let r = run(
+        &mut s,
+        Command::Assign {
+            now_ms: 1,
+            assignments: vec![Assignment {
+                task: 3,
+                node: 1,
+                attempt: 1,
+            }],
+        },
+    );
+    assert_eq!(accepted(r), vec![false]);
+    assign(&mut s, 1, 1);
+    complete(
+        &mut s,
+        1,
+        Outcome::Succeeded {
+            result: "{}".into(),
+        },
+    );
+    assert_eq!(s.task(3).map(|t| t.waiting_on.clone()), Some(vec![2]));
+    run(
+        &mut s,
+        Command::Cancel {
+            now_ms: 40,
+            ids: vec![2],
+        },
+    );
+    for id in [3, 4] {
+        let t = s.task(id).expect("task");
+        assert_eq!(t.status, TaskStatus::Failed, "task {id}");
+        assert_eq!(
+            t.error.as_ref().map(|e| e.code.as_str()),
+            Some("dependency_failed")
+        );
+    }
+}
+
+#[test]
+fn dead_letters_are_listed_and_requeued_with_fresh_attempts() {
+    let mut s = ClusterState::new();
+    let mut spec = TaskSpec::kernel("stats", "{}");
+    spec.retry.max_attempts = 1;
+    submit(&mut s, vec![spec.clone(), spec]);
+    assign(&mut s, 1, 1);
+    complete(&mut s, 1, crash());
+    assign(&mut s, 2, 1);
+    complete(
+        &mut s,
+        2,
+        Outcome::Failed {
+            error: TaskError {
+                code: "invalid_input".into(),
+                message: "bad".into(),
+            },
+            retryable: false,
+            output: None,
+        },
+    );
+    let dlq: Vec<TaskId> = s.dead_letters(None).map(|t| t.id).collect();
+    assert_eq!(dlq, vec![1], "bad input is not a dead letter");
+    assert_eq!(
+        run(
+            &mut s,
+            Command::Requeue {
+                now_ms: 50,
+                ids: vec![1, 2, 7]
+            }
+        ),
+        Response::Requeued(vec![Some(true), Some(false), None])
+    );
+    assert_eq!(s.dead_letters(None).count(), 0);
+    let t = s.task(1).expect("task");
+    assert_eq!(
+        (t.status, t.attempt, t.counted_attempts()),
+        (TaskStatus::Pending, 1, 0)
+    );
+    // the requeued task gets a whole attempt again, and fails into the queue again
+    assign(&mut s, 1, 1);
+    complete(&mut s, 1, crash());
+    assert_eq!(s.task(1).map(|t| t.status), Some(TaskStatus::Failed));
+    assert_eq!(s.dead_letters(None).count(), 1);
+}
+
+#[test]
+fn a_preempted_attempt_does_not_count() {
+    let mut s = ClusterState::new();
+    let mut spec = TaskSpec::kernel("stats", "{}");
+    spec.retry.max_attempts = 1;
+    submit(&mut s, vec![spec]);
+    assign(&mut s, 1, 1);
+    let r = run(
+        &mut s,
+        Command::Preempt {
+            now_ms: 30,
+            victims: vec![at(1, 1, 1), at(1, 2, 1)],
+        },
+    );
+    assert_eq!(accepted(r), vec![true, false]);
+    let t = s.task(1).expect("task");
+    assert_eq!(
+        (t.status, t.preemptions, t.counted_attempts()),
+        (TaskStatus::Pending, 1, 0)
+    );
+    assign(&mut s, 1, 2);
+    complete(&mut s, 1, crash());
+    assert_eq!(s.task(1).map(|t| t.status), Some(TaskStatus::Failed));
+}
+
+#[test]
+fn retention_collects_only_finished_tasks() {
+    let mut s = ClusterState::new();
+    let mut spec = TaskSpec::kernel("stats", "{}");
+    spec.idempotency_key = Some("x".into());
+    submit(&mut s, vec![spec, TaskSpec::kernel("stats", "{}")]);
+    assign(&mut s, 1, 1);
+    complete(
+        &mut s,
+        1,
+        Outcome::Succeeded {
+            result: "{}".into(),
+        },
+    );
+    assert_eq!(s.finished().map(|t| t.id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        run(
+            &mut s,
+            Command::Collect {
+                now_ms: 1,
+                ids: vec![1, 2, 3]
+            }
+        ),
+        Response::Collected(1)
+    );
+    assert!(s.task(1).is_none());
+    assert!(s.task(2).is_some(), "a pending task is never collected");
+    assert!(s.idempotency.is_empty());
+    assert_eq!(s.finished_count(), 0);
+}
+
+#[test]
+fn a_job_slot_fires_at_most_once() {
+    use crate::job::*;
+    let mut s = ClusterState::new();
+    let spec = JobSpec {
+        name: "j".into(),
+        schedule: "* * * * * *".into(),
+        timezone: "UTC".into(),
+        task: TaskSpec::kernel("stats", "{}"),
+        overlap: Overlap::Forbid,
+        misfire: Misfire::Skip,
+        misfire_deadline_ms: 60_000,
+    };
+    let Response::JobCreated(job) = run(
+        &mut s,
+        Command::CreateJob {
+            now_ms: 0,
+            spec: Box::new(spec),
+        },
+    ) else {
+        panic!("no job")
+    };
+    let fire = |s: &mut ClusterState, slots: &[(u64, Option<&str>)]| {
+        run(
+            s,
+            Command::Fire {
+                now_ms: 5,
+                job,
+                slots: slots
+                    .iter()
+                    .map(|(slot_ms, skip)| SlotDecision {
+                        slot_ms: *slot_ms,
+                        skip: skip.map(str::to_string),
+                    })
+                    .collect(),
+            },
+        )
+    };
+    assert_eq!(
+        fire(&mut s, &[(1000, None)]),
+        Response::Fired {
+            tasks: vec![1],
+            refused: 0
+        }
+    );
+    // the same slot again (a second leader) is refused; the next is skipped for overlap
+    // while task 1 runs
+    assert_eq!(
+        fire(&mut s, &[(1000, None), (2000, None)]),
+        Response::Fired {
+            tasks: vec![],
+            refused: 1
+        }
+    );
+    assign(&mut s, 1, 1);
+    complete(
+        &mut s,
+        1,
+        Outcome::Succeeded {
+            result: "{}".into(),
+        },
+    );
+    assert_eq!(
+        fire(&mut s, &[(3000, Some("misfire")), (4000, None)]),
+        Response::Fired {
+            tasks: vec![2],
+            refused: 0
+        }
+    );
+    let j = &s.jobs[&job];
+    assert_eq!((j.fires, j.skipped, j.last_slot_ms), (2, 2, Some(4000)));
+    assert_eq!(
+        j.recent
+            .iter()
+            .map(|r| r.skipped.clone())
+            .collect::<Vec<_>>(),
+        vec![None, Some("overlap".into()), Some("misfire".into()), None]
+    );
+    assert_eq!(
+        s.task(2).and_then(|t| t.job),
+        Some(JobFire { job, slot_ms: 4000 })
+    );
+}
+
+#[test]
+fn retry_delay_grows_is_capped_and_jitter_is_deterministic_and_bounded() {
+    let p = RetryPolicy {
+        max_attempts: 10,
+        backoff_ms: 100,
+        max_backoff_ms: 1000,
+        jitter_pct: 0,
+    };
+    assert_eq!(
+        (1..=6).map(|a| p.delay_after(1, a)).collect::<Vec<_>>(),
+        vec![100, 200, 400, 800, 1000, 1000]
+    );
+    let j = RetryPolicy {
+        jitter_pct: 50,
+        ..p
+    };
+    let d: Vec<u64> = (1..200).map(|task| j.delay_after(task, 3)).collect();
+    assert!(d.iter().all(|x| (200..=400).contains(x)), "{d:?}");
+    assert!(d.iter().any(|x| *x != d[0]), "jitter varies by task");
+    assert_eq!(j.delay_after(7, 3), j.delay_after(7, 3));
 }

@@ -407,6 +407,16 @@ pub struct Cluster {
 impl Cluster {
     /// Start `n` voters (ids 1..=n) in `dir/n<id>` and wait until every one is ready.
     pub fn must_start(dir: &Path, n: u64, sets: &[&str]) -> Cluster {
+        Cluster::must_start_with(dir, n, sets, |_| Vec::new())
+    }
+
+    /// Like `must_start`, with extra overrides per node (`per(id)`).
+    pub fn must_start_with(
+        dir: &Path,
+        n: u64,
+        sets: &[&str],
+        per: impl Fn(u64) -> Vec<String>,
+    ) -> Cluster {
         let ports: Vec<(u64, u16, u16)> =
             (1..=n).map(|id| (id, free_port(), free_port())).collect();
         let peers = format!(
@@ -419,11 +429,15 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut all: Vec<&str> = vec![&peers];
-        all.extend_from_slice(sets);
         let mut nodes: Vec<Node> = ports
             .iter()
-            .map(|(id, api, rpc)| Node::spawn(&dir.join(format!("n{id}")), *id, *api, *rpc, &all))
+            .map(|(id, api, rpc)| {
+                let mine = per(*id);
+                let mut all: Vec<&str> = vec![&peers];
+                all.extend_from_slice(sets);
+                all.extend(mine.iter().map(String::as_str));
+                Node::spawn(&dir.join(format!("n{id}")), *id, *api, *rpc, &all)
+            })
             .collect();
         for node in nodes.iter_mut() {
             node.must_be_ready();

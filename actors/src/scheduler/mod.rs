@@ -9,8 +9,12 @@
 //!        Tick (backoff timers, leadership changes) ──┘
 //! ```
 //!
-//! Placement (this slice): highest priority first, then oldest; the live node with the most
-//! free slots that satisfies the task's constraints. The scheduler issue adds policies.
+//! Placement: see [`plan`] (priorities with aging, constraints, resources, binpack/spread,
+//! affinities, preemption). All of one tick's assignments (and evictions) go into one Raft
+//! entry.
+//!
+//! Periodic jobs: see [`cron`]. Retention: every `retention.interval_ms` the leader collects
+//! finished tasks beyond `retention.max_finished` or older than `retention.max_age_secs`.
 //!
 //! Liveness (leader only): every node's Monitor sends a heartbeat; a node not heard from for
 //! `cluster.lease_ms` (counted from when this node became leader, at the earliest) is marked
@@ -27,19 +31,24 @@
 //! Failure policy: proposal errors are logged and retried on the next tick; the actor only
 //! dies on injected failures.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgerun_model::{Assignment, ClusterState, Command, NodeId, NodeInfo, Response, Task, TaskId};
+use edgerun_model::{Command, JobId, NodeId, Response, TaskId};
 use edgerun_raft::{Heartbeat, RaftNode, StateEvent};
+
+pub mod cron;
+pub mod plan;
+
+pub use plan::{pending_reason, plan, Plan, Policy};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::metrics_names as m;
 use crate::{now_ms, InjectedFailure, Proposer};
 
-const TICK: Duration = Duration::from_millis(200);
+const TICK: Duration = Duration::from_millis(100);
 
 pub enum SchedulerMsg {
     /// The replicated state changed.
@@ -51,8 +60,35 @@ pub enum SchedulerMsg {
     Heartbeat(Heartbeat),
     /// A NodeDown/NodeUp proposal for this node finished.
     Marked(NodeId),
+    /// A Preempt proposal finished.
+    Evicted(Vec<TaskId>),
+    /// A Fire proposal for this job finished.
+    Fired(JobId),
+    /// A Collect proposal finished.
+    Collected,
     Fail,
 }
+
+/// `[retention]`, in the units the scheduler uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub max_finished: u64,
+    pub max_age_ms: u64,
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_finished: 100_000,
+            max_age_ms: 7 * 86_400_000,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Most tasks one Collect command removes.
+const COLLECT_BATCH: usize = 10_000;
 
 pub struct Scheduler;
 
@@ -61,6 +97,8 @@ pub struct SchedulerArgs {
     pub proposer: Proposer,
     /// A node silent this long is marked down.
     pub lease: Duration,
+    pub policy: Policy,
+    pub retention: Retention,
 }
 
 pub struct SchedulerState {
@@ -82,68 +120,15 @@ pub struct SchedulerState {
     /// Tasks in their retry backoff (id, attempt that failed) → when this leader first saw
     /// them waiting.
     backoff: HashMap<(TaskId, u32), Instant>,
-}
-
-fn matches(node: &NodeInfo, task: &Task) -> bool {
-    let c = &task.spec.constraints;
-    c.tier.is_none_or(|t| t == node.tier)
-        && c.labels.iter().all(|(k, v)| node.labels.get(k) == Some(v))
-}
-
-/// Pick placements for pending tasks. Pure, for tests: `inflight` tasks (proposed, not yet
-/// applied) are skipped and hold a slot on the node they were proposed for; tasks for which
-/// `ready` says no (still in their retry backoff) are skipped.
-pub fn plan(
-    state: &ClusterState,
-    inflight: &HashMap<TaskId, NodeId>,
-    limit: usize,
-    mut ready: impl FnMut(&Task) -> bool,
-) -> Vec<Assignment> {
-    let mut free: BTreeMap<NodeId, i64> = state
-        .nodes
-        .values()
-        .filter(|n| n.up)
-        .map(|n| (n.id, n.slots as i64 - state.active_count(n.id) as i64))
-        .collect();
-    for (task, node) in inflight {
-        // Once applied, the task is already counted in active_count.
-        let still_pending = state
-            .task(*task)
-            .is_some_and(|t| t.status == edgerun_model::TaskStatus::Pending);
-        if let (true, Some(f)) = (still_pending, free.get_mut(node)) {
-            *f -= 1;
-        }
-    }
-    let mut total: i64 = free.values().filter(|f| **f > 0).sum();
-    let mut out = Vec::new();
-    if total <= 0 {
-        return out;
-    }
-    for t in state.pending() {
-        if total <= 0 || out.len() >= limit {
-            break;
-        }
-        if inflight.contains_key(&t.id) || !ready(t) {
-            continue;
-        }
-        let best = free
-            .iter()
-            .filter(|(id, f)| **f > 0 && state.nodes.get(id).is_some_and(|n| matches(n, t)))
-            .max_by_key(|(id, f)| (**f, std::cmp::Reverse(**id)))
-            .map(|(id, _)| *id);
-        if let Some(node) = best {
-            if let Some(f) = free.get_mut(&node) {
-                *f -= 1;
-            }
-            total -= 1;
-            out.push(Assignment {
-                task: t.id,
-                node,
-                attempt: t.attempt + 1,
-            });
-        }
-    }
-    out
+    policy: Policy,
+    retention: Retention,
+    /// Attempts in a Preempt that has not been applied yet.
+    evicting: HashSet<TaskId>,
+    /// Jobs with a Fire in flight.
+    firing: HashSet<JobId>,
+    /// When retention last ran, and whether its Collect is in flight.
+    last_collect: Option<Instant>,
+    collecting: bool,
 }
 
 impl SchedulerState {
@@ -264,16 +249,30 @@ impl SchedulerState {
             return;
         }
         let now = Instant::now();
+        let wall = now_ms();
         let backoff = &mut self.backoff;
-        let plan = self.node.view.read(|s| {
-            plan(s, &self.inflight, 4096, |t| match t.retry_delay_ms {
-                None | Some(0) => true,
-                Some(d) => {
-                    let since = *backoff.entry((t.id, t.attempt)).or_insert(now);
-                    now.duration_since(since) >= Duration::from_millis(d)
-                }
-            })
+        let started = Instant::now();
+        let Plan {
+            assignments: plan,
+            preempt,
+        } = self.node.view.read(|s| {
+            plan(
+                s,
+                &self.inflight,
+                &self.evicting,
+                4096,
+                wall,
+                &self.policy,
+                |t| match t.retry_delay_ms {
+                    None | Some(0) => true,
+                    Some(d) => {
+                        let since = *backoff.entry((t.id, t.attempt)).or_insert(now);
+                        now.duration_since(since) >= Duration::from_millis(d)
+                    }
+                },
+            )
         });
+        metrics::histogram!(m::SCHEDULER_PLAN_SECONDS).record(started.elapsed().as_secs_f64());
         // Forget the waits of tasks that are no longer waiting.
         if !backoff.is_empty() {
             self.node.view.read(|s| {
@@ -284,6 +283,31 @@ impl SchedulerState {
                             && t.retry_delay_ms.is_some()
                     })
                 })
+            });
+        }
+        if !preempt.is_empty() {
+            let ids: Vec<TaskId> = preempt.iter().map(|v| v.task).collect();
+            self.evicting.extend(ids.iter().copied());
+            let proposer = self.proposer.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let n = preempt.len();
+                match proposer
+                    .propose(Command::Preempt {
+                        now_ms: now_ms(),
+                        victims: preempt,
+                    })
+                    .await
+                {
+                    Ok(Response::Accepted(v)) => {
+                        let done = v.iter().filter(|ok| **ok).count();
+                        metrics::counter!(m::SCHEDULER_PREEMPTED).increment(done as u64);
+                        tracing::info!(evicted = done, asked = n, "preempted lower-priority tasks");
+                    }
+                    Ok(other) => tracing::warn!(?other, "unexpected answer to Preempt"),
+                    Err(e) => tracing::warn!(error = %e, "preempting failed; will retry"),
+                }
+                let _ = me.cast(SchedulerMsg::Evicted(ids));
             });
         }
         if plan.is_empty() {
@@ -317,6 +341,115 @@ impl SchedulerState {
                 Err(e) => tracing::warn!(error = %e, "assigning tasks failed; will retry"),
             }
             let _ = me.cast(SchedulerMsg::Assigned(ids));
+        });
+    }
+}
+
+impl SchedulerState {
+    /// Leader only: decide the due slots of every periodic job (one Fire in flight per job).
+    fn fire_jobs(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        if !self.is_leader() {
+            self.firing.clear();
+            return;
+        }
+        let now = now_ms();
+        let firing = &self.firing;
+        let due: Vec<(JobId, Vec<edgerun_model::SlotDecision>)> = self.node.view.read(|s| {
+            s.jobs
+                .values()
+                .filter(|j| !firing.contains(&j.id))
+                .filter_map(|j| match cron::decide(j, now, 1000) {
+                    Ok(d) if !d.is_empty() => Some((j.id, d)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(job = j.id, error = %e, "a job's schedule cannot be read");
+                        None
+                    }
+                })
+                .collect()
+        });
+        for (job, slots) in due {
+            self.firing.insert(job);
+            let proposer = self.proposer.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                match proposer
+                    .propose(Command::Fire {
+                        now_ms: now_ms(),
+                        job,
+                        slots,
+                    })
+                    .await
+                {
+                    Ok(Response::Fired { tasks, refused }) => {
+                        metrics::counter!(m::JOB_FIRES).increment(tasks.len() as u64);
+                        if refused > 0 {
+                            tracing::info!(
+                                job,
+                                refused,
+                                "slots already decided by an earlier leader"
+                            );
+                        }
+                    }
+                    Ok(other) => tracing::warn!(?other, "unexpected answer to Fire"),
+                    Err(e) => tracing::warn!(job, error = %e, "firing a job failed; will retry"),
+                }
+                let _ = me.cast(SchedulerMsg::Fired(job));
+            });
+        }
+    }
+
+    /// Leader only, every `retention.interval`: collect finished tasks over the limits.
+    fn collect(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        if !self.is_leader() || self.collecting {
+            return;
+        }
+        let r = self.retention;
+        if r.max_finished == 0 && r.max_age_ms == 0 {
+            return;
+        }
+        if self.last_collect.is_some_and(|t| t.elapsed() < r.interval) {
+            return;
+        }
+        self.last_collect = Some(Instant::now());
+        let now = now_ms();
+        let ids: Vec<TaskId> = self.node.view.read(|s| {
+            let over = if r.max_finished > 0 {
+                (s.finished_count() as u64).saturating_sub(r.max_finished) as usize
+            } else {
+                0
+            };
+            s.finished()
+                .enumerate()
+                .filter(|(i, t)| {
+                    *i < over
+                        || (r.max_age_ms > 0
+                            && t.finished_at_ms
+                                .is_some_and(|f| f.saturating_add(r.max_age_ms) < now))
+                })
+                .map(|(_, t)| t.id)
+                .take(COLLECT_BATCH)
+                .collect()
+        });
+        if ids.is_empty() {
+            return;
+        }
+        self.collecting = true;
+        let proposer = self.proposer.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            match proposer
+                .propose(Command::Collect { now_ms: now, ids })
+                .await
+            {
+                Ok(Response::Collected(n)) => {
+                    metrics::counter!(m::TASKS_COLLECTED).increment(n);
+                    tracing::debug!(collected = n, "retention collected finished tasks");
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected answer to Collect"),
+                Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+            }
+            let _ = me.cast(SchedulerMsg::Collected);
         });
     }
 }
@@ -369,6 +502,12 @@ impl Actor for Scheduler {
             forwarder,
             ticker,
             lease: args.lease,
+            policy: args.policy,
+            retention: args.retention,
+            evicting: HashSet::new(),
+            firing: HashSet::new(),
+            last_collect: None,
+            collecting: false,
             leader_since: None,
             last_seen: HashMap::new(),
             applied_samples: std::collections::VecDeque::new(),
@@ -398,7 +537,19 @@ impl Actor for Scheduler {
             SchedulerMsg::Tick => {
                 state.check_leases(&myself);
                 state.place(&myself);
+                state.fire_jobs(&myself);
+                state.collect(&myself);
             }
+            SchedulerMsg::Evicted(ids) => {
+                for id in ids {
+                    state.evicting.remove(&id);
+                }
+                state.place(&myself);
+            }
+            SchedulerMsg::Fired(job) => {
+                state.firing.remove(&job);
+            }
+            SchedulerMsg::Collected => state.collecting = false,
             SchedulerMsg::Heartbeat(hb) => state.heartbeat(&myself, hb),
             SchedulerMsg::Marked(node) => {
                 state.marking.remove(&node);
@@ -417,82 +568,5 @@ impl Actor for Scheduler {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use edgerun_model::{RaftRequest, TaskSpec, Tier};
-
-    fn node(id: NodeId, slots: u32, tier: Tier) -> NodeInfo {
-        NodeInfo {
-            id,
-            tier,
-            labels: Default::default(),
-            api: String::new(),
-            rpc: String::new(),
-            slots,
-            registered_at_ms: 0,
-            up: true,
-            down_since_ms: None,
-        }
-    }
-
-    #[test]
-    fn plan_fills_free_slots_by_priority_and_respects_constraints() {
-        let mut s = ClusterState::new();
-        let mut ev = Vec::new();
-        s.apply(
-            &RaftRequest::new(Command::RegisterNode {
-                now_ms: 0,
-                node: node(1, 2, Tier::Cloud),
-            }),
-            &mut ev,
-        );
-        s.apply(
-            &RaftRequest::new(Command::RegisterNode {
-                now_ms: 0,
-                node: node(2, 1, Tier::Edge),
-            }),
-            &mut ev,
-        );
-        let mut hi = TaskSpec::kernel("stats", "{}");
-        hi.priority = 9;
-        let mut edge = TaskSpec::kernel("stats", "{}");
-        edge.constraints.tier = Some(Tier::Edge);
-        let specs = vec![
-            TaskSpec::kernel("stats", "{}"),
-            hi,
-            edge,
-            TaskSpec::kernel("stats", "{}"),
-            TaskSpec::kernel("stats", "{}"),
-        ];
-        s.apply(
-            &RaftRequest::new(Command::Submit {
-                now_ms: 0,
-                tasks: specs,
-            }),
-            &mut ev,
-        );
-        let p = plan(&s, &HashMap::new(), 100, |_| true);
-        // 3 slots in all; priority 9 (task 2) first; task 3 only fits the edge node
-        assert_eq!(p.len(), 3);
-        assert_eq!(p[0].task, 2);
-        assert!(p.iter().any(|a| a.task == 3 && a.node == 2));
-        assert!(p.iter().all(|a| a.attempt == 1));
-        let inflight: HashMap<TaskId, NodeId> = p.iter().map(|a| (a.task, a.node)).collect();
-        assert_eq!(
-            plan(&s, &inflight, 100, |_| true).len(),
-            0,
-            "in-flight tasks hold their slots"
-        );
-        assert_eq!(
-            plan(&s, &HashMap::new(), 100, |t| t.id != 2)
-                .first()
-                .map(|a| a.task),
-            Some(1),
-            "a task in its backoff is passed over"
-        );
     }
 }

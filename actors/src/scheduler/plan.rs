@@ -1,0 +1,764 @@
+//! Placement: which pending task runs where. Pure functions over the replicated state, so the
+//! leader's Scheduler, the benchmarks and every node explaining a pending task (`pending_reason`)
+//! compute the same thing.
+//!
+//! 1. Order: effective priority first (the task's priority plus one point per `aging` of
+//!    waiting, at most 100), then oldest. Each priority's queue is already oldest-first, and
+//!    within a queue the oldest has aged most, so the queues are merged with a heap: no sort of
+//!    the whole backlog per tick.
+//! 2. Filter: up nodes that match the constraints (tier; each label one of the values given)
+//!    and have a free slot and the task's cpu_millis and memory_mb free (capacity from the node's
+//!    registration, use from the tasks the state has on it, plus this tick's own placements).
+//! 3. Score: soft affinities (sum of matching weights) first, then `binpack` (the busiest node
+//!    after placing) or `spread` (the least busy); ties go to the lower node id.
+//! 4. Preemption (when on): a task that fits on no node, but would on a node that matches it if
+//!    some running tasks of lower priority (by at least `min_gap`) were gone, evicts the fewest
+//!    of those (lowest priority, newest first). It is placed on a later tick, once the eviction
+//!    is applied; its own (higher) place in the order keeps the freed room for it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use edgerun_model::{
+    Assignment, AttemptRef, ClusterState, Constraints, NodeId, NodeInfo, Placement, Task, TaskId,
+    TaskStatus,
+};
+
+/// The cluster-wide scheduling settings (`[scheduler]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub placement: Placement,
+    /// One priority point per this many ms of waiting; 0 = no aging.
+    pub aging_ms: u64,
+    pub preemption: bool,
+    pub min_gap: i32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            placement: Placement::Spread,
+            aging_ms: 60_000,
+            preemption: false,
+            min_gap: 1,
+        }
+    }
+}
+
+/// What one tick decided.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub assignments: Vec<Assignment>,
+    /// Running attempts to evict (preemption).
+    pub preempt: Vec<AttemptRef>,
+}
+
+pub const MAX_PRIORITY: i32 = 100;
+
+/// The priority a task competes with after waiting since `created_at_ms`.
+pub fn effective_priority(t: &Task, now_ms: u64, aging_ms: u64) -> i32 {
+    let p = t.spec.priority;
+    if aging_ms == 0 || p >= MAX_PRIORITY {
+        return p;
+    }
+    let aged = now_ms.saturating_sub(t.created_at_ms) / aging_ms;
+    p.saturating_add(aged.min(MAX_PRIORITY as u64) as i32)
+        .min(MAX_PRIORITY)
+}
+
+fn demand(t: &Task) -> (i64, i64) {
+    (
+        i64::from(t.spec.resources.cpu_millis.unwrap_or(0)),
+        i64::from(t.spec.resources.memory_mb.unwrap_or(0)),
+    )
+}
+
+/// Whether `node` satisfies the hard constraints.
+pub fn matches(node: &NodeInfo, c: &Constraints) -> bool {
+    c.tier.is_none_or(|t| t == node.tier)
+        && c.labels
+            .iter()
+            .all(|(k, vs)| node.labels.get(k).is_some_and(|v| vs.contains(v)))
+}
+
+/// A node's room during planning.
+#[derive(Clone, Debug)]
+struct Room<'a> {
+    info: &'a NodeInfo,
+    slots: i64,
+    cpu: i64,
+    mem: i64,
+}
+
+impl Room<'_> {
+    fn fits(&self, (cpu, mem): (i64, i64)) -> bool {
+        self.slots >= 1 && self.cpu >= cpu && self.mem >= mem
+    }
+
+    /// How full the node would be after taking `d`, in per-mille of its fullest dimension.
+    fn fill_after(&self, (cpu, mem): (i64, i64)) -> i64 {
+        let i = self.info;
+        let frac = |free: i64, total: u32, take: i64| -> i64 {
+            let total = i64::from(total);
+            if total <= 0 {
+                return 0;
+            }
+            ((total - free + take) * 1000) / total
+        };
+        frac(self.slots, i.slots, 1)
+            .max(frac(self.cpu, i.cpu_millis, cpu))
+            .max(frac(self.mem, i.memory_mb, mem))
+    }
+}
+
+fn affinity_score(node: &NodeInfo, t: &Task) -> i64 {
+    t.spec
+        .affinities
+        .iter()
+        .filter(|a| {
+            node.labels
+                .get(&a.label)
+                .is_some_and(|v| a.values.contains(v))
+        })
+        .map(|a| i64::from(a.weight))
+        .sum()
+}
+
+/// Every up node's room: capacity less what the state has on it and what is in flight.
+fn rooms<'a>(state: &'a ClusterState, inflight: &HashMap<TaskId, NodeId>) -> Vec<Room<'a>> {
+    let mut out: Vec<Room<'a>> = state
+        .nodes
+        .values()
+        .filter(|n| n.up)
+        .map(|n| {
+            let mut r = Room {
+                info: n,
+                slots: i64::from(n.slots),
+                cpu: i64::from(n.cpu_millis),
+                mem: i64::from(n.memory_mb),
+            };
+            for t in state.active_on(n.id) {
+                let (c, m) = demand(t);
+                r.slots -= 1;
+                r.cpu -= c;
+                r.mem -= m;
+            }
+            r
+        })
+        .collect();
+    let index: HashMap<NodeId, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.info.id, i))
+        .collect();
+    for (task, node) in inflight {
+        // Once applied, the task is already counted by active_on.
+        let Some(t) = state
+            .task(*task)
+            .filter(|t| t.status == TaskStatus::Pending)
+        else {
+            continue;
+        };
+        if let Some(r) = index.get(node).and_then(|i| out.get_mut(*i)) {
+            let (c, m) = demand(t);
+            r.slots -= 1;
+            r.cpu -= c;
+            r.mem -= m;
+        }
+    }
+    out
+}
+
+/// Pending tasks in effective-priority order (see the module doc), lazily.
+pub fn in_order<'a>(
+    state: &'a ClusterState,
+    now_ms: u64,
+    aging_ms: u64,
+) -> impl Iterator<Item = &'a Task> + 'a {
+    let mut queues: Vec<std::iter::Peekable<Box<dyn Iterator<Item = &'a Task> + 'a>>> = state
+        .pending_priorities()
+        .into_iter()
+        .map(|p| {
+            let it: Box<dyn Iterator<Item = &'a Task> + 'a> = Box::new(state.pending_at(p));
+            it.peekable()
+        })
+        .collect();
+    let mut heap = BinaryHeap::new();
+    for (i, q) in queues.iter_mut().enumerate() {
+        if let Some(t) = q.peek() {
+            heap.push((effective_priority(t, now_ms, aging_ms), Reverse(t.id), i));
+        }
+    }
+    std::iter::from_fn(move || {
+        let (_, _, i) = heap.pop()?;
+        let q = queues.get_mut(i)?;
+        let t = q.next()?;
+        if let Some(n) = q.peek() {
+            heap.push((effective_priority(n, now_ms, aging_ms), Reverse(n.id), i));
+        }
+        Some(t)
+    })
+}
+
+/// Pick placements (and evictions) for pending tasks. `inflight` tasks (proposed, not yet
+/// applied) are skipped and hold their room on the node they were proposed for; tasks for
+/// which `ready` says no (still in their retry backoff) are skipped; `evicting` are attempts
+/// already being preempted (not chosen again).
+pub fn plan(
+    state: &ClusterState,
+    inflight: &HashMap<TaskId, NodeId>,
+    evicting: &HashSet<TaskId>,
+    limit: usize,
+    now_ms: u64,
+    policy: &Policy,
+    mut ready: impl FnMut(&Task) -> bool,
+) -> Plan {
+    let mut rooms = rooms(state, inflight);
+    let mut out = Plan::default();
+    let mut free_slots: i64 = rooms.iter().map(|r| r.slots.max(0)).sum();
+    if free_slots <= 0 && !policy.preemption {
+        return out;
+    }
+    // Shapes (constraints + demand) that found no node this tick: room only shrinks within a
+    // tick, so the same shape is not tried again.
+    let mut failed: Vec<(&Constraints, (i64, i64))> = Vec::new();
+    let mut victims: HashSet<TaskId> = evicting.clone();
+    for t in in_order(state, now_ms, policy.aging_ms) {
+        if out.assignments.len() >= limit || (free_slots <= 0 && !policy.preemption) {
+            break;
+        }
+        if inflight.contains_key(&t.id) || !t.waiting_on.is_empty() || !ready(t) {
+            continue;
+        }
+        let d = demand(t);
+        let c = &t.spec.constraints;
+        if failed
+            .iter()
+            .any(|(fc, fd)| *fc == c && fd.0 <= d.0 && fd.1 <= d.1)
+        {
+            if policy.preemption {
+                preempt(state, t, &rooms, policy, &mut victims, &mut out.preempt);
+            }
+            continue;
+        }
+        let binpack = t.spec.placement.unwrap_or(policy.placement) == Placement::Binpack;
+        let mut best: Option<(i64, Reverse<NodeId>, usize)> = None;
+        for (i, r) in rooms.iter().enumerate() {
+            if !r.fits(d) || !matches(r.info, c) {
+                continue;
+            }
+            let fill = r.fill_after(d);
+            let score = affinity_score(r.info, t) * 10_000 + if binpack { fill } else { -fill };
+            let key = (score, Reverse(r.info.id), i);
+            if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                best = Some(key);
+            }
+        }
+        match best {
+            Some((_, _, i)) => {
+                if let Some(r) = rooms.get_mut(i) {
+                    r.slots -= 1;
+                    r.cpu -= d.0;
+                    r.mem -= d.1;
+                    free_slots -= 1;
+                    out.assignments.push(Assignment {
+                        task: t.id,
+                        node: r.info.id,
+                        attempt: t.attempt + 1,
+                    });
+                }
+            }
+            None => {
+                failed.push((c, d));
+                if policy.preemption {
+                    preempt(state, t, &rooms, policy, &mut victims, &mut out.preempt);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Choose running attempts to evict so that `t` fits on one node; none if no node can be
+/// freed enough by tasks of low enough priority.
+fn preempt(
+    state: &ClusterState,
+    t: &Task,
+    rooms: &[Room<'_>],
+    policy: &Policy,
+    victims: &mut HashSet<TaskId>,
+    out: &mut Vec<AttemptRef>,
+) {
+    let d = demand(t);
+    let mut best: Option<Vec<&Task>> = None;
+    for r in rooms {
+        if !matches(r.info, &t.spec.constraints)
+            || i64::from(r.info.cpu_millis) < d.0
+            || i64::from(r.info.memory_mb) < d.1
+        {
+            continue;
+        }
+        let mut cands: Vec<&Task> = state
+            .active_on(r.info.id)
+            .filter(|v| {
+                !victims.contains(&v.id)
+                    && v.spec.priority.saturating_add(policy.min_gap) <= t.spec.priority
+            })
+            .collect();
+        cands.sort_by_key(|v| (v.spec.priority, Reverse(v.id)));
+        let mut room = r.clone();
+        let mut chosen = Vec::new();
+        for v in cands {
+            if room.fits(d) {
+                break;
+            }
+            let (c, m) = demand(v);
+            room.slots += 1;
+            room.cpu += c;
+            room.mem += m;
+            chosen.push(v);
+        }
+        if room.fits(d)
+            && !chosen.is_empty()
+            && best.as_ref().is_none_or(|b| chosen.len() < b.len())
+        {
+            best = Some(chosen);
+        }
+    }
+    for v in best.unwrap_or_default() {
+        if let Some(node) = v.node {
+            victims.insert(v.id);
+            out.push(AttemptRef {
+                task: v.id,
+                node,
+                attempt: v.attempt,
+            });
+        }
+    }
+}
+
+fn describe(c: &Constraints) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = c.tier {
+        parts.push(format!("tier={}", t.as_str()));
+    }
+    for (k, vs) in &c.labels {
+        match vs.as_slice() {
+            [one] => parts.push(format!("{k}={one}")),
+            many => parts.push(format!("{k} in [{}]", many.join(","))),
+        }
+    }
+    if parts.is_empty() {
+        "no node".into()
+    } else {
+        format!("no node with {}", parts.join(", "))
+    }
+}
+
+fn needs(d: (i64, i64)) -> String {
+    let mut parts = vec!["a slot".to_string()];
+    if d.0 > 0 {
+        parts.push(format!("{} cpu_millis", d.0));
+    }
+    if d.1 > 0 {
+        parts.push(format!("{} MB", d.1));
+    }
+    parts.join(", ")
+}
+
+/// Why a pending task is not running yet, in words (GET /v1/tasks/{id} `pending_reason`).
+/// `None` when the task is not pending.
+pub fn pending_reason(
+    state: &ClusterState,
+    t: &Task,
+    now_ms: u64,
+    policy: &Policy,
+) -> Option<String> {
+    if t.status != TaskStatus::Pending {
+        return None;
+    }
+    if !t.waiting_on.is_empty() {
+        let ids: Vec<String> = t.waiting_on.iter().map(|i| i.to_string()).collect();
+        return Some(format!(
+            "waiting for task {} to succeed (after)",
+            ids.join(", ")
+        ));
+    }
+    let c = &t.spec.constraints;
+    let d = demand(t);
+    let matching: Vec<&NodeInfo> = state.nodes.values().filter(|n| matches(n, c)).collect();
+    let up: Vec<&NodeInfo> = matching.iter().copied().filter(|n| n.up).collect();
+    if up.is_empty() {
+        let down = matching.len();
+        return Some(if down > 0 {
+            format!(
+                "{} is up ({down} matching node(s) down)",
+                describe(c).replacen("no node", "no matching node", 1)
+            )
+        } else {
+            format!("{} in the cluster", describe(c))
+        });
+    }
+    let big = up
+        .iter()
+        .any(|n| i64::from(n.cpu_millis) >= d.0 && i64::from(n.memory_mb) >= d.1);
+    if !big {
+        let max_mem = up.iter().map(|n| n.memory_mb).max().unwrap_or(0);
+        let max_cpu = up.iter().map(|n| n.cpu_millis).max().unwrap_or(0);
+        return Some(format!(
+            "{} is big enough for {} (largest: {max_cpu} cpu_millis, {max_mem} MB); it will not fit until such a node joins",
+            describe(c).replacen("no node", "no up node", 1),
+            needs(d)
+        ));
+    }
+    if let Some(delay) = t.retry_delay_ms.filter(|d| *d > 0) {
+        return Some(format!(
+            "retry backoff: attempt {} failed; the next waits {delay} ms",
+            t.attempt
+        ));
+    }
+    let free = rooms(state, &HashMap::new())
+        .iter()
+        .any(|r| r.fits(d) && matches(r.info, c));
+    if !free {
+        return Some(format!(
+            "{} has {} free; waiting for running tasks to end",
+            describe(c),
+            needs(d)
+        ));
+    }
+    let me = effective_priority(t, now_ms, policy.aging_ms);
+    let ahead = in_order(state, now_ms, policy.aging_ms)
+        .take_while(|o| o.id != t.id)
+        .filter(|o| effective_priority(o, now_ms, policy.aging_ms) >= me)
+        .count();
+    Some(if ahead > 0 {
+        format!("queued behind {ahead} task(s) of equal or higher priority")
+    } else {
+        "being placed".into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgerun_model::{Admission, Affinity, Command, RaftRequest, TaskSpec, Tier};
+
+    pub(crate) fn node(id: NodeId, slots: u32, tier: Tier, labels: &[(&str, &str)]) -> NodeInfo {
+        NodeInfo {
+            id,
+            tier,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            api: String::new(),
+            rpc: String::new(),
+            slots,
+            cpu_millis: 4000,
+            memory_mb: 1024,
+            registered_at_ms: 0,
+            up: true,
+            down_since_ms: None,
+        }
+    }
+
+    fn apply(s: &mut ClusterState, c: Command) {
+        s.apply(&RaftRequest::new(c), &mut Vec::new());
+    }
+
+    fn state(nodes: Vec<NodeInfo>, specs: Vec<TaskSpec>) -> ClusterState {
+        let mut s = ClusterState::new();
+        for n in nodes {
+            apply(&mut s, Command::RegisterNode { now_ms: 0, node: n });
+        }
+        apply(
+            &mut s,
+            Command::Submit {
+                now_ms: 0,
+                tasks: specs,
+                admission: Admission::default(),
+            },
+        );
+        s
+    }
+
+    fn plan_now(s: &ClusterState, policy: &Policy) -> Plan {
+        plan(s, &HashMap::new(), &HashSet::new(), 1000, 0, policy, |_| {
+            true
+        })
+    }
+
+    fn apply_plan(s: &mut ClusterState, p: &Plan) {
+        apply(
+            s,
+            Command::Assign {
+                now_ms: 0,
+                assignments: p.assignments.clone(),
+            },
+        );
+    }
+
+    fn prio(p: i32) -> TaskSpec {
+        let mut t = TaskSpec::kernel("stats", "{}");
+        t.priority = p;
+        t
+    }
+
+    #[test]
+    fn higher_priority_first_fifo_within_and_in_flight_tasks_hold_their_slots() {
+        let s = state(
+            vec![node(1, 3, Tier::Cloud, &[])],
+            vec![prio(1), prio(5), prio(1), prio(9), prio(5)],
+        );
+        let p = plan_now(&s, &Policy::default());
+        assert_eq!(
+            p.assignments.iter().map(|a| a.task).collect::<Vec<_>>(),
+            vec![4, 2, 5]
+        );
+        let inflight: HashMap<TaskId, NodeId> =
+            p.assignments.iter().map(|a| (a.task, a.node)).collect();
+        let again = plan(
+            &s,
+            &inflight,
+            &HashSet::new(),
+            100,
+            0,
+            &Policy::default(),
+            |_| true,
+        );
+        assert!(
+            again.assignments.is_empty(),
+            "in-flight tasks hold their slots"
+        );
+        let skip4 = plan(
+            &s,
+            &HashMap::new(),
+            &HashSet::new(),
+            1,
+            0,
+            &Policy::default(),
+            |t| t.id != 4,
+        );
+        assert_eq!(
+            skip4.assignments[0].task, 2,
+            "a task in its backoff is passed over"
+        );
+    }
+
+    #[test]
+    fn aging_lifts_an_old_low_priority_task_over_newer_high_ones() {
+        let mut s = state(vec![node(1, 1, Tier::Cloud, &[])], vec![prio(0)]);
+        apply(
+            &mut s,
+            Command::Submit {
+                now_ms: 50_000,
+                tasks: vec![prio(3)],
+                admission: Admission::default(),
+            },
+        );
+        let policy = Policy {
+            aging_ms: 10_000,
+            ..Policy::default()
+        };
+        // at 50 s: task 1 is 0 + 5 = 5, task 2 is 3 + 0
+        let p = plan(
+            &s,
+            &HashMap::new(),
+            &HashSet::new(),
+            1,
+            50_000,
+            &policy,
+            |_| true,
+        );
+        assert_eq!(p.assignments[0].task, 1);
+        let no_aging = Policy {
+            aging_ms: 0,
+            ..Policy::default()
+        };
+        let p = plan(
+            &s,
+            &HashMap::new(),
+            &HashSet::new(),
+            1,
+            50_000,
+            &no_aging,
+            |_| true,
+        );
+        assert_eq!(p.assignments[0].task, 2);
+    }
+
+    #[test]
+    fn constraints_filter_by_tier_label_sets_and_resources() {
+        let mut edge = TaskSpec::kernel("stats", "{}");
+        edge.constraints.tier = Some(Tier::Edge);
+        let mut eu = TaskSpec::kernel("stats", "{}");
+        eu.constraints
+            .labels
+            .insert("region".into(), vec!["eu-west".into(), "eu-north".into()]);
+        let mut big = TaskSpec::kernel("stats", "{}");
+        big.resources.memory_mb = Some(900);
+        let mut huge = TaskSpec::kernel("stats", "{}");
+        huge.resources.memory_mb = Some(5000);
+        huge.constraints.tier = Some(Tier::Edge);
+        let mut s = state(
+            vec![
+                node(1, 4, Tier::Cloud, &[("region", "us-east")]),
+                node(2, 4, Tier::Edge, &[("region", "eu-north")]),
+            ],
+            vec![edge.clone(), eu, big.clone(), big, huge],
+        );
+        let p = plan_now(&s, &Policy::default());
+        let on = |t: TaskId| p.assignments.iter().find(|a| a.task == t).map(|a| a.node);
+        assert_eq!(on(1), Some(2), "edge-only lands on the edge node");
+        assert_eq!(on(2), Some(2), "region in [eu-west, eu-north]");
+        // two 900 MB tasks: one per 1024 MB node
+        assert_ne!(on(3), on(4));
+        assert!(on(3).is_some() && on(4).is_some());
+        assert_eq!(on(5), None);
+        apply_plan(&mut s, &p);
+        let t5 = s.task(5).expect("task").clone();
+        let why = pending_reason(&s, &t5, 0, &Policy::default()).expect("reason");
+        assert!(
+            why.contains("no up node with tier=edge") && why.contains("5000 MB"),
+            "{why}"
+        );
+        // a task that would fit but the room is taken
+        let mut more = TaskSpec::kernel("stats", "{}");
+        more.constraints.tier = Some(Tier::Edge);
+        more.resources.memory_mb = Some(512);
+        apply(
+            &mut s,
+            Command::Submit {
+                now_ms: 0,
+                tasks: vec![more],
+                admission: Admission::default(),
+            },
+        );
+        let t6 = s.task(6).expect("task").clone();
+        let why = pending_reason(&s, &t6, 0, &Policy::default()).expect("reason");
+        assert_eq!(
+            why,
+            "no node with tier=edge has a slot, 512 MB free; waiting for running tasks to end"
+        );
+    }
+
+    #[test]
+    fn binpack_fills_one_node_and_spread_levels_them() {
+        let nodes = || {
+            vec![
+                node(1, 4, Tier::Cloud, &[]),
+                node(2, 4, Tier::Cloud, &[]),
+                node(3, 4, Tier::Cloud, &[]),
+            ]
+        };
+        let per_node = |p: &Plan| {
+            let mut c = [0; 3];
+            for a in &p.assignments {
+                c[(a.node - 1) as usize] += 1;
+            }
+            c
+        };
+        let s = state(nodes(), vec![TaskSpec::kernel("stats", "{}"); 6]);
+        let spread = plan_now(&s, &Policy::default());
+        assert_eq!(per_node(&spread), [2, 2, 2]);
+        let binpack = plan_now(
+            &s,
+            &Policy {
+                placement: Placement::Binpack,
+                ..Policy::default()
+            },
+        );
+        assert_eq!(per_node(&binpack), [4, 2, 0]);
+        // a per-task override beats the cluster default
+        let mut t = TaskSpec::kernel("stats", "{}");
+        t.placement = Some(Placement::Binpack);
+        let s = state(nodes(), vec![t; 3]);
+        assert_eq!(per_node(&plan_now(&s, &Policy::default())), [3, 0, 0]);
+    }
+
+    #[test]
+    fn affinities_prefer_without_requiring() {
+        let mut t = TaskSpec::kernel("stats", "{}");
+        t.affinities = vec![Affinity {
+            label: "gpu".into(),
+            values: vec!["yes".into()],
+            weight: 50,
+        }];
+        let s = state(
+            vec![
+                node(1, 1, Tier::Cloud, &[]),
+                node(2, 1, Tier::Cloud, &[("gpu", "yes")]),
+            ],
+            vec![t.clone(), t],
+        );
+        let p = plan_now(&s, &Policy::default());
+        assert_eq!(
+            p.assignments
+                .iter()
+                .map(|a| (a.task, a.node))
+                .collect::<Vec<_>>(),
+            vec![(1, 2), (2, 1)],
+            "the second goes elsewhere when the preferred node is full"
+        );
+    }
+
+    #[test]
+    fn preemption_evicts_the_lowest_priority_only_when_on() {
+        let mut s = state(vec![node(1, 2, Tier::Cloud, &[])], vec![prio(1), prio(3)]);
+        let p = plan_now(&s, &Policy::default());
+        apply_plan(&mut s, &p);
+        apply(
+            &mut s,
+            Command::Submit {
+                now_ms: 0,
+                tasks: vec![prio(9), prio(3)],
+                admission: Admission::default(),
+            },
+        );
+        let off = plan_now(&s, &Policy::default());
+        assert_eq!(off, Plan::default(), "preemption is off by default");
+        let on = Policy {
+            preemption: true,
+            ..Policy::default()
+        };
+        let p = plan_now(&s, &on);
+        assert!(p.assignments.is_empty());
+        assert_eq!(
+            p.preempt.iter().map(|v| v.task).collect::<Vec<_>>(),
+            vec![1],
+            "one victim, the lowest priority; task 4 (priority 3) may not evict task 2 (3)"
+        );
+        apply(
+            &mut s,
+            Command::Preempt {
+                now_ms: 0,
+                victims: p.preempt.clone(),
+            },
+        );
+        let p = plan_now(&s, &on);
+        assert_eq!(
+            p.assignments.iter().map(|a| a.task).collect::<Vec<_>>(),
+            vec![3],
+            "the freed slot goes to the preemptor"
+        );
+    }
+
+    #[test]
+    fn one_task_among_a_thousand_nodes() {
+        let nodes: Vec<NodeInfo> = (1..=1000)
+            .map(|i| {
+                let tier = if i % 2 == 0 { Tier::Edge } else { Tier::Cloud };
+                node(i, 8, tier, &[("rack", if i % 3 == 0 { "a" } else { "b" })])
+            })
+            .collect();
+        let mut t = TaskSpec::kernel("stats", "{}");
+        t.constraints.tier = Some(Tier::Edge);
+        t.constraints.labels.insert("rack".into(), vec!["a".into()]);
+        let s = state(nodes, vec![t]);
+        let p = plan_now(&s, &Policy::default());
+        assert_eq!(p.assignments.len(), 1);
+        let n = p.assignments[0].node;
+        assert!(n % 2 == 0 && n % 3 == 0, "node {n}");
+    }
+}
