@@ -759,6 +759,6 @@ mod tests {
         let p = plan_now(&s, &Policy::default());
         assert_eq!(p.assignments.len(), 1);
         let n = p.assignments[0].node;
-        assert!(n % 2 == 0 && n % 3 == 0, "node {n}");
+        assert!(n.is_multiple_of(2) && n.is_multiple_of(3), "node {n}");
     }
 }
