@@ -146,6 +146,9 @@ fn rooms<'a>(state: &'a ClusterState, inflight: &HashMap<TaskId, NodeId>) -> Vec
             r
         })
         .collect();
+    if inflight.is_empty() {
+        return out;
+    }
     let index: HashMap<NodeId, usize> = out
         .iter()
         .enumerate()
