@@ -36,6 +36,7 @@ pub struct LeaderHandler {
     pub node: RaftNode,
     pub proposer: Proposer,
     pub scheduler: Slot<SchedulerMsg>,
+    pub results: edgerun_raft::ResultStore,
 }
 
 impl LeaderHandler {
@@ -90,6 +91,9 @@ impl LeaderHandler {
                     let _ = s.cast(SchedulerMsg::Heartbeat(hb));
                 }
                 AppResponse::Heartbeat(Ok(()))
+            }
+            AppRequest::FetchResult { task, attempt } => {
+                AppResponse::Result(self.results.get(task, attempt).map_err(RemoteError::Failed))
             }
             AppRequest::Membership(change) => AppResponse::Membership(
                 apply_membership(&self.node, change)

@@ -30,6 +30,9 @@ pub struct CoreParts {
     pub rpc_listen: std::net::SocketAddr,
     pub heartbeat: Duration,
     pub lease: Duration,
+    /// Off-Raft results, and the size above which a result goes there.
+    pub results: edgerun_raft::ResultStore,
+    pub inline_result_max: usize,
     pub policy: crate::scheduler::Policy,
     pub retention: crate::scheduler::Retention,
     pub forward_timeout: Duration,
@@ -123,6 +126,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
             node: p.node.clone(),
             proposer: proposer.clone(),
             scheduler: scheduler.clone(),
+            results: p.results.clone(),
         });
         let listen = p.rpc_listen;
         out.push(spec::<ClusterRpc, _>(
@@ -197,6 +201,8 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         default_timeout: p.default_timeout,
                         delay: p.kernel_delay,
                         default_memory_mb: p.default_memory_mb,
+                        results: p.results.clone(),
+                        inline_result_max: p.inline_result_max,
                     },
                 )
             },

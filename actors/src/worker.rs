@@ -59,7 +59,13 @@ pub struct WorkerArgs {
     pub default_memory_mb: u32,
     /// `debug.kernel_delay_ms`: a wait before each kernel runs (tests only; zero by default).
     pub delay: Duration,
+    /// Results longer than this are stored here, off-Raft.
+    pub results: edgerun_raft::ResultStore,
+    pub inline_result_max: usize,
 }
+
+/// How often the Worker sweeps out stored results nobody refers to.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 pub struct WorkerState {
     args: WorkerArgs,
@@ -71,6 +77,7 @@ pub struct WorkerState {
     dirty: Arc<AtomicBool>,
     forwarder: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
+    last_sweep: Instant,
 }
 
 struct Job {
@@ -120,6 +127,34 @@ impl WorkerState {
         }
     }
 
+    /// Remove stored results of tasks that are gone or ended with another attempt's result.
+    fn sweep_results(&mut self) {
+        if self.last_sweep.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        let me = self.me();
+        let keys = self.args.results.keys();
+        if keys.is_empty() {
+            return;
+        }
+        let stale: Vec<(TaskId, u32)> = self.args.node.view.read(|s| {
+            keys.into_iter()
+                .filter(|(id, attempt)| match s.task(*id) {
+                    None => true,
+                    Some(t) => {
+                        t.status.is_terminal()
+                            && t.result_ref
+                                .is_none_or(|r| r.node != me || r.attempt != *attempt)
+                    }
+                })
+                .collect()
+        });
+        for (id, attempt) in stale {
+            self.args.results.remove(id, attempt);
+        }
+    }
+
     fn scan(&mut self, myself: &ActorRef<WorkerMsg>) {
         self.dirty.store(false, Ordering::SeqCst);
         self.stop_unwanted();
@@ -162,13 +197,14 @@ impl WorkerState {
         });
         for job in jobs {
             let (task, attempt) = (job.at.task, job.at.attempt);
+            let store = (self.args.results.clone(), self.args.inline_result_max);
             let proposer = self.args.proposer.clone();
             let executor = self.args.executor.clone();
             let node = self.args.node.clone();
             let me = myself.clone();
             let delay = self.args.delay;
             let handle = tokio::spawn(async move {
-                run_attempt(job, executor, proposer, node, delay).await;
+                run_attempt(job, executor, proposer, node, delay, store).await;
                 let _ = me.cast(WorkerMsg::Finished(task, attempt));
             });
             self.running.insert(task, (attempt, handle.abort_handle()));
@@ -185,6 +221,7 @@ async fn run_attempt(
     proposer: Proposer,
     node: RaftNode,
     delay: Duration,
+    (results, inline_max): (edgerun_raft::ResultStore, usize),
 ) {
     let at = job.at;
     if job.status == TaskStatus::Scheduled {
@@ -215,8 +252,24 @@ async fn run_attempt(
             network: job.network,
         })
         .await;
+    // A result too big for the log stays here; the log records where it is.
+    let outcome = match outcome {
+        Outcome::Succeeded { result } if result.len() > inline_max => {
+            match results.put(at.task, at.attempt, &result).await {
+                Ok(()) => Outcome::Stored {
+                    node: at.node,
+                    bytes: result.len() as u64,
+                },
+                Err(e) => {
+                    tracing::warn!(task = at.task, error = %e, "storing a large result failed; it goes into the log");
+                    Outcome::Succeeded { result }
+                }
+            }
+        }
+        other => other,
+    };
     let label = match &outcome {
-        Outcome::Succeeded { .. } => "succeeded",
+        Outcome::Succeeded { .. } | Outcome::Stored { .. } => "succeeded",
         Outcome::Failed { .. } => "failed",
         Outcome::TimedOut { .. } => "timed_out",
     };
@@ -302,6 +355,7 @@ impl Actor for Worker {
             dirty,
             forwarder,
             ticker,
+            last_sweep: Instant::now(),
         })
     }
 
@@ -322,7 +376,11 @@ impl Actor for Worker {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerMsg::Changed | WorkerMsg::Tick => state.scan(&myself),
+            WorkerMsg::Changed => state.scan(&myself),
+            WorkerMsg::Tick => {
+                state.sweep_results();
+                state.scan(&myself);
+            }
             WorkerMsg::Finished(id, attempt) => {
                 // Only if it is still this attempt's entry (a stopped attempt's may be gone and
                 // a newer attempt of the same task running).

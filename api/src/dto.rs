@@ -315,6 +315,9 @@ pub struct TaskDto<'a> {
     /// In the dead-letter queue (failed or timed out with its attempts used up).
     pub dead_letter: bool,
     pub job: Option<JobFireView>,
+    /// A result kept off-Raft: on which node, how big (GET of one task includes it in
+    /// `result`).
+    pub result_stored: Option<ResultStoredView>,
     /// How the last attempts ended, oldest first.
     pub attempts: Vec<AttemptView<'a>>,
     /// Why a pending task is not running yet (on GET of one task).
@@ -345,6 +348,12 @@ pub struct AttemptView<'a> {
     pub ended_at: u64,
     pub outcome: &'a str,
     pub retry_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResultStoredView {
+    pub node: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -401,6 +410,10 @@ impl<'a> TaskDto<'a> {
                 id: j.job,
                 slot: j.slot_ms,
             }),
+            result_stored: t.result_ref.map(|r| ResultStoredView {
+                node: r.node,
+                bytes: r.bytes,
+            }),
             attempts: t
                 .attempts_log
                 .iter()
@@ -430,8 +443,12 @@ pub fn task_json_explained(
     s: &edgerun_model::ClusterState,
     t: &Task,
     policy: &edgerun_actors::Policy,
+    stored_result: Option<&str>,
 ) -> Result<Vec<u8>, ApiError> {
     let mut dto = TaskDto::from_task(t);
+    if let Some(r) = stored_result {
+        dto.result = serde_json::from_str::<&RawValue>(r).ok();
+    }
     dto.pending_reason =
         edgerun_actors::scheduler::pending_reason(s, t, edgerun_actors::now_ms(), policy);
     serde_json::to_vec(&dto).map_err(|e| ApiError::Internal(format!("encoding task {}: {e}", t.id)))

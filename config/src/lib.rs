@@ -242,6 +242,9 @@ pub struct RetentionConfig {
     pub max_age_secs: u64,
     /// How often the leader looks for tasks to collect (milliseconds).
     pub interval_ms: u64,
+    /// A result longer than this (bytes of JSON) is kept off-Raft on the node that made it,
+    /// and fetched from there through any node.
+    pub inline_result_max_bytes: usize,
 }
 
 impl Default for RetentionConfig {
@@ -250,6 +253,7 @@ impl Default for RetentionConfig {
             max_finished: 100_000,
             max_age_secs: 7 * 86_400,
             interval_ms: 5_000,
+            inline_result_max_bytes: 64 * 1024,
         }
     }
 }
@@ -569,6 +573,13 @@ impl NodeConfig {
                 "scheduler.preemption_min_gap",
                 self.scheduler.preemption_min_gap,
                 "1 to 100",
+            ));
+        }
+        if self.retention.inline_result_max_bytes < 256 {
+            return Err(invalid(
+                "retention.inline_result_max_bytes",
+                self.retention.inline_result_max_bytes,
+                "at least 256",
             ));
         }
         if self.retention.interval_ms < 100 {

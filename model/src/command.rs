@@ -154,6 +154,12 @@ pub enum Outcome {
     TimedOut {
         after_ms: u64,
     },
+    /// Succeeded with a result too big for the log: it is stored on `node` (see
+    /// `ResultRef`).
+    Stored {
+        node: NodeId,
+        bytes: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

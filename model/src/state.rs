@@ -443,6 +443,7 @@ impl ClusterState {
                 dead_letter: false,
                 waiting_on,
                 job,
+                result_ref: None,
                 attempts_log: Vec::new(),
             },
         );
@@ -805,7 +806,7 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
     let node = t.node;
     finish_inner(t, c, now_ms);
     let outcome = match &c.outcome {
-        Outcome::Succeeded { .. } => "succeeded".to_string(),
+        Outcome::Succeeded { .. } | Outcome::Stored { .. } => "succeeded".to_string(),
         Outcome::Failed { error, .. } => error.code.clone(),
         Outcome::TimedOut { .. } => "timed_out".to_string(),
     };
@@ -820,6 +821,18 @@ fn finish_inner(t: &mut Task, c: &Completion, now_ms: u64) {
         Outcome::Succeeded { result } => {
             t.status = TaskStatus::Succeeded;
             t.result = Some(result.clone());
+            t.result_ref = None;
+            t.error = None;
+            t.finished_at_ms = Some(now_ms);
+        }
+        Outcome::Stored { node, bytes } => {
+            t.status = TaskStatus::Succeeded;
+            t.result = None;
+            t.result_ref = Some(ResultRef {
+                node: *node,
+                attempt: t.attempt,
+                bytes: *bytes,
+            });
             t.error = None;
             t.finished_at_ms = Some(now_ms);
         }

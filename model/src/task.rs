@@ -292,8 +292,18 @@ pub struct Task {
     pub waiting_on: Vec<TaskId>,
     /// Set when a periodic job made this task.
     pub job: Option<JobFire>,
+    /// Where a result too big for the log lives (then `result` is none).
+    pub result_ref: Option<ResultRef>,
     /// How the last attempts ended (at most [`ATTEMPT_LOG`]), oldest first.
     pub attempts_log: Vec<AttemptLog>,
+}
+
+/// A result stored off-Raft on the node that made it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultRef {
+    pub node: NodeId,
+    pub attempt: u32,
+    pub bytes: u64,
 }
 
 /// Most attempts kept in a task's log.

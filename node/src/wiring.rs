@@ -174,6 +174,7 @@ pub async fn run_node(
 
     let db_path = cfg.db_path();
     let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb)?;
+    let results = edgerun_raft::ResultStore::open(&db).map_err(anyhow::Error::msg)?;
     tracing::info!(path = %db_path.display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
 
     let node = edgerun_raft::start_raft(&cfg, &db).await?;
@@ -212,6 +213,8 @@ pub async fn run_node(
         heartbeat: Duration::from_millis(cfg.cluster.heartbeat_ms),
         lease: Duration::from_millis(cfg.cluster.lease_ms),
         policy: scheduler_policy(&cfg),
+        results: results.clone(),
+        inline_result_max: cfg.retention.inline_result_max_bytes,
         retention: Retention {
             max_finished: cfg.retention.max_finished,
             max_age_ms: cfg.retention.max_age_secs.saturating_mul(1000),
@@ -236,6 +239,7 @@ pub async fn run_node(
                 idempotency_window_ms: cfg.limits.idempotency_window_secs.saturating_mul(1000),
             },
             policy: scheduler_policy(&cfg),
+            results,
         },
         cluster: ClusterCtx {
             node: node.clone(),

@@ -458,3 +458,45 @@ fn a_one_second_cron_job_fires_each_slot_at_most_once_across_a_leader_kill() {
     assert_eq!(n.agent_delete(&format!("/v1/jobs/{skip}")).status, 200);
     assert_eq!(n.must_get(&format!("/v1/jobs/{skip}")).status, 404);
 }
+
+#[test]
+fn large_results_live_off_raft_on_their_node_and_are_fetched_through_any_node() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Cluster::must_start_with(
+        dir.path(),
+        3,
+        &["retention.inline_result_max_bytes=1024"],
+        |id| vec![format!("node.labels={{ name = \"n{id}\" }}")],
+    );
+    c.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
+    let values: Vec<f64> = (0..400).map(|i| ((i * 37) % 400) as f64 + 0.5).collect();
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    let big = json!({
+        "kernel": "sort",
+        "input": { "values": values },
+        "constraints": { "labels": { "name": "n1" } }
+    });
+    let a = c.node(2).must_post("/v1/tasks", &big);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = u(&a.body["id"]);
+    c.node(3).wait_for_task_end(id, Duration::from_secs(60));
+    for n in [1, 2, 3] {
+        let t = c.node(n).must_get(&format!("/v1/tasks/{id}")).body;
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert_eq!(t["node"], 1, "{t}");
+        assert_eq!(t["result_stored"]["node"], 1, "{t}");
+        assert_eq!(t["result"]["values"], json!(sorted), "via node {n}");
+    }
+    // A small result stays in the log.
+    let s = u(&c.node(1).must_post("/v1/tasks", &stats(1)).body["id"]);
+    let t = c.node(2).wait_for_task_end(s, Duration::from_secs(60));
+    assert_eq!(t["result_stored"], Value::Null, "{t}");
+    assert_eq!(t["result"]["mean"], 2.0, "{t}");
+    // With its node gone the result is unavailable, said clearly.
+    c.node_mut(1).kill9();
+    let leader = c.wait_for_leader(&[2, 3], Duration::from_secs(30));
+    let r = c.node(leader).must_get(&format!("/v1/tasks/{id}"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "result_unavailable", "{}", r.body);
+}

@@ -35,12 +35,14 @@ use serde::{Deserialize, Serialize};
 pub mod faults;
 pub mod log_store;
 pub mod network;
+pub mod results;
 pub mod rpc;
 pub mod server;
 pub mod start;
 pub mod state_machine;
 
 pub use log_store::LogStore;
+pub use results::ResultStore;
 pub use rpc::{AppRequest, AppResponse, Heartbeat, MembershipChange, Peers, RemoteError};
 pub use start::{open_db, start_raft, RaftNode};
 pub use state_machine::{StateEvent, StateMachineStore, StateView};

@@ -58,6 +58,8 @@ pub enum AppRequest {
     Heartbeat(Heartbeat),
     /// A membership change, run by the leader.
     Membership(MembershipChange),
+    /// A result this node stored off-Raft.
+    FetchResult { task: u64, attempt: u32 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +98,8 @@ pub enum AppResponse {
     ReadIndex(Result<u64, RemoteError>),
     Heartbeat(Result<(), RemoteError>),
     Membership(Result<(), RemoteError>),
+    /// The stored result (JSON text), or none when this node does not have it.
+    Result(Result<Option<String>, RemoteError>),
 }
 
 /// A failed exchange, classified for openraft.

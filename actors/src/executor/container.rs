@@ -389,6 +389,7 @@ impl ContainerExecutor {
                 output.map(|o| format!(" ({o})")).unwrap_or_default()
             )),
             Outcome::TimedOut { .. } => Err("the probe container timed out".into()),
+            Outcome::Stored { .. } => Err("the probe container's result was stored".into()),
         }
     }
 

@@ -145,8 +145,18 @@ pub async fn nodes(ctx: web::Data<ClusterCtx>) -> HttpResponse {
         s.nodes
             .values()
             .map(|n| {
+                let (cpu, mem) = s.active_on(n.id).fold((0u64, 0u64), |(c, m), t| {
+                    (
+                        c + u64::from(t.spec.resources.cpu_millis.unwrap_or(0)),
+                        m + u64::from(t.spec.resources.memory_mb.unwrap_or(0)),
+                    )
+                });
                 json!({
                     "id": n.id,
+                    "cpu_millis": n.cpu_millis,
+                    "memory_mb": n.memory_mb,
+                    "cpu_millis_used": cpu,
+                    "memory_mb_used": mem,
                     "tier": n.tier.as_str(),
                     "labels": n.labels,
                     "api": n.api,

@@ -25,6 +25,8 @@ pub struct TasksCtx {
     pub admission: Admission,
     /// `[scheduler]`, for explaining why a task is pending.
     pub policy: Policy,
+    /// This node's off-Raft results.
+    pub results: edgerun_actors::ResultStore,
 }
 
 /// Who sent a request, for per-submitter limits: the client's IP address (the token's subject
@@ -80,10 +82,74 @@ fn render(view: &StateView, id: TaskId) -> Result<Vec<u8>, ApiError> {
         .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
 }
 
-fn render_explained(ctx: &TasksCtx, id: TaskId) -> Result<Vec<u8>, ApiError> {
+/// The task with its pending reason and, when its result lives off-Raft, that result fetched
+/// from the node that holds it.
+async fn render_full(ctx: &TasksCtx, id: TaskId) -> Result<Vec<u8>, ApiError> {
+    let stored = ctx.view().read(|s| {
+        s.task(id).and_then(|t| {
+            t.result_ref
+                .map(|r| (r, s.nodes.get(&r.node).map(|n| (n.rpc.clone(), n.up))))
+        })
+    });
+    let fetched = match stored {
+        None => None,
+        Some((r, addr)) => Some(fetch_result(ctx, id, r, addr).await?),
+    };
     ctx.view()
-        .read(|s| s.task(id).map(|t| task_json_explained(s, t, &ctx.policy)))
+        .read(|s| {
+            s.task(id)
+                .map(|t| task_json_explained(s, t, &ctx.policy, fetched.as_deref()))
+        })
         .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
+}
+
+async fn fetch_result(
+    ctx: &TasksCtx,
+    id: TaskId,
+    r: edgerun_model::ResultRef,
+    addr: Option<(String, bool)>,
+) -> Result<String, ApiError> {
+    let unavailable = |why: String| ApiError::Unavailable {
+        code: "result_unavailable",
+        message: format!(
+            "task {id}'s result ({} bytes) is kept on node {}: {why}",
+            r.bytes, r.node
+        ),
+        details: json!({ "node": r.node, "bytes": r.bytes }),
+    };
+    let got = if r.node == ctx.node.id {
+        ctx.results.get(id, r.attempt).map_err(unavailable)?
+    } else {
+        let Some((rpc, _up)) = addr else {
+            return Err(unavailable("that node is not in the cluster".into()));
+        };
+        match ctx
+            .node
+            .peers
+            .app(
+                &rpc,
+                edgerun_actors::AppRequest::FetchResult {
+                    task: id,
+                    attempt: r.attempt,
+                },
+                ctx.read_timeout,
+            )
+            .await
+        {
+            Ok(edgerun_actors::AppResponse::Result(Ok(v))) => v,
+            Ok(edgerun_actors::AppResponse::Result(Err(e))) => {
+                return Err(unavailable(e.to_string()))
+            }
+            Ok(other) => return Err(unavailable(format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(unavailable(e.to_string())),
+        }
+    };
+    got.ok_or_else(|| {
+        ApiError::Internal(format!(
+            "node {} has no stored result for task {id}",
+            r.node
+        ))
+    })
 }
 
 fn submitted(resp: Response, n: usize) -> Result<Vec<Submitted>, ApiError> {
@@ -185,7 +251,7 @@ pub async fn get(
     ctx.barrier(q.stale).await?;
     Ok(json_bytes(
         actix_web::http::StatusCode::OK,
-        render_explained(&ctx, id)?,
+        render_full(&ctx, id).await?,
     ))
 }
 
@@ -237,7 +303,11 @@ pub async fn wait(
             .ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
         let body = body?;
         if done {
-            return Ok(json_bytes(actix_web::http::StatusCode::OK, body));
+            // The whole task, with a result kept off-Raft fetched from its node.
+            return Ok(json_bytes(
+                actix_web::http::StatusCode::OK,
+                render_full(&ctx, id).await?,
+            ));
         }
         match tokio::time::timeout_at(deadline, applied.changed()).await {
             Ok(Ok(())) => continue,

@@ -1,0 +1,72 @@
+//! Results too big to replicate: kept in this node's sled (tree `results`), keyed by task and
+//! attempt, and fetched by other nodes over the cluster RPC (`AppRequest::FetchResult`). The
+//! Raft log records only where a result lives and how big it is.
+//!
+//! A result is flushed to disk before its completion is proposed, so a committed reference
+//! never points at a result a crash lost. A node sweeps out the results of tasks that are
+//! gone (retention) or ended with another attempt's result.
+
+use edgerun_model::TaskId;
+
+#[derive(Clone)]
+pub struct ResultStore {
+    tree: sled::Tree,
+}
+
+fn key(task: TaskId, attempt: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&task.to_be_bytes());
+    k[8..].copy_from_slice(&attempt.to_be_bytes());
+    k
+}
+
+impl ResultStore {
+    pub fn open(db: &sled::Db) -> Result<ResultStore, String> {
+        db.open_tree("results")
+            .map(|tree| ResultStore { tree })
+            .map_err(|e| format!("opening the results tree: {e}"))
+    }
+
+    /// Store and flush.
+    pub async fn put(&self, task: TaskId, attempt: u32, result: &str) -> Result<(), String> {
+        self.tree
+            .insert(key(task, attempt), result.as_bytes())
+            .map_err(|e| format!("storing the result of task {task}: {e}"))?;
+        self.tree
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("flushing the result of task {task}: {e}"))
+    }
+
+    pub fn get(&self, task: TaskId, attempt: u32) -> Result<Option<String>, String> {
+        match self.tree.get(key(task, attempt)) {
+            Ok(Some(v)) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|_| format!("the stored result of task {task} is not UTF-8 (corrupt)")),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("reading the result of task {task}: {e}")),
+        }
+    }
+
+    /// Every stored (task, attempt).
+    pub fn keys(&self) -> Vec<(TaskId, u32)> {
+        self.tree
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.len() == 12)
+            .map(|k| {
+                let mut t = [0u8; 8];
+                let mut a = [0u8; 4];
+                t.copy_from_slice(&k[..8]);
+                a.copy_from_slice(&k[8..]);
+                (TaskId::from_be_bytes(t), u32::from_be_bytes(a))
+            })
+            .collect()
+    }
+
+    pub fn remove(&self, task: TaskId, attempt: u32) {
+        let _ = self.tree.remove(key(task, attempt));
+    }
+}
