@@ -500,3 +500,50 @@ fn large_results_live_off_raft_on_their_node_and_are_fetched_through_any_node() 
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.body["error"]["code"], "result_unavailable", "{}", r.body);
 }
+
+#[test]
+fn preemption_makes_room_for_a_higher_priority_task_without_costing_an_attempt() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::must_start(
+        dir.path(),
+        &[
+            "executor.slots=1",
+            "executor.isolation=\"process\"",
+            "executor.allow_exec_without_container=true",
+            "scheduler.preemption=true",
+        ],
+    );
+    let low = json!({
+        "exec": { "argv": ["sh", "-c", "sleep 2.75"] },
+        "priority": 1,
+        "retry": { "max_attempts": 1 }
+    });
+    let low = u(&node.must_post("/v1/tasks", &low).body["id"]);
+    wait_until(
+        "the low-priority task to run",
+        Duration::from_secs(30),
+        || {
+            let t = node.must_get(&format!("/v1/tasks/{low}")).body;
+            match no_process_matches("sleep 2.75") {
+                Err(_) if t["status"] == "running" => Ok(()),
+                _ => Err(format!("{t}")),
+            }
+        },
+    );
+    let high = u(&node
+        .must_post("/v1/tasks", &with(stats(1), json!({ "priority": 90 })))
+        .body["id"]);
+    let th = node.wait_for_task_end(high, Duration::from_secs(30));
+    assert_eq!(th["status"], "succeeded", "{th}");
+    // The low one was evicted (its process killed), went back to pending, and still ran to
+    // the end with its single allowed attempt intact.
+    let tl = node.wait_for_task_end(low, Duration::from_secs(60));
+    assert_eq!(tl["status"], "succeeded", "{tl}");
+    assert_eq!(tl["preemptions"], 1, "{tl}");
+    assert_eq!(tl["attempt"], 2, "{tl}");
+    assert_eq!(tl["attempts"][0]["outcome"], "preempted", "{tl}");
+    assert!(
+        u(&th["finished_at"]) <= u(&tl["attempts"][1]["scheduled_at"]),
+        "the low task came back only after the high one: {th} {tl}"
+    );
+}
