@@ -112,6 +112,49 @@ fn first<T: std::fmt::Debug>(v: &mut Vec<String>, what: T) {
     }
 }
 
+/// The chaos job's misfire deadline: slots missed for longer are never fired.
+pub const JOB_DEADLINE_MS: u64 = 120_000;
+
+/// The periodic job `job` fired no slot twice and, when `contiguous`, left no slot out
+/// between its first and last fire (its policy is `fire_all`).
+pub fn check_job(job: u64, final_tasks: &[Value], contiguous: bool, verdict: &mut Verdict) {
+    let mut slots: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for t in final_tasks {
+        if t["job"]["id"].as_u64() == Some(job) {
+            if let (Some(slot), Some(id)) = (t["job"]["slot"].as_u64(), t["id"].as_u64()) {
+                slots.entry(slot).or_default().push(id);
+            }
+        }
+    }
+    for (slot, ids) in &slots {
+        if ids.len() > 1 {
+            first(
+                &mut verdict.duplicates,
+                format!("job {job} fired slot {slot} as tasks {ids:?}"),
+            );
+        }
+    }
+    let (Some(lo), Some(hi)) = (slots.keys().next(), slots.keys().next_back()) else {
+        verdict
+            .other
+            .push(format!("job {job} never fired during the scenario"));
+        return;
+    };
+    if contiguous {
+        let missing: Vec<u64> = (lo / 1000..=hi / 1000)
+            .map(|s| s * 1000)
+            .filter(|s| !slots.contains_key(s))
+            .collect();
+        if !missing.is_empty() {
+            verdict.other.push(format!(
+                "job {job} (fire_all) left {} slots out between {lo} and {hi}, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
+        }
+    }
+}
+
 /// Check the history against the final task list (every task the cluster holds, from a
 /// linearizable listing after the run).
 pub fn check(h: &History, final_tasks: &[Value], verdict: &mut Verdict) {

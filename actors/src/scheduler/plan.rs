@@ -431,11 +431,16 @@ pub fn pending_reason(
         ));
     }
     let me = effective_priority(t, now_ms, policy.aging_ms);
+    // Counted up to a bound: a reason must stay cheap with a huge backlog.
+    const COUNT_UP_TO: usize = 10_000;
     let ahead = in_order(state, now_ms, policy.aging_ms)
         .take_while(|o| o.id != t.id)
+        .take(COUNT_UP_TO)
         .filter(|o| effective_priority(o, now_ms, policy.aging_ms) >= me)
         .count();
-    Some(if ahead > 0 {
+    Some(if ahead >= COUNT_UP_TO {
+        format!("queued behind {COUNT_UP_TO}+ tasks of equal or higher priority")
+    } else if ahead > 0 {
         format!("queued behind {ahead} task(s) of equal or higher priority")
     } else {
         "being placed".into()
