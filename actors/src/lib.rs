@@ -44,7 +44,9 @@ pub use specs::{core_children, CoreParts};
 pub use supervisor::{NodeExit, NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 pub use edgerun_cpp::{catalog, CppKernels, KernelError, KernelInfo, Kernels};
-pub use edgerun_raft::{AppRequest, AppResponse, RaftNode, ResultStore, StateEvent, StateView};
+pub use edgerun_raft::{
+    AppRequest, AppResponse, Outbox, RaftNode, ResultStore, StateEvent, StateView,
+};
 
 /// The current time in milliseconds since the Unix epoch, as proposers stamp it.
 pub fn now_ms() -> u64 {

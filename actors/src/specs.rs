@@ -33,6 +33,7 @@ pub struct CoreParts {
     /// Off-Raft results, and the size above which a result goes there.
     pub results: edgerun_raft::ResultStore,
     pub inline_result_max: usize,
+    pub outbox: crate::Outbox,
     pub policy: crate::scheduler::Policy,
     pub retention: crate::scheduler::Retention,
     pub forward_timeout: Duration,
@@ -203,6 +204,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         default_memory_mb: p.default_memory_mb,
                         results: p.results.clone(),
                         inline_result_max: p.inline_result_max,
+                        outbox: p.outbox.clone(),
                     },
                 )
             },

@@ -35,7 +35,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::executor::{Executor, Job as ExecJob};
 use crate::metrics_names as m;
 use crate::scheduler::forward_changes;
-use crate::{now_ms, InjectedFailure, ProposeError, Proposer};
+use crate::{now_ms, InjectedFailure, Outbox, ProposeError, Proposer};
 
 const TICK: Duration = Duration::from_millis(500);
 
@@ -62,6 +62,8 @@ pub struct WorkerArgs {
     /// Results longer than this are stored here, off-Raft.
     pub results: edgerun_raft::ResultStore,
     pub inline_result_max: usize,
+    /// Completions not yet committed (survive a restart).
+    pub outbox: Outbox,
 }
 
 /// How often the Worker sweeps out stored results nobody refers to.
@@ -198,13 +200,14 @@ impl WorkerState {
         for job in jobs {
             let (task, attempt) = (job.at.task, job.at.attempt);
             let store = (self.args.results.clone(), self.args.inline_result_max);
+            let outbox = self.args.outbox.clone();
             let proposer = self.args.proposer.clone();
             let executor = self.args.executor.clone();
             let node = self.args.node.clone();
             let me = myself.clone();
             let delay = self.args.delay;
             let handle = tokio::spawn(async move {
-                run_attempt(job, executor, proposer, node, delay, store).await;
+                run_attempt(job, executor, proposer, node, delay, store, outbox).await;
                 let _ = me.cast(WorkerMsg::Finished(task, attempt));
             });
             self.running.insert(task, (attempt, handle.abort_handle()));
@@ -222,6 +225,7 @@ async fn run_attempt(
     node: RaftNode,
     delay: Duration,
     (results, inline_max): (edgerun_raft::ResultStore, usize),
+    outbox: Outbox,
 ) {
     let at = job.at;
     if job.status == TaskStatus::Scheduled {
@@ -268,11 +272,6 @@ async fn run_attempt(
         }
         other => other,
     };
-    let label = match &outcome {
-        Outcome::Succeeded { .. } | Outcome::Stored { .. } => "succeeded",
-        Outcome::Failed { .. } => "failed",
-        Outcome::TimedOut { .. } => "timed_out",
-    };
     metrics::histogram!(m::TASK_RUN_SECONDS).record(started.elapsed().as_secs_f64());
     if let Outcome::Failed {
         error,
@@ -286,6 +285,23 @@ async fn run_attempt(
         attempt: at,
         outcome,
         isolation: executor.isolation(),
+    };
+    // Kept on disk until the cluster answers: a node cut off from the leader (or restarted
+    // while cut off) delivers it when the link returns.
+    if let Err(e) = outbox.put(&completion).await {
+        tracing::warn!(task = at.task, error = %e, "could not keep the completion in the outbox");
+    }
+    deliver(completion, proposer, node, outbox).await;
+}
+
+/// Propose a completion until the cluster answers it (accepted or fenced) or the local state
+/// says the attempt is no longer this node's; then drop it from the outbox.
+async fn deliver(completion: Completion, proposer: Proposer, node: RaftNode, outbox: Outbox) {
+    let at = completion.attempt;
+    let label = match &completion.outcome {
+        Outcome::Succeeded { .. } | Outcome::Stored { .. } => "succeeded",
+        Outcome::Failed { .. } => "failed",
+        Outcome::TimedOut { .. } => "timed_out",
     };
     let mut delay = Duration::from_millis(20);
     loop {
@@ -305,11 +321,11 @@ async fn run_attempt(
                         "completion refused (stale attempt or cancelled)"
                     );
                 }
-                return;
+                break;
             }
             Ok(other) => {
                 tracing::warn!(task = at.task, ?other, "unexpected answer to Complete");
-                return;
+                break;
             }
             Err(e) => {
                 let still_ours = node.view.read(|s| {
@@ -320,7 +336,7 @@ async fn run_attempt(
                     })
                 });
                 if !still_ours {
-                    return;
+                    break;
                 }
                 if !matches!(e, ProposeError::NoLeader | ProposeError::Unavailable) {
                     tracing::warn!(task = at.task, error = %e, "committing a result failed; retrying");
@@ -330,6 +346,7 @@ async fn run_attempt(
             }
         }
     }
+    outbox.remove(at.task, at.attempt);
 }
 
 impl Actor for Worker {
@@ -347,11 +364,32 @@ impl Actor for Worker {
             WorkerMsg::Changed
         });
         let ticker = myself.send_interval(TICK, || WorkerMsg::Tick);
+        // Completions a previous run finished but could not deliver: deliver them, and do not
+        // run those attempts again.
+        let (kept, errors) = args.outbox.all();
+        for e in errors {
+            tracing::error!("{e}");
+        }
+        let mut done = HashMap::new();
+        for c in kept {
+            tracing::info!(
+                task = c.attempt.task,
+                attempt = c.attempt.attempt,
+                "delivering a completion kept in the outbox"
+            );
+            done.insert(c.attempt.task, c.attempt.attempt);
+            tokio::spawn(deliver(
+                c,
+                args.proposer.clone(),
+                args.node.clone(),
+                args.outbox.clone(),
+            ));
+        }
         let _ = myself.cast(WorkerMsg::Changed);
         Ok(WorkerState {
             args,
             running: HashMap::new(),
-            done: HashMap::new(),
+            done,
             dirty,
             forwarder,
             ticker,
@@ -378,6 +416,7 @@ impl Actor for Worker {
         match msg {
             WorkerMsg::Changed => state.scan(&myself),
             WorkerMsg::Tick => {
+                metrics::gauge!(m::WORKER_OUTBOX).set(state.args.outbox.len() as f64);
                 state.sweep_results();
                 state.scan(&myself);
             }

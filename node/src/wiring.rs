@@ -175,6 +175,7 @@ pub async fn run_node(
     let db_path = cfg.db_path();
     let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb)?;
     let results = edgerun_raft::ResultStore::open(&db).map_err(anyhow::Error::msg)?;
+    let outbox = edgerun_raft::Outbox::open(&db).map_err(anyhow::Error::msg)?;
     tracing::info!(path = %db_path.display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
 
     let node = edgerun_raft::start_raft(&cfg, &db).await?;
@@ -215,6 +216,7 @@ pub async fn run_node(
         policy: scheduler_policy(&cfg),
         results: results.clone(),
         inline_result_max: cfg.retention.inline_result_max_bytes,
+        outbox,
         retention: Retention {
             max_finished: cfg.retention.max_finished,
             max_age_ms: cfg.retention.max_age_secs.saturating_mul(1000),

@@ -42,7 +42,7 @@ pub mod start;
 pub mod state_machine;
 
 pub use log_store::LogStore;
-pub use results::ResultStore;
+pub use results::{Outbox, ResultStore};
 pub use rpc::{AppRequest, AppResponse, Heartbeat, MembershipChange, Peers, RemoteError};
 pub use start::{open_db, start_raft, RaftNode};
 pub use state_machine::{StateEvent, StateMachineStore, StateView};

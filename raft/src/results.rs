@@ -70,3 +70,64 @@ impl ResultStore {
         let _ = self.tree.remove(key(task, attempt));
     }
 }
+
+/// Completions not yet committed, kept on disk (tree `outbox`) so that a node cut off from the
+/// leader, or restarted while cut off, still delivers what it finished when the link returns
+/// (edge autonomy). An entry is removed once the cluster has answered it, accepted or fenced.
+#[derive(Clone)]
+pub struct Outbox {
+    tree: sled::Tree,
+}
+
+impl Outbox {
+    pub fn open(db: &sled::Db) -> Result<Outbox, String> {
+        db.open_tree("outbox")
+            .map(|tree| Outbox { tree })
+            .map_err(|e| format!("opening the outbox tree: {e}"))
+    }
+
+    /// Keep `c` until it is delivered (flushed before returning).
+    pub async fn put(&self, c: &edgerun_model::Completion) -> Result<(), String> {
+        let a = c.attempt;
+        let bytes = edgerun_model::encode(c).map_err(|e| e.to_string())?;
+        self.tree
+            .insert(key(a.task, a.attempt), bytes)
+            .map_err(|e| format!("keeping the completion of task {}: {e}", a.task))?;
+        self.tree
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("flushing the outbox: {e}"))
+    }
+
+    pub fn remove(&self, task: TaskId, attempt: u32) {
+        let _ = self.tree.remove(key(task, attempt));
+    }
+
+    /// Every kept completion; entries that do not decode are dropped with an error each.
+    pub fn all(&self) -> (Vec<edgerun_model::Completion>, Vec<String>) {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for item in self.tree.iter() {
+            match item {
+                Ok((k, v)) => match edgerun_model::decode::<edgerun_model::Completion>(&v) {
+                    Ok(c) => out.push(c),
+                    Err(e) => {
+                        errors.push(format!("an outbox entry does not decode ({e}); dropped"));
+                        let _ = self.tree.remove(k);
+                    }
+                },
+                Err(e) => errors.push(format!("reading the outbox: {e}")),
+            }
+        }
+        (out, errors)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
