@@ -135,6 +135,7 @@ impl WorkerState {
             return;
         }
         self.last_sweep = Instant::now();
+        self.sweep_outbox();
         let me = self.me();
         let keys = self.args.results.keys();
         if keys.is_empty() {
@@ -154,6 +155,35 @@ impl WorkerState {
         });
         for (id, attempt) in stale {
             self.args.results.remove(id, attempt);
+        }
+    }
+
+    /// Drop kept completions the cluster has moved past (the attempt was given away and this
+    /// node has heard so): their delivery was stopped with the attempt.
+    fn sweep_outbox(&mut self) {
+        let me = self.me();
+        let keys = self.args.outbox.keys();
+        if keys.is_empty() {
+            return;
+        }
+        let running = &self.running;
+        let stale: Vec<(TaskId, u32)> = self.args.node.view.read(|s| {
+            keys.into_iter()
+                .filter(|(id, attempt)| {
+                    running.get(id).is_none_or(|(a, _)| a != attempt)
+                        && s.task(*id).is_none_or(|t| {
+                            t.status.is_terminal() || t.attempt != *attempt || t.node != Some(me)
+                        })
+                })
+                .collect()
+        });
+        for (id, attempt) in stale {
+            tracing::info!(
+                task = id,
+                attempt,
+                "dropping a kept completion the cluster has moved past"
+            );
+            self.args.outbox.remove(id, attempt);
         }
     }
 

@@ -51,24 +51,27 @@ impl ResultStore {
 
     /// Every stored (task, attempt).
     pub fn keys(&self) -> Vec<(TaskId, u32)> {
-        self.tree
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.len() == 12)
-            .map(|k| {
-                let mut t = [0u8; 8];
-                let mut a = [0u8; 4];
-                t.copy_from_slice(&k[..8]);
-                a.copy_from_slice(&k[8..]);
-                (TaskId::from_be_bytes(t), u32::from_be_bytes(a))
-            })
-            .collect()
+        keys_of(&self.tree)
     }
 
     pub fn remove(&self, task: TaskId, attempt: u32) {
         let _ = self.tree.remove(key(task, attempt));
     }
+}
+
+fn keys_of(tree: &sled::Tree) -> Vec<(TaskId, u32)> {
+    tree.iter()
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| k.len() == 12)
+        .map(|k| {
+            let mut t = [0u8; 8];
+            let mut a = [0u8; 4];
+            t.copy_from_slice(&k[..8]);
+            a.copy_from_slice(&k[8..]);
+            (TaskId::from_be_bytes(t), u32::from_be_bytes(a))
+        })
+        .collect()
 }
 
 /// Completions not yet committed, kept on disk (tree `outbox`) so that a node cut off from the
@@ -125,6 +128,11 @@ impl Outbox {
 
     pub fn len(&self) -> usize {
         self.tree.len()
+    }
+
+    /// Every kept (task, attempt).
+    pub fn keys(&self) -> Vec<(TaskId, u32)> {
+        keys_of(&self.tree)
     }
 
     pub fn is_empty(&self) -> bool {
