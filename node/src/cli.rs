@@ -119,6 +119,9 @@ pub struct NodeArgs {
     /// Shortcut for --set api.listen=ADDR.
     #[arg(long)]
     pub api_listen: Option<String>,
+    /// Check the configuration (all layers) and exit: 0 and "config ok", or the error.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Args)]
@@ -253,6 +256,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Node(a) => {
             let cfg = edgerun_config::load(&node_sources(&a)?)?;
+            if a.check_config {
+                println!(
+                    "config ok: node {} ({}), api {}, rpc {}, {} peer(s)",
+                    cfg.node.id,
+                    cfg.node.tier.as_str(),
+                    cfg.api.listen,
+                    cfg.advertised_rpc(),
+                    cfg.cluster.peers.len()
+                );
+                return Ok(());
+            }
             crate::wiring::run(cfg)
         }
         Cmd::Dev(a) => crate::dev::run(a),
