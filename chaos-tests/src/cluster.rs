@@ -41,6 +41,8 @@ pub struct ChaosNode {
     pub paused: bool,
     /// A tmpfs mounted on the data directory (full-disk scenarios).
     pub tmpfs: bool,
+    /// The container this node runs in (docker backend): signals go through `docker`.
+    pub container: Option<String>,
 }
 
 impl ChaosNode {
@@ -85,6 +87,28 @@ impl ChaosNode {
     }
 
     pub fn signal(&mut self, sig: Signal) -> Result<()> {
+        if let Some(name) = &self.container {
+            let out = match sig {
+                Signal::SIGSTOP => std::process::Command::new("docker")
+                    .args(["pause", name])
+                    .output(),
+                Signal::SIGCONT => std::process::Command::new("docker")
+                    .args(["unpause", name])
+                    .output(),
+                s => std::process::Command::new("docker")
+                    .args(["kill", "--signal", s.as_str(), name])
+                    .output(),
+            }
+            .with_context(|| format!("docker: signal {sig} to node {}", self.id))?;
+            if !out.status.success() {
+                bail!(
+                    "docker: signal {sig} to node {}: {}",
+                    self.id,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            return Ok(());
+        }
         let Some(pid) = self.pid() else {
             bail!("node {} is not running", self.id)
         };
@@ -94,6 +118,16 @@ impl ChaosNode {
 
     /// kill -9 and reap.
     pub fn kill9(&mut self) {
+        if let Some(name) = &self.container {
+            if self.paused {
+                let _ = std::process::Command::new("docker")
+                    .args(["unpause", name])
+                    .output();
+            }
+            let _ = std::process::Command::new("docker")
+                .args(["kill", name])
+                .output();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -157,6 +191,7 @@ impl Cluster {
                 child: None,
                 paused: false,
                 tmpfs: false,
+                container: None,
             };
             if let Some((tid, mb)) = tmpfs_node {
                 if tid == id {
@@ -223,7 +258,11 @@ impl Cluster {
         writeln!(log, "==== edgerun-chaos: starting node {id}")?;
         let err = log.try_clone()?;
         let clock = node.clock_file();
-        let mut cmd = self.net.command(id, &self.program);
+        let mut cmd = self.net.command(id, &self.program, &node.dir);
+        if self.settings.faketime.is_some() && self.net.kind() == Kind::Docker {
+            bail!("clock faults need libfaketime in the node's process; not on the docker backend");
+        }
+        let docker = self.net.kind() == Kind::Docker;
         if let Some(lib) = &self.settings.faketime {
             if !clock.exists() {
                 std::fs::write(&clock, "+0\n")?;
@@ -245,6 +284,7 @@ impl Cluster {
         let node = self.node_mut(id)?;
         node.child = Some(child);
         node.paused = false;
+        node.container = docker.then(|| crate::net::container(id));
         Ok(())
     }
 
@@ -263,6 +303,7 @@ impl Cluster {
                 child: None,
                 paused: false,
                 tmpfs: false,
+                container: None,
             },
         );
         self.spawn(id)?;

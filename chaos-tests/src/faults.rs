@@ -184,7 +184,7 @@ impl Injector {
             Fault::Loss { percent } => {
                 for id in c.ids() {
                     match c.kind() {
-                        Kind::Netns => c.net.netns_loss(id, *percent)?,
+                        Kind::Netns | Kind::Docker => c.net.netns_loss(id, *percent)?,
                         Kind::Local => rpc_faults(c, id, json!({ "loss_percent": percent }))?,
                     }
                 }
@@ -299,7 +299,7 @@ impl Injector {
             if self.removed.contains(&id) {
                 continue;
             }
-            if c.kind() == Kind::Netns {
+            if matches!(c.kind(), Kind::Netns | Kind::Docker) {
                 c.net.netns_clear(id)?;
             }
             if c.node_mut(id)?.alive() {
@@ -357,7 +357,7 @@ fn partition(c: &mut Cluster, a: &[u64], b: &[u64]) -> Result<()> {
 /// Lose what `from` sends to each of `to` (and, with `both`, what it gets from them).
 fn block(c: &mut Cluster, from: u64, to: &[u64], both: bool) -> Result<()> {
     match c.kind() {
-        Kind::Netns => {
+        Kind::Netns | Kind::Docker => {
             for t in to {
                 c.net.netns_block(from, *t, both)?;
             }

@@ -81,7 +81,10 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
     match s {
         "netns" => Ok(Kind::Netns),
         "local" => Ok(Kind::Local),
-        _ => Err(format!("{s:?} is not a backend; accepted: netns, local")),
+        "docker" => Ok(Kind::Docker),
+        _ => Err(format!(
+            "{s:?} is not a backend; accepted: netns, local, docker"
+        )),
     }
 }
 

@@ -6,6 +6,11 @@
 //!   loss: TCP retransmits, connections stall, nothing is told "refused".
 //! - [`Net::Local`] (anyone): processes on 127.0.0.1; partitions, loss and latency go through
 //!   the nodes' own fault filter on outgoing cluster RPC (`PUT /v1/debug/net`).
+//! - [`Net::Docker`] (a Docker engine and the `edgerun:latest` image from
+//!   `deploy/build-image.sh`): each node a container on one Docker network with a fixed
+//!   address; kill is `docker kill`, pause is `docker pause`; partitions and loss are the same
+//!   iptables rules as netns, set inside the container's namespace with `nsenter`. The node's
+//!   directory is bind-mounted at the same path. No clock faults (no libfaketime inside).
 //!
 //! Latency is always the fault filter's: the kernel here has no `sch_netem`, so `tc netem`
 //! cannot be used (checked at start; see [`Net::netem_available`]).
@@ -27,6 +32,16 @@ const RPC_PORT: u16 = 7200;
 pub enum Kind {
     Netns,
     Local,
+    Docker,
+}
+
+const DOCKER_SUBNET: &str = "10.232.0";
+const DOCKER_NET: &str = "edgerun-chaos";
+pub const DOCKER_IMAGE: &str = "edgerun:latest";
+
+/// The container name of node `id` (docker backend).
+pub fn container(id: u64) -> String {
+    format!("{DOCKER_NET}-n{id}")
 }
 
 /// Addresses of one node.
@@ -45,6 +60,29 @@ pub enum Net {
     Local {
         ports: BTreeMap<u64, (u16, u16)>,
     },
+    Docker {
+        made: bool,
+    },
+}
+
+fn docker_ip(id: u64) -> String {
+    format!("{DOCKER_SUBNET}.{}", 10 + id)
+}
+
+/// Output of a command, or why it failed.
+fn output(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn run(args: &[&str]) -> Result<()> {
@@ -93,6 +131,23 @@ impl Net {
             Kind::Local => Ok(Net::Local {
                 ports: BTreeMap::new(),
             }),
+            Kind::Docker => {
+                output(&["docker", "info", "--format", "{{.ServerVersion}}"])
+                    .context("the docker backend needs a Docker engine")?;
+                output(&["docker", "image", "inspect", DOCKER_IMAGE]).with_context(|| {
+                    format!("the docker backend runs the image {DOCKER_IMAGE}; build it with deploy/build-image.sh")
+                })?;
+                Net::docker_sweep();
+                run(&[
+                    "docker",
+                    "network",
+                    "create",
+                    "--subnet",
+                    &format!("{DOCKER_SUBNET}.0/24"),
+                    DOCKER_NET,
+                ])?;
+                Ok(Net::Docker { made: true })
+            }
             Kind::Netns => {
                 Net::sweep();
                 let bridge = format!("{PREFIX}-br");
@@ -117,6 +172,22 @@ impl Net {
                 })
             }
         }
+    }
+
+    /// Remove the containers and network a crashed docker run left.
+    fn docker_sweep() {
+        if let Ok(ids) = output(&[
+            "docker",
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name={DOCKER_NET}-n"),
+        ]) {
+            for id in ids.split_whitespace() {
+                quiet(&["docker", "rm", "-f", id]);
+            }
+        }
+        quiet(&["docker", "network", "rm", DOCKER_NET]);
     }
 
     fn netns_works() -> bool {
@@ -168,12 +239,17 @@ impl Net {
         match self {
             Net::Netns { .. } => Kind::Netns,
             Net::Local { .. } => Kind::Local,
+            Net::Docker { .. } => Kind::Docker,
         }
     }
 
     /// Make the place for node `id` (idempotent) and return its addresses.
     pub fn place(&mut self, id: u64) -> Result<Addrs> {
         match self {
+            Net::Docker { .. } => Ok(Addrs {
+                api: format!("{}:{API_PORT}", docker_ip(id)),
+                rpc: format!("{}:{RPC_PORT}", docker_ip(id)),
+            }),
             Net::Local { ports } => {
                 let (api, rpc) = match ports.get(&id) {
                     Some(p) => *p,
@@ -223,9 +299,22 @@ impl Net {
         }
     }
 
-    /// The command that runs `program` as node `id`.
-    pub fn command(&self, id: u64, program: &str) -> Command {
+    /// The command that runs `program` as node `id`, whose files are under `dir`.
+    pub fn command(&self, id: u64, program: &str, dir: &std::path::Path) -> Command {
         match self {
+            Net::Docker { .. } => {
+                // The image's own binary; the node's directory at the same path inside.
+                let _ = program;
+                let name = container(id);
+                quiet(&["docker", "rm", "-f", &name]);
+                let mut c = Command::new("docker");
+                c.args(["run", "--rm", "--name", &name, "--network", DOCKER_NET])
+                    .args(["--ip", &docker_ip(id)])
+                    .arg("-v")
+                    .arg(format!("{0}:{0}", dir.display()))
+                    .arg(DOCKER_IMAGE);
+                c
+            }
             Net::Local { .. } => Command::new(program),
             Net::Netns { .. } => {
                 let mut c = Command::new("ip");
@@ -239,55 +328,101 @@ impl Net {
     /// two are dropped on `from`'s side when `both`, only `from → to` otherwise).
     /// Local: `from` stops sending RPC to `to`; the harness sets the other side itself.
     pub fn netns_block(&self, from: u64, to: u64, both: bool) -> Result<()> {
-        let (n, peer) = (ns(from), ip(to));
-        run(&[
-            "ip", "netns", "exec", &n, "iptables", "-A", "OUTPUT", "-d", &peer, "-j", "DROP",
-        ])?;
+        let peer = self.ip_of(to);
+        self.in_node(
+            from,
+            &["iptables", "-A", "OUTPUT", "-d", &peer, "-j", "DROP"],
+        )?;
         if both {
-            run(&[
-                "ip", "netns", "exec", &n, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
-            ])?;
+            self.in_node(
+                from,
+                &["iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP"],
+            )?;
         }
         Ok(())
+    }
+
+    fn ip_of(&self, id: u64) -> String {
+        match self {
+            Net::Docker { .. } => docker_ip(id),
+            _ => ip(id),
+        }
+    }
+
+    fn subnet(&self) -> &'static str {
+        match self {
+            Net::Docker { .. } => DOCKER_SUBNET,
+            _ => SUBNET,
+        }
+    }
+
+    /// Run a command in node `id`'s network namespace (netns or container).
+    fn in_node(&self, id: u64, args: &[&str]) -> Result<()> {
+        match self {
+            Net::Docker { .. } => {
+                let pid = output(&[
+                    "docker",
+                    "inspect",
+                    "--format",
+                    "{{.State.Pid}}",
+                    &container(id),
+                ])?;
+                let mut all = vec!["nsenter", "-t", pid.as_str(), "-n"];
+                all.extend_from_slice(args);
+                run(&all)
+            }
+            _ => {
+                let n = ns(id);
+                let mut all = vec!["ip", "netns", "exec", n.as_str()];
+                all.extend_from_slice(args);
+                run(&all)
+            }
+        }
     }
 
     /// Drop `percent` of the packets node `id` receives from other nodes (not the harness's,
     /// which come from the bridge address and are accepted first).
     pub fn netns_loss(&self, id: u64, percent: u8) -> Result<()> {
-        let (n, p) = (ns(id), format!("{:.2}", f64::from(percent) / 100.0));
-        let harness = format!("{SUBNET}.1");
-        let subnet = format!("{SUBNET}.0/24");
-        run(&[
-            "ip", "netns", "exec", &n, "iptables", "-A", "INPUT", "-s", &harness, "-j", "ACCEPT",
-        ])?;
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &n,
-            "iptables",
-            "-A",
-            "INPUT",
-            "-s",
-            &subnet,
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            &p,
-            "-j",
-            "DROP",
-        ])
+        let p = format!("{:.2}", f64::from(percent) / 100.0);
+        let harness = format!("{}.1", self.subnet());
+        let subnet = format!("{}.0/24", self.subnet());
+        self.in_node(
+            id,
+            &["iptables", "-A", "INPUT", "-s", &harness, "-j", "ACCEPT"],
+        )?;
+        self.in_node(
+            id,
+            &[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-s",
+                &subnet,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )
     }
 
     /// Remove every packet rule on node `id`.
     pub fn netns_clear(&self, id: u64) -> Result<()> {
-        run(&["ip", "netns", "exec", &ns(id), "iptables", "-F"])
+        self.in_node(id, &["iptables", "-F"])
     }
 
     /// Tear everything down.
     pub fn close(&mut self) {
+        if let Net::Docker { made } = self {
+            if *made {
+                Net::docker_sweep();
+                *made = false;
+            }
+        }
         if let Net::Netns {
             bridge,
             made,
