@@ -71,7 +71,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 pub struct WorkerState {
     args: WorkerArgs,
-    running: HashMap<TaskId, (u32, tokio::task::AbortHandle)>,
+    running: HashMap<TaskId, Running>,
     /// Attempts this node ran to the end (their completion committed or refused). A node whose
     /// state lags behind the leader still sees them assigned here; running them again would
     /// loop forever (seen in the chaos suite after a full disk).
@@ -80,6 +80,15 @@ pub struct WorkerState {
     forwarder: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
     last_sweep: Instant,
+}
+
+/// An attempt this node runs.
+struct Running {
+    attempt: u32,
+    handle: tokio::task::AbortHandle,
+    /// Still executing (false once the work ended and its completion is being delivered: that
+    /// part is never cut short, it ends by itself when the cluster answers or moved on).
+    executing: Arc<AtomicBool>,
 }
 
 struct Job {
@@ -104,7 +113,9 @@ impl WorkerState {
         let stop: Vec<(TaskId, u32, String)> = self.args.node.view.read(|s| {
             running
                 .iter()
-                .filter_map(|(id, (attempt, _))| {
+                .filter(|(_, r)| r.executing.load(Ordering::SeqCst))
+                .filter_map(|(id, r)| {
+                    let attempt = &r.attempt;
                     let why = match s.task(*id) {
                         None => "the task is gone".to_string(),
                         Some(t) if t.status.is_terminal() => format!("it is {}", t.status.as_str()),
@@ -121,8 +132,8 @@ impl WorkerState {
                 .collect()
         });
         for (id, attempt, why) in stop {
-            if let Some((_, handle)) = running.remove(&id) {
-                handle.abort();
+            if let Some(r) = running.remove(&id) {
+                r.handle.abort();
                 metrics::counter!(m::TASKS_STOPPED).increment(1);
                 tracing::info!(task = id, attempt, "stopped a running attempt: {why}");
             }
@@ -170,7 +181,7 @@ impl WorkerState {
         let stale: Vec<(TaskId, u32)> = self.args.node.view.read(|s| {
             keys.into_iter()
                 .filter(|(id, attempt)| {
-                    running.get(id).is_none_or(|(a, _)| a != attempt)
+                    running.get(id).is_none_or(|r| r.attempt != *attempt)
                         && s.task(*id).is_none_or(|t| {
                             t.status.is_terminal() || t.attempt != *attempt || t.node != Some(me)
                         })
@@ -229,18 +240,30 @@ impl WorkerState {
         });
         for job in jobs {
             let (task, attempt) = (job.at.task, job.at.attempt);
-            let store = (self.args.results.clone(), self.args.inline_result_max);
-            let outbox = self.args.outbox.clone();
-            let proposer = self.args.proposer.clone();
-            let executor = self.args.executor.clone();
-            let node = self.args.node.clone();
+            let executing = Arc::new(AtomicBool::new(true));
+            let ctx = AttemptCtx {
+                executor: self.args.executor.clone(),
+                proposer: self.args.proposer.clone(),
+                node: self.args.node.clone(),
+                delay: self.args.delay,
+                results: self.args.results.clone(),
+                inline_max: self.args.inline_result_max,
+                outbox: self.args.outbox.clone(),
+                executing: executing.clone(),
+            };
             let me = myself.clone();
-            let delay = self.args.delay;
             let handle = tokio::spawn(async move {
-                run_attempt(job, executor, proposer, node, delay, store, outbox).await;
+                run_attempt(job, ctx).await;
                 let _ = me.cast(WorkerMsg::Finished(task, attempt));
             });
-            self.running.insert(task, (attempt, handle.abort_handle()));
+            self.running.insert(
+                task,
+                Running {
+                    attempt,
+                    handle: handle.abort_handle(),
+                    executing,
+                },
+            );
         }
         metrics::gauge!(m::WORKER_BUSY_SLOTS).set(self.running.len() as f64);
     }
@@ -248,15 +271,30 @@ impl WorkerState {
 
 /// Run one attempt and commit its completion, retrying the commit while the task is still
 /// this attempt's and the cluster has no leader.
-async fn run_attempt(
-    job: Job,
+/// What one attempt needs besides its job.
+struct AttemptCtx {
     executor: Arc<dyn Executor>,
     proposer: Proposer,
     node: RaftNode,
     delay: Duration,
-    (results, inline_max): (edgerun_raft::ResultStore, usize),
+    results: edgerun_raft::ResultStore,
+    inline_max: usize,
     outbox: Outbox,
-) {
+    /// Cleared when the work has ended (see `Running::executing`).
+    executing: Arc<AtomicBool>,
+}
+
+async fn run_attempt(job: Job, ctx: AttemptCtx) {
+    let AttemptCtx {
+        executor,
+        proposer,
+        node,
+        delay,
+        results,
+        inline_max,
+        outbox,
+        executing,
+    } = ctx;
     let at = job.at;
     if job.status == TaskStatus::Scheduled {
         let p = proposer.clone();
@@ -286,6 +324,7 @@ async fn run_attempt(
             network: job.network,
         })
         .await;
+    executing.store(false, Ordering::SeqCst);
     // A result too big for the log stays here; the log records where it is.
     let outcome = match outcome {
         Outcome::Succeeded { result } if result.len() > inline_max => {
@@ -453,7 +492,7 @@ impl Actor for Worker {
             WorkerMsg::Finished(id, attempt) => {
                 // Only if it is still this attempt's entry (a stopped attempt's may be gone and
                 // a newer attempt of the same task running).
-                if state.running.get(&id).is_some_and(|(a, _)| *a == attempt) {
+                if state.running.get(&id).is_some_and(|r| r.attempt == attempt) {
                     state.running.remove(&id);
                     state.done.insert(id, attempt);
                 }

@@ -174,11 +174,14 @@ pub async fn run_node(
 
     let db_path = cfg.db_path();
     let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb)?;
-    let results = edgerun_raft::ResultStore::open(&db).map_err(anyhow::Error::msg)?;
-    let outbox = edgerun_raft::Outbox::open(&db).map_err(anyhow::Error::msg)?;
+    // Every durable write on this database flushes through one flusher (one flush at a time).
+    let flusher = edgerun_raft::Flusher::new(db.clone());
+    let results =
+        edgerun_raft::ResultStore::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
+    let outbox = edgerun_raft::Outbox::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
     tracing::info!(path = %db_path.display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
 
-    let node = edgerun_raft::start_raft(&cfg, &db).await?;
+    let node = edgerun_raft::start_raft(&cfg, &db, &flusher).await?;
     tracing::info!(id = node.id, "raft started");
 
     let (executor, containers) = match choose_executor(&cfg, kernels.clone()).await {

@@ -33,6 +33,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 pub mod faults;
+pub mod flush;
 pub mod log_store;
 pub mod network;
 pub mod results;
@@ -41,6 +42,7 @@ pub mod server;
 pub mod start;
 pub mod state_machine;
 
+pub use flush::Flusher;
 pub use log_store::LogStore;
 pub use results::{Outbox, ResultStore};
 pub use rpc::{AppRequest, AppResponse, Heartbeat, MembershipChange, Peers, RemoteError};

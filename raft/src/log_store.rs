@@ -20,7 +20,7 @@ const LAST_PURGED: &[u8] = b"last_purged";
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    flusher: crate::Flusher,
     log: sled::Tree,
     meta: sled::Tree,
 }
@@ -42,9 +42,9 @@ fn vote_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    pub fn new(db: &sled::Db) -> Result<LogStore, sled::Error> {
+    pub fn new(db: &sled::Db, flusher: crate::Flusher) -> Result<LogStore, sled::Error> {
         Ok(LogStore {
-            db: db.clone(),
+            flusher,
             log: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
         })
@@ -130,7 +130,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let bytes = edgerun_model::encode(vote).map_err(vote_err)?;
         self.meta.insert(VOTE, bytes).map_err(vote_err)?;
-        self.db.flush_async().await.map_err(vote_err)?;
+        self.flusher.flush().await.map_err(vote_err)?;
         Ok(())
     }
 
@@ -176,19 +176,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log.apply_batch(batch).map_err(write_err)?;
         // openraft counts the entries toward a quorum once the callback fires: flush first.
         // Completions must arrive in order, so the flush is awaited here rather than spawned.
-        let res = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
+        let res = self.flusher.flush().await.map_err(std::io::Error::other);
         callback.log_io_completed(res);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.remove_range(Bound::Included(key(log_id.index)), Bound::Unbounded)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        self.flusher.flush().await.map_err(write_err)?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use edgerun_model::TaskId;
 #[derive(Clone)]
 pub struct ResultStore {
     tree: sled::Tree,
+    flusher: crate::Flusher,
 }
 
 fn key(task: TaskId, attempt: u32) -> [u8; 12] {
@@ -21,9 +22,9 @@ fn key(task: TaskId, attempt: u32) -> [u8; 12] {
 }
 
 impl ResultStore {
-    pub fn open(db: &sled::Db) -> Result<ResultStore, String> {
+    pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<ResultStore, String> {
         db.open_tree("results")
-            .map(|tree| ResultStore { tree })
+            .map(|tree| ResultStore { tree, flusher })
             .map_err(|e| format!("opening the results tree: {e}"))
     }
 
@@ -32,10 +33,9 @@ impl ResultStore {
         self.tree
             .insert(key(task, attempt), result.as_bytes())
             .map_err(|e| format!("storing the result of task {task}: {e}"))?;
-        self.tree
-            .flush_async()
+        self.flusher
+            .flush()
             .await
-            .map(|_| ())
             .map_err(|e| format!("flushing the result of task {task}: {e}"))
     }
 
@@ -80,12 +80,13 @@ fn keys_of(tree: &sled::Tree) -> Vec<(TaskId, u32)> {
 #[derive(Clone)]
 pub struct Outbox {
     tree: sled::Tree,
+    flusher: crate::Flusher,
 }
 
 impl Outbox {
-    pub fn open(db: &sled::Db) -> Result<Outbox, String> {
+    pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<Outbox, String> {
         db.open_tree("outbox")
-            .map(|tree| Outbox { tree })
+            .map(|tree| Outbox { tree, flusher })
             .map_err(|e| format!("opening the outbox tree: {e}"))
     }
 
@@ -96,10 +97,9 @@ impl Outbox {
         self.tree
             .insert(key(a.task, a.attempt), bytes)
             .map_err(|e| format!("keeping the completion of task {}: {e}", a.task))?;
-        self.tree
-            .flush_async()
+        self.flusher
+            .flush()
             .await
-            .map(|_| ())
             .map_err(|e| format!("flushing the outbox: {e}"))
     }
 

@@ -125,8 +125,12 @@ pub fn initial_members(cfg: &NodeConfig) -> BTreeMap<NodeId, Member> {
 
 /// Start Raft on `db`. A fresh voter initializes the cluster with the initial members; a
 /// node that already has state never re-initializes.
-pub async fn start_raft(cfg: &NodeConfig, db: &sled::Db) -> Result<RaftNode, RaftStoreError> {
-    let log = LogStore::new(db).map_err(|e| RaftStoreError::Open {
+pub async fn start_raft(
+    cfg: &NodeConfig,
+    db: &sled::Db,
+    flusher: &crate::Flusher,
+) -> Result<RaftNode, RaftStoreError> {
+    let log = LogStore::new(db, flusher.clone()).map_err(|e| RaftStoreError::Open {
         path: cfg.db_path().display().to_string(),
         message: e.to_string(),
     })?;

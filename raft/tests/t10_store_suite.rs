@@ -12,7 +12,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let db = edgerun_raft::open_db(dir.path(), 16).unwrap_or_else(|e| panic!("open_db: {e}"));
-        let log = LogStore::new(&db).unwrap_or_else(|e| panic!("log store: {e}"));
+        let log = LogStore::new(&db, edgerun_raft::Flusher::new(db.clone()))
+            .unwrap_or_else(|e| panic!("log store: {e}"));
         let sm = StateMachineStore::open(&db)?;
         Ok((dir, log, sm))
     }
