@@ -59,6 +59,9 @@ make_root() {
 stage=target/image
 make_root "$stage/edgerun"
 add_with_libs "$stage/edgerun" "$bin" /usr/local/bin/edgerun
+# Line tables are for local debugging; the image keeps symbol names (backtraces still name
+# functions) and drops the DWARF: 103 MB -> 26 MB for the release binary.
+if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stage/edgerun/usr/local/bin/edgerun"; fi
 ln -sf /usr/local/bin/edgerun "$stage/edgerun/bin/edgerun"
 cat >"$stage/edgerun.Dockerfile" <<'DOCKERFILE'
 FROM scratch

@@ -40,6 +40,12 @@ pub enum ApiError {
         message: String,
         details: Value,
     },
+    /// No, expired or bad credentials.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    /// Authenticated, but the role is not enough.
+    #[error("{message}")]
+    Forbidden { message: String, need: &'static str },
     /// Admission control: over `limits.max_pending*`; nothing was stored.
     #[error("{message}")]
     TooMany {
@@ -66,7 +72,9 @@ impl ApiError {
             | ApiError::Conflict { code, .. }
             | ApiError::InvalidKernelInput { code, .. }
             | ApiError::Unavailable { code, .. }
-            | ApiError::TooMany { code, .. } => code,
+            | ApiError::TooMany { code, .. }
+            | ApiError::Unauthorized { code, .. } => code,
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::Internal(_) => "internal",
@@ -83,6 +91,7 @@ impl ApiError {
             ApiError::TooMany {
                 retry_after_secs, ..
             } => json!({ "retry_after_secs": retry_after_secs }),
+            ApiError::Forbidden { need, .. } => json!({ "needs_role": need }),
             _ => Value::Null,
         }
     }
@@ -167,6 +176,8 @@ impl ResponseError for ApiError {
             ApiError::InvalidKernelInput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -181,6 +192,9 @@ impl ResponseError for ApiError {
         } = self
         {
             b.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized { .. }) {
+            b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         if matches!(self, ApiError::Internal(_)) {
             tracing::error!(error = %self, "internal error");

@@ -11,12 +11,14 @@
 //! Failure policy: every bad request gets a 4xx in API.md's shape and changes nothing;
 //! writes that cannot reach a leader get 503 with Retry-After.
 
+pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod handlers;
 pub mod routes;
 pub mod server;
 
+pub use auth::Auth;
 pub use error::ApiError;
 pub use handlers::cluster::ClusterCtx;
 pub use handlers::debug::DebugCtx;

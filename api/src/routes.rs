@@ -20,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .route("/metrics", web::get().to(system::metrics))
         .service(
             web::scope("/v1")
+                .route("/auth/token", web::post().to(crate::auth::token))
                 .route("/tasks", web::post().to(tasks::submit))
                 .route("/tasks", web::get().to(tasks::list))
                 .route("/tasks/batch", web::post().to(tasks::submit_batch))

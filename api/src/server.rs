@@ -29,6 +29,7 @@ pub struct ApiParts {
     pub cluster: ClusterCtx,
     pub debug: DebugCtx,
     pub metrics: PrometheusHandle,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 pub enum ApiMsg {
@@ -57,7 +58,9 @@ fn build(parts: ApiParts) -> std::io::Result<actix_web::dev::Server> {
     let mut server = HttpServer::new(move || {
         let p = p.clone();
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::auth::authorize))
             .wrap(actix_web::middleware::from_fn(count_requests))
+            .app_data(web::Data::from(p.auth.clone()))
             .app_data(web::Data::new(p.tasks))
             .app_data(web::Data::new(p.cluster))
             .app_data(web::Data::new(p.debug))

@@ -146,9 +146,14 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthRole {
+    /// Everything, membership and debug switches included.
     Admin,
-    Submitter,
-    Reader,
+    /// Submit, cancel, requeue, jobs; and read.
+    #[serde(alias = "submitter")]
+    Operator,
+    /// Read only.
+    #[serde(alias = "reader")]
+    Viewer,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -163,8 +168,12 @@ pub struct ApiKey {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub enabled: bool,
+    /// HS256 key; created (32 random bytes, mode 0600) if missing.
     pub jwt_secret_file: PathBuf,
+    /// Each key file holds one API key (created with a random key, mode 0600, if missing).
     pub api_keys: Vec<ApiKey>,
+    /// Lifetime of an issued token, in seconds.
+    pub token_ttl_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -173,6 +182,7 @@ impl Default for AuthConfig {
             enabled: false,
             jwt_secret_file: PathBuf::from("./secret"),
             api_keys: Vec::new(),
+            token_ttl_secs: 3600,
         }
     }
 }
@@ -573,6 +583,13 @@ impl NodeConfig {
                 "scheduler.preemption_min_gap",
                 self.scheduler.preemption_min_gap,
                 "1 to 100",
+            ));
+        }
+        if !(1..=30 * 86_400).contains(&self.auth.token_ttl_secs) {
+            return Err(invalid(
+                "auth.token_ttl_secs",
+                self.auth.token_ttl_secs,
+                "1 to 2592000 (30 days)",
             ));
         }
         if self.retention.inline_result_max_bytes < 256 {

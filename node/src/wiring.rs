@@ -228,6 +228,21 @@ pub async fn run_node(
         forward_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
         kernel_delay: Duration::from_millis(cfg.debug.kernel_delay_ms),
     });
+    let auth = match edgerun_api::Auth::load(&cfg.auth) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            shutdown_raft(&node, &db).await;
+            return Err(anyhow::anyhow!("auth: {e}"));
+        }
+    };
+    if auth.enabled {
+        tracing::info!(
+            keys = cfg.auth.api_keys.len(),
+            "authentication on: every /v1 call needs a bearer token"
+        );
+    } else {
+        tracing::warn!("AUTHENTICATION IS OFF (auth.enabled = false): anyone who reaches this node's REST port can do everything; do not expose it");
+    }
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
     children.push(Arc::new(ApiSpec::new(ApiParts {
         listen: cfg.api.listen,
@@ -255,6 +270,7 @@ pub async fn run_node(
             supervisor: supervisor_slot.clone(),
         },
         metrics,
+        auth,
     })));
     if cfg.debug.kernel_delay_ms > 0 {
         tracing::warn!(

@@ -32,9 +32,7 @@ pub struct TasksCtx {
 /// Who sent a request, for per-submitter limits: the client's IP address (the token's subject
 /// once authentication is on).
 pub fn submitter(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    crate::auth::subject(req)
 }
 
 impl TasksCtx {

@@ -259,6 +259,36 @@ impl Node {
         })
     }
 
+    /// The body of a GET as text (e.g. /metrics).
+    pub fn must_get_text(&self, path: &str) -> String {
+        let r = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        r.into_string()
+            .unwrap_or_else(|e| panic!("GET {path}: reading the body: {e}"))
+    }
+
+    /// Any call, with an optional bearer token and JSON body.
+    pub fn must_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut r = self.agent.request(method, &format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => r.send_json(b),
+            None => r.call(),
+        };
+        Self::answer(res).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     pub fn try_get(&self, path: &str) -> Result<Answer, String> {
         Self::answer(self.agent.get(&format!("{}{path}", self.url)).call())
     }
