@@ -19,3 +19,4 @@ pub const JOB_FIRES: &str = "edgerun_job_fires_total";
 pub const TASKS_COLLECTED: &str = "edgerun_tasks_collected_total";
 pub const TASKS_STOPPED: &str = "edgerun_worker_tasks_stopped_total";
 pub const WORKER_OUTBOX: &str = "edgerun_worker_outbox";
+pub const HTTP_RATE_LIMITED: &str = "edgerun_http_rate_limited_total";

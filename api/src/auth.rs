@@ -277,7 +277,16 @@ pub async fn authorize<B: actix_web::body::MessageBody + 'static>(
                 .await
                 .map(ServiceResponse::map_into_left_body)
         }
-        Err(e) => Ok(req.error_response(e).map_into_right_body()),
+        Err(e) => {
+            // A refused write is audited too (reads are not audited).
+            if let Some(g) = req.app_data::<web::Data<crate::guard::Guard>>() {
+                if req.method() != Method::GET && req.method() != Method::HEAD {
+                    let status = actix_web::ResponseError::status_code(&e).as_u16();
+                    g.audit_refused(&req, e.code(), status);
+                }
+            }
+            Ok(req.error_response(e).map_into_right_body())
+        }
     }
 }
 

@@ -14,12 +14,14 @@
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod guard;
 pub mod handlers;
 pub mod routes;
 pub mod server;
 
 pub use auth::Auth;
 pub use error::ApiError;
+pub use guard::Guard;
 pub use handlers::cluster::ClusterCtx;
 pub use handlers::debug::DebugCtx;
 pub use handlers::tasks::TasksCtx;

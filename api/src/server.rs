@@ -30,6 +30,7 @@ pub struct ApiParts {
     pub debug: DebugCtx,
     pub metrics: PrometheusHandle,
     pub auth: Arc<crate::auth::Auth>,
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 pub enum ApiMsg {
@@ -58,9 +59,11 @@ fn build(parts: ApiParts) -> std::io::Result<actix_web::dev::Server> {
     let mut server = HttpServer::new(move || {
         let p = p.clone();
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::guard::guard))
             .wrap(actix_web::middleware::from_fn(crate::auth::authorize))
             .wrap(actix_web::middleware::from_fn(count_requests))
             .app_data(web::Data::from(p.auth.clone()))
+            .app_data(web::Data::from(p.guard.clone()))
             .app_data(web::Data::new(p.tasks))
             .app_data(web::Data::new(p.cluster))
             .app_data(web::Data::new(p.debug))

@@ -53,14 +53,19 @@ import json, subprocess, sys, time, urllib.request
 api, edge_a, uplink = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def call(method, path, body=None):
-    req = urllib.request.Request(api + path, method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+    for _ in range(100):
+        req = urllib.request.Request(api + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            if e.code == 429:  # the node's rate limit: wait as told
+                time.sleep(float(e.headers.get("Retry-After", "1")))
+                continue
+            return e.code, json.load(e)
+    sys.exit(f"edge: {method} {path} rate-limited 100 times")
 
 def wait(what, probe, timeout=90):
     deadline, last = time.time() + timeout, None

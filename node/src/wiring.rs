@@ -243,6 +243,24 @@ pub async fn run_node(
     } else {
         tracing::warn!("AUTHENTICATION IS OFF (auth.enabled = false): anyone who reaches this node's REST port can do everything; do not expose it");
     }
+    let guard = match edgerun_api::Guard::new(
+        cfg.limits.requests_per_second,
+        cfg.limits.burst,
+        cfg.node.id,
+        cfg.node.data_dir.join("audit.log"),
+    ) {
+        Ok(g) => Arc::new(g),
+        Err(e) => {
+            shutdown_raft(&node, &db).await;
+            return Err(anyhow::anyhow!("api: {e}"));
+        }
+    };
+    tracing::info!(
+        path = %guard.audit_path().display(),
+        rate = cfg.limits.requests_per_second,
+        burst = cfg.limits.burst,
+        "audit log and rate limits ready"
+    );
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
     children.push(Arc::new(ApiSpec::new(ApiParts {
         listen: cfg.api.listen,
@@ -271,6 +289,7 @@ pub async fn run_node(
         },
         metrics,
         auth,
+        guard,
     })));
     if cfg.debug.kernel_delay_ms > 0 {
         tracing::warn!(

@@ -114,6 +114,14 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
     );
     assert_eq!(a.status, 201, "{}", a.body);
     let id = a.body["id"].as_u64().unwrap_or(0);
+    // One that stays pending (no edge node here), to cancel.
+    let a = node.must_call(
+        "POST",
+        "/v1/tasks",
+        Some(&operator),
+        Some(&json!({ "kernel": "stats", "input": { "values": [1] }, "constraints": { "tier": "edge" } })),
+    );
+    let stuck = a.body["id"].as_u64().unwrap_or(0);
     let task = json!({ "kernel": "stats", "input": { "values": [1, 2] } });
     let job = json!({ "name": "j", "schedule": "0 0 0 1 1 *", "task": task });
 
@@ -151,7 +159,7 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
         ("DELETE", "/v1/jobs/1".into(), None, "operator", 200),
         (
             "POST",
-            format!("/v1/tasks/{id}/cancel"),
+            format!("/v1/tasks/{stuck}/cancel"),
             Some(json!({})),
             "operator",
             200,
@@ -224,7 +232,40 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
             "{path}"
         );
     }
-    // No key, secret or token in the log or the metrics.
+    // Writes are audited, reads are not; refused writes too.
+    let audit = std::fs::read_to_string(dir.path().join("data").join("audit.log"))
+        .unwrap_or_else(|e| panic!("audit log: {e}"));
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["action"] == "POST /v1/tasks"
+            && l["role"] == "operator"
+            && l["outcome"] == "ok"
+            && l["status"] == 201
+            && l["subject"].as_str().is_some_and(|s| s.starts_with("key:"))),
+        "no audited submission: {audit}"
+    );
+    assert!(
+        lines.iter().any(|l| l["action"] == "POST /v1/tasks"
+            && l["outcome"] == "denied"
+            && l["reason"] == "missing_token"),
+        "no audited refusal: {audit}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "POST /v1/auth/token" && l["status"] == 200),
+        "token issues are audited: {audit}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["action"].as_str().is_some_and(|a| !a.starts_with("GET "))),
+        "reads are not audited"
+    );
+    // No key, secret or token in the log, the audit log or the metrics.
     let log = node.log();
     let metrics = node.must_get_text("/metrics");
     for s in KEYS
@@ -233,6 +274,7 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
         .chain([secret.trim().to_string(), admin.clone()])
     {
         assert!(!log.contains(&s), "a secret is in the node's log");
+        assert!(!audit.contains(&s), "a secret is in the audit log");
         assert!(!metrics.contains(&s), "a secret is in /metrics");
     }
 }
@@ -256,4 +298,48 @@ fn with_auth_off_everything_is_open_and_the_node_says_so() {
         Some(&json!({ "api_key": "x" })),
     );
     assert_eq!(t.body["error"]["code"], "auth_disabled", "{}", t.body);
+}
+
+#[test]
+fn requests_over_the_rate_limit_get_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::must_start(
+        dir.path(),
+        &["limits.requests_per_second=5", "limits.burst=5"],
+    );
+    let answers: Vec<Answer> = (0..30)
+        .map(|_| node.must_call("GET", "/v1/kernels", None, None))
+        .collect();
+    let limited: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    assert!(
+        !limited.is_empty(),
+        "30 quick calls at 5/s (burst 5) were all served"
+    );
+    assert!(
+        answers.iter().take(5).all(|a| a.status == 200),
+        "the burst is served"
+    );
+    for a in &limited {
+        assert_eq!(a.body["error"]["code"], "rate_limited", "{}", a.body);
+        let wait: u64 = a
+            .retry_after
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        assert!(wait >= 1, "Retry-After {:?}", a.retry_after);
+    }
+    // Health and metrics are never limited; the bucket refills.
+    assert_eq!(node.must_call("GET", "/healthz", None, None).status, 200);
+    wait_until(
+        "the bucket to refill",
+        std::time::Duration::from_secs(10),
+        || {
+            let a = node.must_call("GET", "/v1/kernels", None, None);
+            if a.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("HTTP {}", a.status))
+            }
+        },
+    );
 }

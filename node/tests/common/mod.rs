@@ -99,6 +99,11 @@ impl Node {
             format!("127.0.0.1:{port}"),
             "--set".into(),
             format!("cluster.listen=\"127.0.0.1:{rpc}\""),
+            // Tests hammer one node from one address; the limit has its own test.
+            "--set".into(),
+            "limits.requests_per_second=1000000".into(),
+            "--set".into(),
+            "limits.burst=1000000".into(),
         ];
         for s in sets {
             args.push("--set".into());
