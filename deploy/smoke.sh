@@ -43,17 +43,27 @@ wait_ready() {
   done
 }
 
+# login: the admin key from the shared secrets volume, traded for a token (auth is on).
+login() {
+  local key
+  key=$(docker exec "$(dc ps -q node1)" cat /secrets/admin.key)
+  TOKEN=$(curl -sf -XPOST http://127.0.0.1:7101/v1/auth/token -H 'Content-Type: application/json' \
+    -d "{\"api_key\":\"$key\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  export TOKEN
+}
+
 # submit PORT N OFFSET: N stats tasks in one batch through one node; prints the ids.
 submit() {
   local port=$1 n=$2 off=$3
   python3 - "$port" "$n" "$off" <<'PY'
-import json, sys, urllib.request
+import json, os, sys, urllib.request
 port, n, off = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 tasks = [{"kernel": "stats", "input": {"values": [off + i, off + i + 1, off + i + 2]},
           "idempotency_key": f"smoke-{off + i}"} for i in range(n)]
 req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/tasks/batch",
                              data=json.dumps({"tasks": tasks}).encode(),
-                             headers={"Content-Type": "application/json"})
+                             headers={"Content-Type": "application/json",
+                                      "Authorization": "Bearer " + os.environ["TOKEN"]})
 ids = json.load(urllib.request.urlopen(req, timeout=60))["ids"]
 assert len(ids) == n, ids
 print(" ".join(f"{i}:{off + k}" for k, i in enumerate(ids)))
@@ -64,16 +74,17 @@ PY
 check() {
   local port=$1; shift
   python3 - "$port" "$@" <<'PY'
-import json, sys, time, urllib.request
+import json, os, sys, time, urllib.request
 port = int(sys.argv[1])
+auth = {"Authorization": "Bearer " + os.environ["TOKEN"]}
 pairs = [a.split(":") for a in sys.argv[2:]]
 bad, nodes = [], {}
 for tid, base in pairs:
     deadline = time.time() + 120
     while True:
         try:
-            t = json.load(urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/v1/tasks/{tid}/wait?timeout=10s", timeout=30))
+            t = json.load(urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/tasks/{tid}/wait?timeout=10s", headers=auth), timeout=30))
         except Exception as e:
             t = {"status": f"error {e}"}
         if t.get("status") in ("succeeded", "failed", "timed_out", "cancelled"):
@@ -96,8 +107,10 @@ t0=$(now_ms)
 dc up -d
 wait_ready "${ports[@]}"
 echo "smoke: cluster ready $(( $(now_ms) - t0 )) ms after 'up -d'"
-curl -s http://127.0.0.1:7101/v1/cluster; echo
-curl -s "http://127.0.0.1:7101/v1/tasks?limit=1" >/dev/null
+code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:7101/v1/cluster)
+[ "$code" = 401 ] || { echo "smoke: /v1/cluster without a token answered $code, not 401" >&2; exit 1; }
+login
+curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:7101/v1/cluster; echo
 
 all=()
 for k in 0 1 2; do
@@ -105,7 +118,7 @@ for k in 0 1 2; do
   all+=("${got[@]}")
 done
 check 7101 "${all[@]}"
-iso=$(curl -s "http://127.0.0.1:7101/v1/tasks/${all[0]%%:*}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["isolation"])')
+iso=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:7101/v1/tasks/${all[0]%%:*}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["isolation"])')
 echo "smoke: tasks ran with isolation $iso"
 
 echo "smoke: killing node3's container"

@@ -357,7 +357,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
     };
     // Kept on disk until the cluster answers: a node cut off from the leader (or restarted
     // while cut off) delivers it when the link returns.
-    if let Err(e) = outbox.put(&completion).await {
+    if let Err(e) = outbox.put(&completion) {
         tracing::warn!(task = at.task, error = %e, "could not keep the completion in the outbox");
     }
     deliver(completion, proposer, node, outbox).await;
@@ -485,6 +485,10 @@ impl Actor for Worker {
         match msg {
             WorkerMsg::Changed => state.scan(&myself),
             WorkerMsg::Tick => {
+                if let Err(e) = state.args.outbox.flush_if_dirty().await {
+                    tracing::warn!(error = %e, "flushing the outbox failed; will retry");
+                }
+                // Counted after the flush: what the gauge shows is on disk.
                 metrics::gauge!(m::WORKER_OUTBOX).set(state.args.outbox.len() as f64);
                 state.sweep_results();
                 state.scan(&myself);

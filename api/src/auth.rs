@@ -110,16 +110,30 @@ fn read_or_create(
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("{what} {}: {e}", path.display()))?;
             }
+            // Written whole to a temporary file, then linked into place: nodes sharing the
+            // file that start together either create it or read the complete one.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(true)
                 .mode_0600()
-                .open(path)
-                .map_err(|e| format!("creating {what} {}: {e}", path.display()))?;
+                .open(&tmp)
+                .map_err(|e| format!("creating {what} {}: {e}", tmp.display()))?;
             f.write_all(&bytes)
-                .map_err(|e| format!("writing {what} {}: {e}", path.display()))?;
-            tracing::warn!(path = %path.display(), "created {what} (mode 0600)");
-            Ok(bytes)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("writing {what} {}: {e}", tmp.display()))?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "created {what} (mode 0600)");
+                    Ok(bytes)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path)
+                    .map_err(|e| format!("reading {what} {}: {e}", path.display())),
+                Err(e) => Err(format!("creating {what} {}: {e}", path.display())),
+            }
         }
         Err(e) => Err(format!("reading {what} {}: {e}", path.display())),
     }
@@ -143,21 +157,44 @@ fn now_secs() -> u64 {
 }
 
 impl Auth {
-    /// Everything from `[auth]`: the secret and the keys (created if missing).
-    pub fn load(cfg: &AuthConfig) -> Result<Auth, String> {
-        let secret = read_or_create(&cfg.jwt_secret_file, "the JWT secret", || {
+    /// Everything from `[auth]`: the secret and the keys (created if missing); the defaults
+    /// live in `data_dir`.
+    pub fn load(cfg: &AuthConfig, data_dir: &Path) -> Result<Auth, String> {
+        let secret_file = if cfg.jwt_secret_file.as_os_str().is_empty() {
+            data_dir.join("jwt.secret")
+        } else {
+            cfg.jwt_secret_file.clone()
+        };
+        let default_keys = [edgerun_config::ApiKey {
+            key_file: data_dir.join("admin.key"),
+            role: AuthRole::Admin,
+        }];
+        let api_keys: &[edgerun_config::ApiKey] = if cfg.api_keys.is_empty() {
+            &default_keys
+        } else {
+            &cfg.api_keys
+        };
+        if !cfg.enabled {
+            return Ok(Auth {
+                enabled: false,
+                secret: Vec::new(),
+                keys: Vec::new(),
+                ttl_secs: cfg.token_ttl_secs,
+            });
+        }
+        let secret = read_or_create(&secret_file, "the JWT secret", || {
             random_bytes(32).map(|b| hex(&b).into_bytes())
         })?;
         let secret: Vec<u8> = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
         if secret.len() < 16 {
             return Err(format!(
                 "auth.jwt_secret_file {}: the secret is {} bytes; at least 16 are needed",
-                cfg.jwt_secret_file.display(),
+                secret_file.display(),
                 secret.len()
             ));
         }
         let mut keys = Vec::new();
-        for (i, k) in cfg.api_keys.iter().enumerate() {
+        for (i, k) in api_keys.iter().enumerate() {
             let raw = read_or_create(&k.key_file, "an API key", || {
                 random_bytes(24).map(|b| format!("er_{}", hex(&b)).into_bytes())
             })?;
@@ -174,6 +211,9 @@ impl Auth {
                 hash,
                 role: k.role.into(),
             });
+        }
+        for k in api_keys {
+            tracing::info!(role = ?k.role, key_file = %k.key_file.display(), "API key (trade it for a token at POST /v1/auth/token)");
         }
         Ok(Auth {
             enabled: cfg.enabled,

@@ -27,7 +27,12 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the environment variables read as configuration.
 pub const ENV_PREFIX: &str = "EDGERUN_";
 /// Environment variables with the prefix that are not configuration keys.
-const ENV_NOT_KEYS: &[&str] = &["EDGERUN_LOG", "EDGERUN_URL", "EDGERUN_TOKEN"];
+const ENV_NOT_KEYS: &[&str] = &[
+    "EDGERUN_LOG",
+    "EDGERUN_URL",
+    "EDGERUN_TOKEN",
+    "EDGERUN_API_KEY",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -167,10 +172,14 @@ pub struct ApiKey {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// On by default: every /v1 call needs a bearer token.
     pub enabled: bool,
-    /// HS256 key; created (32 random bytes, mode 0600) if missing.
+    /// HS256 key; created (random, mode 0600) if missing. Empty = `<data_dir>/jwt.secret`.
+    /// Every node of a cluster must use the same secret (a token from one node is checked by
+    /// any other), so point them at one shared file.
     pub jwt_secret_file: PathBuf,
     /// Each key file holds one API key (created with a random key, mode 0600, if missing).
+    /// Empty = one admin key in `<data_dir>/admin.key`.
     pub api_keys: Vec<ApiKey>,
     /// Lifetime of an issued token, in seconds.
     pub token_ttl_secs: u64,
@@ -179,8 +188,8 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            enabled: false,
-            jwt_secret_file: PathBuf::from("./secret"),
+            enabled: true,
+            jwt_secret_file: PathBuf::new(),
             api_keys: Vec::new(),
             token_ttl_secs: 3600,
         }

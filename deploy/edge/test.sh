@@ -36,9 +36,14 @@ until curl -sf "$api/readyz" >/dev/null && curl -sf http://127.0.0.1:7102/readyz
   [ "$(date +%s)" -lt "$deadline" ] || { echo "edge: cloud not ready" >&2; dc logs --tail 30 >&2; exit 1; }
   sleep 0.2
 done
+key=$(docker exec "$(dc ps -q cloud1)" cat /secrets/admin.key)
+TOKEN=$(curl -sf -XPOST "$api/v1/auth/token" -H 'Content-Type: application/json' \
+  -d "{\"api_key\":\"$key\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+export TOKEN
 for spec in '11 edge-a1' '21 edge-b1'; do
   set -- $spec
   curl -sf -XPOST "$api/v1/cluster/learners" -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $TOKEN" \
     -d "{\"id\":$1,\"rpc\":\"$2:7201\",\"api\":\"$2:7101\"}" >/dev/null
 done
 deadline=$(( $(date +%s) + 60 ))
@@ -49,14 +54,15 @@ done
 echo "edge: cloud and both sites ready"
 
 python3 - "$api" "$(dc ps -q edge-a1)" "${project}_uplink-a" <<'PY'
-import json, subprocess, sys, time, urllib.request
+import json, os, subprocess, sys, time, urllib.request
 api, edge_a, uplink = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def call(method, path, body=None):
     for _ in range(100):
         req = urllib.request.Request(api + path, method=method,
                                      data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": "Bearer " + os.environ["TOKEN"]})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, json.load(r)

@@ -150,6 +150,18 @@ pub struct Conn {
         global = true
     )]
     pub url: String,
+    /// A bearer token (from POST /v1/auth/token).
+    #[arg(long, env = "EDGERUN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// An API key, traded for a token on the first call.
+    #[arg(long, env = "EDGERUN_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+impl Conn {
+    pub fn client(&self) -> Client {
+        Client::with_credentials(&self.url, self.token.clone(), self.api_key.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -306,9 +318,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
-        Cmd::Kernels { conn } => Client::new(&conn.url).print_get("/v1/kernels"),
+        Cmd::Kernels { conn } => conn.client().print_get("/v1/kernels"),
         Cmd::Cluster { conn, cmd } => {
-            let c = Client::new(&conn.url);
+            let c = conn.client();
             match cmd {
                 ClusterCmd::Status => c.print_get("/v1/cluster"),
                 ClusterCmd::AddLearner { id, rpc, api } => Client::print(&c.post(
@@ -325,7 +337,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Task { conn, cmd } => {
-            let c = Client::new(&conn.url);
+            let c = conn.client();
             match cmd {
                 TaskCmd::Submit {
                     kernel,

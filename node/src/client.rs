@@ -8,16 +8,48 @@ use serde_json::Value;
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// A bearer token, given or obtained from the API key on first use.
+    token: std::cell::RefCell<Option<String>>,
+    api_key: Option<String>,
 }
 
 impl Client {
     pub fn new(url: &str) -> Client {
+        Client::with_credentials(url, None, None)
+    }
+
+    /// A client that sends `token`, or trades `api_key` for one when it needs it.
+    pub fn with_credentials(url: &str, token: Option<String>, api_key: Option<String>) -> Client {
         Client {
             base: url.trim_end_matches('/').to_string(),
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(330))
                 .build(),
+            token: std::cell::RefCell::new(token.filter(|t| !t.is_empty())),
+            api_key: api_key.filter(|k| !k.is_empty()),
         }
+    }
+
+    /// The request with the Authorization header, when there are credentials.
+    fn authed(&self, r: ureq::Request) -> anyhow::Result<ureq::Request> {
+        if self.token.borrow().is_none() {
+            if let Some(key) = &self.api_key {
+                let v = self.answer(
+                    self.agent
+                        .post(&format!("{}/v1/auth/token", self.base))
+                        .send_json(serde_json::json!({ "api_key": key })),
+                    "POST /v1/auth/token",
+                )?;
+                let t = v["token"]
+                    .as_str()
+                    .context("no token in the answer to POST /v1/auth/token")?;
+                *self.token.borrow_mut() = Some(t.to_string());
+            }
+        }
+        Ok(match self.token.borrow().as_deref() {
+            Some(t) => r.set("Authorization", &format!("Bearer {t}")),
+            None => r,
+        })
     }
 
     fn answer(
@@ -51,7 +83,8 @@ impl Client {
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
         let what = format!("GET {path}");
         self.answer(
-            self.agent.get(&format!("{}{path}", self.base)).call(),
+            self.authed(self.agent.get(&format!("{}{path}", self.base)))?
+                .call(),
             &what,
         )
     }
@@ -59,8 +92,7 @@ impl Client {
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let what = format!("POST {path}");
         self.answer(
-            self.agent
-                .post(&format!("{}{path}", self.base))
+            self.authed(self.agent.post(&format!("{}{path}", self.base)))?
                 .send_json(body),
             &what,
         )
@@ -69,7 +101,8 @@ impl Client {
     pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
         let what = format!("DELETE {path}");
         self.answer(
-            self.agent.delete(&format!("{}{path}", self.base)).call(),
+            self.authed(self.agent.delete(&format!("{}{path}", self.base)))?
+                .call(),
             &what,
         )
     }

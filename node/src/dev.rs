@@ -47,6 +47,18 @@ fn overrides(dir: &Path, me: &NodePorts, all: &[NodePorts]) -> Vec<(String, Stri
             "cluster.listen".into(),
             toml_string(&format!("127.0.0.1:{}", me.rpc)),
         ),
+        // One secret and one admin key for the whole cluster (a token works on every node).
+        (
+            "auth.jwt_secret_file".into(),
+            toml_string(&dir.join("jwt.secret").display().to_string()),
+        ),
+        (
+            "auth.api_keys".into(),
+            format!(
+                "[{{ key_file = {}, role = \"admin\" }}]",
+                toml_string(&dir.join("admin.key").display().to_string())
+            ),
+        ),
     ];
     if all.len() > 1 {
         let peers: Vec<String> = all
@@ -103,8 +115,12 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
     }
     let demo = !a.no_demo;
     let show_urls = urls.clone();
+    let key_file = cfgs
+        .first()
+        .filter(|c| c.auth.enabled)
+        .map(|_| dir.join("admin.key"));
     std::thread::spawn(move || {
-        if let Err(e) = show(&show_urls, demo) {
+        if let Err(e) = show(&show_urls, demo, key_file) {
             eprintln!("edgerun dev: {e:#}");
         }
     });
@@ -187,7 +203,7 @@ fn run_children(dir: &Path, all: &[NodePorts]) -> anyhow::Result<()> {
 }
 
 /// Wait until every node is ready, print how to use the cluster, and run a demo.
-fn show(urls: &[String], demo: bool) -> anyhow::Result<()> {
+fn show(urls: &[String], demo: bool, key_file: Option<PathBuf>) -> anyhow::Result<()> {
     let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     for (c, url) in clients.iter().zip(urls) {
@@ -201,6 +217,20 @@ fn show(urls: &[String], demo: bool) -> anyhow::Result<()> {
             }
         }
     }
+    // With auth on (the default) every call needs a token: use the admin key.
+    let key = match &key_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the admin key {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let clients: Vec<Client> = urls
+        .iter()
+        .map(|u| Client::with_credentials(u, None, key.clone()))
+        .collect();
     let cluster = clients[0].get("/v1/cluster")?;
     println!(
         "\nedgerun is up: {} node(s), leader node {}  (Ctrl-C stops it)",
@@ -211,9 +241,25 @@ fn show(urls: &[String], demo: bool) -> anyhow::Result<()> {
         println!("  {u}");
     }
     let url = &urls[0];
-    println!("\n  submit:  curl -s -XPOST {url}/v1/tasks -d '{{\"kernel\":\"stats\",\"input\":{{\"values\":[3,1,4,1,5,9,2,6]}}}}'");
-    println!("  wait:    curl -s '{url}/v1/tasks/1/wait?timeout=10s'");
-    println!("  or:      edgerun task submit --url {url} --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait\n");
+    let auth = match (&key, &key_file) {
+        (Some(k), Some(f)) => {
+            println!("\n  admin API key: {k}   (in {})", f.display());
+            println!("  token:   TOKEN=$(curl -s -XPOST {url}/v1/auth/token -d \"{{\\\"api_key\\\":\\\"$(cat {})\\\"}}\" | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')", f.display());
+            " -H \"Authorization: Bearer $TOKEN\""
+        }
+        _ => "",
+    };
+    println!("\n  submit:  curl -s{auth} -XPOST {url}/v1/tasks -d '{{\"kernel\":\"stats\",\"input\":{{\"values\":[3,1,4,1,5,9,2,6]}}}}'");
+    println!("  wait:    curl -s{auth} '{url}/v1/tasks/1/wait?timeout=10s'");
+    let key_env = if key.is_some() {
+        match &key_file {
+            Some(f) => format!("EDGERUN_API_KEY=$(cat {}) ", f.display()),
+            None => String::new(),
+        }
+    } else {
+        String::new()
+    };
+    println!("  or:      {key_env}edgerun task submit --url {url} --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait\n");
     if demo {
         let n = 2 * clients.len();
         let mut ids = Vec::new();

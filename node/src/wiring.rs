@@ -228,7 +228,7 @@ pub async fn run_node(
         forward_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
         kernel_delay: Duration::from_millis(cfg.debug.kernel_delay_ms),
     });
-    let auth = match edgerun_api::Auth::load(&cfg.auth) {
+    let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {
         Ok(a) => Arc::new(a),
         Err(e) => {
             shutdown_raft(&node, &db).await;

@@ -81,26 +81,45 @@ fn keys_of(tree: &sled::Tree) -> Vec<(TaskId, u32)> {
 pub struct Outbox {
     tree: sled::Tree,
     flusher: crate::Flusher,
+    /// Entries written since the last flush.
+    dirty: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Outbox {
     pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<Outbox, String> {
         db.open_tree("outbox")
-            .map(|tree| Outbox { tree, flusher })
+            .map(|tree| Outbox {
+                tree,
+                flusher,
+                dirty: Default::default(),
+            })
             .map_err(|e| format!("opening the outbox tree: {e}"))
     }
 
-    /// Keep `c` until it is delivered (flushed before returning).
-    pub async fn put(&self, c: &edgerun_model::Completion) -> Result<(), String> {
+    /// Keep `c` until it is delivered. Made durable by the next [`Outbox::flush_if_dirty`]
+    /// (the Worker calls it every tick) or any Raft flush, whichever comes first: flushing
+    /// per completion added an fsync per finished task and slowed Raft's own appends. A
+    /// completion lost in a crash before that flush is not a lost result: the attempt is still
+    /// this node's in the log, so the restarted Worker runs it again.
+    pub fn put(&self, c: &edgerun_model::Completion) -> Result<(), String> {
         let a = c.attempt;
         let bytes = edgerun_model::encode(c).map_err(|e| e.to_string())?;
         self.tree
             .insert(key(a.task, a.attempt), bytes)
             .map_err(|e| format!("keeping the completion of task {}: {e}", a.task))?;
-        self.flusher
-            .flush()
-            .await
-            .map_err(|e| format!("flushing the outbox: {e}"))
+        self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Flush when something was kept since the last flush.
+    pub async fn flush_if_dirty(&self) -> Result<(), String> {
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.flusher.flush().await.map_err(|e| {
+            self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+            format!("flushing the outbox: {e}")
+        })
     }
 
     pub fn remove(&self, task: TaskId, attempt: u32) {

@@ -100,6 +100,9 @@ impl Node {
             "--set".into(),
             format!("cluster.listen=\"127.0.0.1:{rpc}\""),
             // Tests hammer one node from one address; the limit has its own test.
+            // Authentication has its own tests (t85); the others talk to the node directly.
+            "--set".into(),
+            "auth.enabled=false".into(),
             "--set".into(),
             "limits.requests_per_second=1000000".into(),
             "--set".into(),
