@@ -466,7 +466,16 @@ impl Provider for Layer {
 }
 
 fn layer(name: String, key: &str, raw: &str) -> Layer {
-    let value: Value = raw.parse().unwrap_or_else(|never| match never {});
+    // A TOML value (number, string, array, inline table), else the text as a plain string.
+    // Not figment's own `Value::from_str`: it panics on some escapes in quoted strings
+    // (found by the fuzz test raft/tests/t90_fuzz.rs with `"ে\ "`).
+    let value: Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .and_then(|v| Value::serialize(v).ok())
+            .unwrap_or_else(|| Value::from(raw.to_string())),
+        Err(_) => Value::from(raw.to_string()),
+    };
     Layer {
         name,
         dict: match figment::util::nest(key, value) {
