@@ -153,6 +153,22 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         "1,".repeat(70_000)
     );
     assert_error(&raw(big.as_bytes()), 413, "payload_too_large");
+    // JSON nested far deeper than any schema: refused by the parser's depth limit, no crash
+    // (in the body itself and inside a kernel's input)
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    assert_error(&raw(deep.as_bytes()), 400, "invalid_json");
+    let deep_input = format!(
+        "{{\"kernel\":\"stats\",\"input\":{{\"values\":{}{}}}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let a = raw(deep_input.as_bytes());
+    assert!(
+        a.status == 400 || a.status == 422,
+        "deeply nested kernel input: HTTP {} {}",
+        a.status,
+        a.body
+    );
     // unknown and malformed ids, bad query parameters, unknown routes
     assert_error(&node.must_get("/v1/tasks/999999"), 404, "not_found");
     assert_error(&node.must_get("/v1/tasks/abc"), 400, "invalid_id");
