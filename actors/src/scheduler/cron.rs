@@ -49,13 +49,24 @@ pub fn next_slot(schedule: &cron::Schedule, tz: chrono_tz::Tz, after_ms: u64) ->
 /// (at most `max`, oldest first).
 pub fn decide(job: &Job, now_ms: u64, max: usize) -> Result<Vec<SlotDecision>, String> {
     let (schedule, tz) = parse(&job.spec.schedule, &job.spec.timezone)?;
+    Ok(decide_parsed(job, &schedule, tz, now_ms, max))
+}
+
+/// [`decide`] with the job's schedule already parsed (the leader keeps them parsed).
+pub fn decide_parsed(
+    job: &Job,
+    schedule: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    now_ms: u64,
+    max: usize,
+) -> Vec<SlotDecision> {
     let from = job.last_slot_ms.unwrap_or(job.created_at_ms);
     // Slots older than the deadline are never fired: start there.
     let from = from.max(now_ms.saturating_sub(job.spec.misfire_deadline_ms.max(ON_TIME_MS) + 1));
     let mut slots = Vec::new();
     let mut cursor = from;
     while slots.len() < max {
-        match next_slot(&schedule, tz, cursor) {
+        match next_slot(schedule, tz, cursor) {
             Some(s) if s <= now_ms && s > cursor => {
                 slots.push(s);
                 cursor = s;
@@ -65,7 +76,7 @@ pub fn decide(job: &Job, now_ms: u64, max: usize) -> Result<Vec<SlotDecision>, S
     }
     let missed = |s: u64| now_ms.saturating_sub(s) > ON_TIME_MS;
     let last_missed = slots.iter().copied().filter(|s| missed(*s)).max();
-    Ok(slots
+    slots
         .into_iter()
         .map(|s| {
             let skip = if !missed(s) {
@@ -80,7 +91,7 @@ pub fn decide(job: &Job, now_ms: u64, max: usize) -> Result<Vec<SlotDecision>, S
             };
             SlotDecision { slot_ms: s, skip }
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -126,6 +126,8 @@ pub struct SchedulerState {
     evicting: HashSet<TaskId>,
     /// Jobs with a Fire in flight.
     firing: HashSet<JobId>,
+    /// Each job's schedule, parsed once (a job's spec never changes), or why it cannot be.
+    schedules: HashMap<JobId, Option<(::cron::Schedule, chrono_tz::Tz)>>,
     /// When retention last ran, and whether its Collect is in flight.
     last_collect: Option<Instant>,
     collecting: bool,
@@ -354,17 +356,23 @@ impl SchedulerState {
         }
         let now = now_ms();
         let firing = &self.firing;
+        let schedules = &mut self.schedules;
         let due: Vec<(JobId, Vec<edgerun_model::SlotDecision>)> = self.node.view.read(|s| {
+            schedules.retain(|id, _| s.jobs.contains_key(id));
             s.jobs
                 .values()
                 .filter(|j| !firing.contains(&j.id))
-                .filter_map(|j| match cron::decide(j, now, 1000) {
-                    Ok(d) if !d.is_empty() => Some((j.id, d)),
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::warn!(job = j.id, error = %e, "a job's schedule cannot be read");
-                        None
-                    }
+                .filter_map(|j| {
+                    let parsed = schedules.entry(j.id).or_insert_with(|| {
+                        cron::parse(&j.spec.schedule, &j.spec.timezone)
+                            .map_err(|e| {
+                                tracing::warn!(job = j.id, error = %e, "a job's schedule cannot be read; it never fires")
+                            })
+                            .ok()
+                    });
+                    let (schedule, tz) = parsed.as_ref()?;
+                    let d = cron::decide_parsed(j, schedule, *tz, now, 1000);
+                    (!d.is_empty()).then_some((j.id, d))
                 })
                 .collect()
         });
@@ -506,6 +514,7 @@ impl Actor for Scheduler {
             retention: args.retention,
             evicting: HashSet::new(),
             firing: HashSet::new(),
+            schedules: HashMap::new(),
             last_collect: None,
             collecting: false,
             leader_since: None,

@@ -344,29 +344,39 @@ pub async fn list(
             )
         })?),
     };
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    let limit = page_limit(q.limit)?;
+    ctx.barrier(q.stale).await?;
+    let body = ctx
+        .view()
+        .read(|s| page_json(s.list(status, q.after, limit), limit))?;
+    Ok(json_bytes(actix_web::http::StatusCode::OK, body))
+}
+
+/// A page size from the query: the default, or 1..=MAX_PAGE.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(
             "invalid_limit",
             format!("limit {limit} is out of range 1..={MAX_PAGE}"),
         ));
     }
-    ctx.barrier(q.stale).await?;
-    let body = ctx.view().read(|s| {
-        let page = s.list(status, q.after, limit);
-        let next = if page.len() == limit {
-            page.last().map(|t| t.id)
-        } else {
-            None
-        };
-        let tasks: Vec<_> = page
-            .iter()
-            .map(|t| crate::dto::TaskDto::from_task(t))
-            .collect();
-        serde_json::to_vec(&json!({ "tasks": tasks, "next": next }))
-    });
-    let body = body.map_err(|e| ApiError::Internal(format!("encoding the page: {e}")))?;
-    Ok(json_bytes(actix_web::http::StatusCode::OK, body))
+    Ok(limit)
+}
+
+/// `{"tasks": [...], "next": cursor}`; a full page has a cursor (its last id).
+fn page_json(page: Vec<&edgerun_model::Task>, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let next = if page.len() == limit {
+        page.last().map(|t| t.id)
+    } else {
+        None
+    };
+    let tasks: Vec<_> = page
+        .iter()
+        .map(|t| crate::dto::TaskDto::from_task(t))
+        .collect();
+    serde_json::to_vec(&json!({ "tasks": tasks, "next": next }))
+        .map_err(|e| ApiError::Internal(format!("encoding the page: {e}")))
 }
 
 pub async fn cancel(
@@ -417,28 +427,11 @@ pub async fn dlq(
     ctx: web::Data<TasksCtx>,
     q: web::Query<DlqQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit {limit} is out of range 1..={MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     ctx.barrier(q.stale).await?;
-    let body = ctx.view().read(|s| {
-        let page: Vec<_> = s.dead_letters(q.after).take(limit).collect();
-        let next = if page.len() == limit {
-            page.last().map(|t| t.id)
-        } else {
-            None
-        };
-        let tasks: Vec<_> = page
-            .iter()
-            .map(|t| crate::dto::TaskDto::from_task(t))
-            .collect();
-        serde_json::to_vec(&json!({ "tasks": tasks, "next": next }))
-    });
-    let body = body.map_err(|e| ApiError::Internal(format!("encoding the page: {e}")))?;
+    let body = ctx
+        .view()
+        .read(|s| page_json(s.dead_letters(q.after).take(limit).collect(), limit))?;
     Ok(json_bytes(actix_web::http::StatusCode::OK, body))
 }
 
