@@ -301,7 +301,8 @@ impl Actor for ClusterRpc {
             .map_err(|e| format!("binding cluster.listen {}: {e}", args.listen))?;
         tracing::info!(listen = %args.listen, "cluster RPC listening");
         let raft = args.handler.node.raft.clone();
-        let server = edgerun_raft::server::serve(listener, raft, args.handler);
+        let key = args.handler.node.peers.key().clone();
+        let server = edgerun_raft::server::serve(listener, raft, args.handler, key);
         Ok(ClusterRpcState { server })
     }
 

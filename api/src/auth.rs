@@ -8,12 +8,12 @@
 //! With `auth.enabled = false` every request acts as an anonymous admin (the node warns at
 //! start).
 
-use std::io::Write;
 use std::path::Path;
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use edgerun_config::secret::{hex, random_bytes};
 use edgerun_config::{AuthConfig, AuthRole};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -85,69 +85,17 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
-    let mut buf = vec![0u8; n];
-    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
-    std::io::Read::read_exact(&mut f, &mut buf).map_err(|e| format!("/dev/urandom: {e}"))?;
-    Ok(buf)
-}
-
-/// Read a secret file, or create it (mode 0600) with `make()` when it does not exist.
+/// A secret file's contents, created if missing (and said so in the log).
 fn read_or_create(
     path: &Path,
     what: &str,
     make: impl FnOnce() -> Result<Vec<u8>, String>,
 ) -> Result<Vec<u8>, String> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes = make()?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-            }
-            // Written whole to a temporary file, then linked into place: nodes sharing the
-            // file that start together either create it or read the complete one.
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode_0600()
-                .open(&tmp)
-                .map_err(|e| format!("creating {what} {}: {e}", tmp.display()))?;
-            f.write_all(&bytes)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("writing {what} {}: {e}", tmp.display()))?;
-            let linked = std::fs::hard_link(&tmp, path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {
-                    tracing::warn!(path = %path.display(), "created {what} (mode 0600)");
-                    Ok(bytes)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path)
-                    .map_err(|e| format!("reading {what} {}: {e}", path.display())),
-                Err(e) => Err(format!("creating {what} {}: {e}", path.display())),
-            }
-        }
-        Err(e) => Err(format!("reading {what} {}: {e}", path.display())),
+    let s = edgerun_config::secret::read_or_create(path, what, make)?;
+    if s.created {
+        tracing::warn!(path = %path.display(), "created {what} (mode 0600)");
     }
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
+    Ok(s.bytes)
 }
 
 fn now_secs() -> u64 {

@@ -2,8 +2,10 @@
 //!
 //! - Rate limit: a token bucket per subject (the token's subject, or the client address when
 //!   auth is off), `limits.requests_per_second` refilled up to `limits.burst`; beyond it 429
-//!   `rate_limited` with Retry-After. Local to this node (shared buckets come with Redis).
-//!   `/healthz`, `/readyz` and `/metrics` are not limited.
+//!   `rate_limited` with Retry-After. With `redis.url` set the buckets live in Redis and are
+//!   shared by every node (a client spreading its calls over the nodes is limited once);
+//!   while Redis is unavailable each node falls back to its own buckets
+//!   ([`crate::shared_limit`]). `/healthz`, `/readyz` and `/metrics` are not limited.
 //! - Audit: every write (any /v1 call that is not a GET, token issues included) is one JSON
 //!   line in `<data_dir>/audit.log`: time, node, subject, role, action (method + route),
 //!   path, status and outcome. Reads are not audited; secrets are never written.
@@ -35,6 +37,7 @@ pub struct Guard {
     node: u64,
     audit: Option<Mutex<std::fs::File>>,
     audit_path: PathBuf,
+    shared: Option<crate::shared_limit::SharedLimit>,
 }
 
 /// Buckets idle this long are full again and are forgotten.
@@ -61,7 +64,26 @@ impl Guard {
             node,
             audit: Some(Mutex::new(f)),
             audit_path,
+            shared: None,
         })
+    }
+
+    /// Share the buckets through Redis.
+    pub fn with_shared(mut self, shared: crate::shared_limit::SharedLimit) -> Guard {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Take one token for `who` from the shared bucket, or the local one without Redis.
+    async fn take_any(&self, who: &str) -> Result<(), u64> {
+        if let Some(s) = &self.shared {
+            match s.take(who, self.rate, self.burst).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => return Err(wait),
+                Err(()) => {}
+            }
+        }
+        self.take(who)
     }
 
     pub fn audit_path(&self) -> &PathBuf {
@@ -142,7 +164,7 @@ pub async fn guard<B: MessageBody + 'static>(
         .or_else(|| req.peer_addr().map(|a| a.ip().to_string()))
         .unwrap_or_else(|| "unknown".into());
     if limited(req.path()) {
-        if let Err(wait) = g.take(&who) {
+        if let Err(wait) = g.take_any(&who).await {
             metrics::counter!(edgerun_actors::metrics_names::HTTP_RATE_LIMITED).increment(1);
             let e = ApiError::TooMany {
                 code: "rate_limited",

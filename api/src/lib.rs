@@ -6,6 +6,8 @@
 //!   (`TasksCtx`, `ClusterCtx`, `DebugCtx`, the Prometheus handle).
 //! - [`dto`]: JSON shapes and their validation into model types.
 //! - [`error`]: `ApiError` and its one mapping to statuses and the error body.
+//! - [`guard`], [`shared_limit`]: rate limits (local or shared through Redis) and the audit
+//!   log.
 //! - [`server`]: the Api actor and its `ChildSpec` for the node supervisor.
 //!
 //! Failure policy: every bad request gets a 4xx in API.md's shape and changes nothing;
@@ -18,6 +20,7 @@ pub mod guard;
 pub mod handlers;
 pub mod routes;
 pub mod server;
+pub mod shared_limit;
 
 pub use auth::Auth;
 pub use error::ApiError;

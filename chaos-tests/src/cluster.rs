@@ -205,6 +205,19 @@ impl Cluster {
         Ok(c)
     }
 
+    /// The cluster secret of this run (made on first use).
+    fn secret(&self) -> Result<String> {
+        let path = self.dir.join("cluster.secret");
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            return Ok(s);
+        }
+        let mut raw = [0u8; 24];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut raw)?;
+        let s: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, &s)?;
+        Ok(s)
+    }
+
     fn config(&self, node: &ChaosNode) -> String {
         let peers: Vec<String> = self
             .peers
@@ -225,7 +238,7 @@ impl Cluster {
         format!(
             "# written by edgerun-chaos\n[node]\nid = {id}\ndata_dir = \"{data}\"\n{node_x}\n\n\
              [api]\nlisten = \"{api}\"\n{api_x}\n\n\
-             [cluster]\nlisten = \"{rpc}\"\nrole = \"{role}\"\npeers = [\n{peers}\n]\n{cluster_x}\n\n\
+             [cluster]\nlisten = \"{rpc}\"\nrole = \"{role}\"\nsecret_file = \"{secret}\"\npeers = [\n{peers}\n]\n{cluster_x}\n\n\
              [executor]\nisolation = \"{iso}\"\nslots = {slots}\n{exec_x}\n\n\
              [raft]\n{raft_x}\n\n\
              [auth]\nenabled = false\n\n\
@@ -238,6 +251,7 @@ impl Cluster {
             api_x = more("api"),
             rpc = node.addrs.rpc,
             role = if node.voter { "voter" } else { "learner" },
+            secret = node.dir.join("cluster.secret").display(),
             peers = peers.join("\n"),
             cluster_x = more("cluster"),
             iso = s.isolation,
@@ -251,6 +265,13 @@ impl Cluster {
     /// (Re)start node `id` with its data.
     pub fn spawn(&mut self, id: u64) -> Result<()> {
         let node = self.node(id)?;
+        // Every member proves the same cluster secret; the copy sits in the node's own
+        // directory (the only one a docker-backend node sees).
+        let secret = self.secret()?;
+        let secret_path = node.dir.join("cluster.secret");
+        if !secret_path.exists() {
+            std::fs::write(&secret_path, &secret)?;
+        }
         let cfg_path = node.dir.join("node.toml");
         std::fs::write(&cfg_path, self.config(node))?;
         let mut log = OpenOptions::new()

@@ -24,6 +24,8 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
+pub mod secret;
+
 /// Prefix of the environment variables read as configuration.
 pub const ENV_PREFIX: &str = "EDGERUN_";
 /// Environment variables with the prefix that are not configuration keys.
@@ -132,6 +134,10 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// A node silent for this long is marked down and its tasks go elsewhere.
     pub lease_ms: u64,
+    /// The secret every member shares: cluster RPC connections prove it (HMAC handshake)
+    /// and every frame carries a MAC under a key derived from it. Created (random, mode
+    /// 0600) if missing; copy it to every node. Empty = `<data_dir>/cluster.secret`.
+    pub secret_file: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -144,6 +150,7 @@ impl Default for ClusterConfig {
             peers: Vec::new(),
             heartbeat_ms: 500,
             lease_ms: 3_000,
+            secret_file: PathBuf::new(),
         }
     }
 }
@@ -278,11 +285,22 @@ impl Default for RetentionConfig {
 }
 
 /// Optional Redis for the shared result cache and rate limits.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// e.g. `redis://127.0.0.1:6379`; empty = in-process cache and limits.
     pub url: String,
+    /// A Redis call not answered within this falls back to the node-local way.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            timeout_ms: 250,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -716,11 +734,19 @@ impl NodeConfig {
             ));
         }
         let url = &self.redis.url;
-        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !(url.is_empty() || url.starts_with("redis://")) {
+            // Never echo the URL: it may carry a password.
             return Err(invalid(
                 "redis.url",
-                url,
-                "empty, or redis://host:port or rediss://host:port",
+                "(not shown: it may hold a password)",
+                "empty, or redis://[:password@]host:port[/db]",
+            ));
+        }
+        if self.redis.timeout_ms == 0 || self.redis.timeout_ms > 60_000 {
+            return Err(invalid(
+                "redis.timeout_ms",
+                self.redis.timeout_ms,
+                "1 to 60000",
             ));
         }
         let s = &self.supervisor;
@@ -804,6 +830,15 @@ impl NodeConfig {
 
     pub fn data_dir(&self) -> &Path {
         &self.node.data_dir
+    }
+
+    /// The cluster RPC secret's file.
+    pub fn cluster_secret_file(&self) -> PathBuf {
+        if self.cluster.secret_file.as_os_str().is_empty() {
+            self.node.data_dir.join("cluster.secret")
+        } else {
+            self.cluster.secret_file.clone()
+        }
     }
 }
 

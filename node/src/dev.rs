@@ -47,7 +47,12 @@ fn overrides(dir: &Path, me: &NodePorts, all: &[NodePorts]) -> Vec<(String, Stri
             "cluster.listen".into(),
             toml_string(&format!("127.0.0.1:{}", me.rpc)),
         ),
-        // One secret and one admin key for the whole cluster (a token works on every node).
+        // One secret and one admin key for the whole cluster (a token works on every node),
+        // and one cluster RPC secret (members prove it to each other).
+        (
+            "cluster.secret_file".into(),
+            toml_string(&dir.join("cluster.secret").display().to_string()),
+        ),
         (
             "auth.jwt_secret_file".into(),
             toml_string(&dir.join("jwt.secret").display().to_string()),

@@ -248,7 +248,18 @@ pub async fn run_node(
         cfg.limits.burst,
         cfg.node.id,
         cfg.node.data_dir.join("audit.log"),
-    ) {
+    )
+    .and_then(|g| {
+        if cfg.redis.url.is_empty() {
+            return Ok(g);
+        }
+        let shared = edgerun_api::shared_limit::SharedLimit::new(
+            &cfg.redis.url,
+            Duration::from_millis(cfg.redis.timeout_ms.max(1)),
+        )?;
+        tracing::info!(redis = %shared.shown(), "rate limits are shared by all nodes through Redis");
+        Ok(g.with_shared(shared))
+    }) {
         Ok(g) => Arc::new(g),
         Err(e) => {
             shutdown_raft(&node, &db).await;

@@ -343,7 +343,7 @@ fn a_learner_catches_up_by_snapshot_then_is_promoted_and_a_voter_removed() {
 
     // Node 4 starts as a learner and is added through a follower (forwarded to the leader).
     let (api, rpc) = (common::free_port(), common::free_port());
-    let mut sets: Vec<&str> = vec![&c.peers, "cluster.role=\"learner\""];
+    let mut sets: Vec<&str> = vec![&c.peers, &c.secret, "cluster.role=\"learner\""];
     sets.extend_from_slice(&snap);
     let mut n4 = Node::spawn(&dir.path().join("n4"), 4, api, rpc, &sets);
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap_or(1);

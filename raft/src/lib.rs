@@ -38,6 +38,7 @@ pub mod log_store;
 pub mod network;
 pub mod results;
 pub mod rpc;
+pub mod secure;
 pub mod server;
 pub mod start;
 pub mod state_machine;

@@ -2,8 +2,9 @@
 //!
 //! One protocol carries Raft's own messages (append, vote, snapshot chunks) and the
 //! application's (forwarded writes, read-index requests, heartbeats, membership changes).
-//! A frame is a 4-byte big-endian length and a bincode body; a connection carries one
-//! request at a time and is reused ([`Pool`]). The server side is in [`crate::server`].
+//! Every connection is authenticated with the cluster secret and every frame carries a MAC
+//! ([`crate::secure`]); a frame's body is bincode. A connection carries one request at a time
+//! and is reused ([`Pool`]). The server side is in [`crate::server`].
 //!
 //! Errors are classified as openraft expects: no connection = `Unreachable` (openraft backs
 //! off), a broken or timed-out exchange = `Network`.
@@ -19,9 +20,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::secure::{Channel, ClusterKey};
 use crate::{Member, NodeId, RaftError, TypeConfig};
 
 /// Largest frame accepted (snapshot chunks are far smaller).
@@ -119,52 +120,24 @@ pub enum RpcError {
     Refused { addr: String, message: String },
 }
 
-pub async fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
-    if body.len() > MAX_FRAME {
-        return Err(std::io::Error::other(format!(
-            "frame of {} bytes is over the limit",
-            body.len()
-        )));
-    }
-    let len = (body.len() as u32).to_be_bytes();
-    s.write_all(&len).await?;
-    s.write_all(body).await?;
-    s.flush().await
-}
-
-/// Read one frame; `Ok(None)` at a clean end of stream.
-pub async fn read_frame(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match s.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {n} bytes is over the limit"),
-        ));
-    }
-    let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf).await?;
-    Ok(Some(buf))
-}
-
 /// Reused connections to one peer.
 pub struct Pool {
     addr: String,
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<Channel>>,
     connect_timeout: Duration,
+    key: ClusterKey,
+    /// The last handshake was refused (logged once per change, not per retry).
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
-    pub fn new(addr: String, connect_timeout: Duration) -> Pool {
+    pub fn new(addr: String, connect_timeout: Duration, key: ClusterKey) -> Pool {
         Pool {
             addr,
             idle: Mutex::new(Vec::new()),
             connect_timeout,
+            key,
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -172,22 +145,44 @@ impl Pool {
         &self.addr
     }
 
-    async fn connect(&self) -> Result<TcpStream, RpcError> {
+    /// Connect and authenticate (both within the connect timeout).
+    async fn connect(&self) -> Result<Channel, RpcError> {
+        use std::sync::atomic::Ordering;
         let unreachable = |source| RpcError::Unreachable {
             addr: self.addr.clone(),
             source,
         };
-        let s = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+        let open = async {
+            let s = TcpStream::connect(&self.addr).await?;
+            let _ = s.set_nodelay(true);
+            Channel::client(s, &self.key).await
+        };
+        let ch = tokio::time::timeout(self.connect_timeout, open)
             .await
             .map_err(|_| {
                 unreachable(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "connect timed out",
+                    "connect and handshake timed out",
                 ))
-            })?
-            .map_err(unreachable)?;
-        let _ = s.set_nodelay(true);
-        Ok(s)
+            })?;
+        match ch {
+            Ok(ch) => {
+                if self.refused.swap(false, Ordering::Relaxed) {
+                    tracing::info!(addr = %self.addr, "cluster RPC handshake accepted again");
+                }
+                Ok(ch)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                if !self.refused.swap(true, Ordering::Relaxed) {
+                    tracing::error!(addr = %self.addr, error = %e, "cluster RPC peer refused: it does not share this node's cluster secret; copy the same cluster.secret_file to every member");
+                }
+                Err(RpcError::Refused {
+                    addr: self.addr.clone(),
+                    message: e.to_string(),
+                })
+            }
+            Err(e) => Err(unreachable(e)),
+        }
     }
 
     /// Send one request and wait for its answer, within `timeout`.
@@ -221,8 +216,8 @@ impl Pool {
             source,
         };
         let exchange = async {
-            write_frame(&mut conn, &body).await?;
-            read_frame(&mut conn).await
+            conn.send(&body).await?;
+            conn.recv().await
         };
         let answer = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
@@ -236,8 +231,8 @@ impl Pool {
                 tracing::debug!(addr = %self.addr, error = %e, "pooled connection broken; reconnecting");
                 let mut fresh = self.connect().await?;
                 let again = async {
-                    write_frame(&mut fresh, &body).await?;
-                    read_frame(&mut fresh).await
+                    fresh.send(&body).await?;
+                    fresh.recv().await
                 };
                 let a = tokio::time::timeout(timeout, again)
                     .await
@@ -279,21 +274,34 @@ impl Pool {
 pub struct Peers {
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
     connect_timeout: Duration,
+    key: ClusterKey,
 }
 
 impl Peers {
-    pub fn new(connect_timeout: Duration) -> Peers {
+    pub fn new(connect_timeout: Duration, key: ClusterKey) -> Peers {
         Peers {
             pools: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
+            key,
         }
+    }
+
+    /// The cluster key (the RPC server authenticates its clients with it).
+    pub fn key(&self) -> &ClusterKey {
+        &self.key
     }
 
     pub fn pool(&self, addr: &str) -> Arc<Pool> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         pools
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(Pool::new(addr.to_string(), self.connect_timeout)))
+            .or_insert_with(|| {
+                Arc::new(Pool::new(
+                    addr.to_string(),
+                    self.connect_timeout,
+                    self.key.clone(),
+                ))
+            })
             .clone()
     }
 

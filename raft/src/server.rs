@@ -1,17 +1,20 @@
 //! The cluster RPC server: accepts connections on `cluster.listen`, answers Raft's messages
 //! itself and hands application requests to an [`AppHandler`] (implemented by the actors).
 //!
-//! Each connection is served by its own task, one request at a time; a malformed frame
-//! gets a `Refused` answer and the connection is closed. Failure policy: errors are logged
+//! Each connection first proves the cluster secret ([`crate::secure`]); one that does not is
+//! closed before any request is read (logged as a warning with the peer's address). Each
+//! connection is then served by its own task, one request at a time; a malformed frame gets
+//! a `Refused` answer and the connection is closed. Failure policy: errors are logged
 //! per connection; the listener keeps accepting.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use crate::rpc::{read_frame, write_frame, AppRequest, AppResponse, RpcRequest, RpcResponse};
+use crate::rpc::{AppRequest, AppResponse, RpcRequest, RpcResponse};
+use crate::secure::{Channel, ClusterKey};
 use crate::Raft;
 
 /// Answers the application part of cluster RPC.
@@ -24,6 +27,7 @@ pub fn serve(
     listener: TcpListener,
     raft: Raft,
     app: Arc<dyn AppHandler>,
+    key: ClusterKey,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -32,8 +36,16 @@ pub fn serve(
                     let _ = stream.set_nodelay(true);
                     let raft = raft.clone();
                     let app = app.clone();
+                    let key = key.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_conn(stream, raft, app).await {
+                        let ch = match Channel::server_within(stream, &key, HANDSHAKE_LIMIT).await {
+                            Ok(ch) => ch,
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "refused a cluster RPC connection");
+                                return;
+                            }
+                        };
+                        if let Err(e) = serve_conn(ch, raft, app).await {
                             tracing::debug!(%peer, error = %e, "cluster RPC connection ended");
                         }
                     });
@@ -48,8 +60,11 @@ pub fn serve(
     })
 }
 
-async fn serve_conn(mut s: TcpStream, raft: Raft, app: Arc<dyn AppHandler>) -> std::io::Result<()> {
-    while let Some(frame) = read_frame(&mut s).await? {
+/// How long a new connection has to complete the handshake.
+const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn serve_conn(mut s: Channel, raft: Raft, app: Arc<dyn AppHandler>) -> std::io::Result<()> {
+    while let Some(frame) = s.recv().await? {
         let (resp, close) = match edgerun_model::decode::<RpcRequest>(&frame) {
             Ok(req) => (answer(req, &raft, &*app).await, false),
             Err(e) => (
@@ -59,7 +74,7 @@ async fn serve_conn(mut s: TcpStream, raft: Raft, app: Arc<dyn AppHandler>) -> s
         };
         let body =
             edgerun_model::encode(&resp).map_err(|e| std::io::Error::other(e.to_string()))?;
-        write_frame(&mut s, &body).await?;
+        s.send(&body).await?;
         if close {
             return Ok(());
         }

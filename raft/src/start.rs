@@ -136,9 +136,12 @@ pub async fn start_raft(
     })?;
     let sm = StateMachineStore::open(db)?;
     let view = sm.view();
-    let peers = Peers::new(std::time::Duration::from_millis(
-        cfg.raft.connect_timeout_ms,
-    ));
+    let key = crate::secure::ClusterKey::load(&cfg.cluster_secret_file())
+        .map_err(RaftStoreError::Fatal)?;
+    let peers = Peers::new(
+        std::time::Duration::from_millis(cfg.raft.connect_timeout_ms),
+        key,
+    );
     let raft = Raft::new(
         cfg.node.id,
         raft_config(cfg)?,

@@ -165,6 +165,15 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// host:port of this node's cluster RPC (from its `cluster.listen` override).
+    pub fn rpc_addr(&self) -> String {
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix("cluster.listen=\""))
+            .map(|a| a.trim_end_matches('"').to_string())
+            .unwrap_or_else(|| panic!("node {} has no cluster.listen override", self.id))
+    }
+
     pub fn log(&self) -> String {
         let mut s = String::new();
         let _ = std::fs::File::open(self.log_path()).and_then(|mut f| f.read_to_string(&mut s));
@@ -439,7 +448,10 @@ pub const FAST_FAILOVER: &[&str] = &["cluster.heartbeat_ms=200", "cluster.lease_
 /// A cluster of `edgerun node` processes on 127.0.0.1.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// The `cluster.peers=[...]` override the nodes were started with.
     pub peers: String,
+    /// The `cluster.secret_file=...` override they share (a node joining later needs it).
+    pub secret: String,
 }
 
 impl Cluster {
@@ -467,11 +479,15 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let secret = format!(
+            "cluster.secret_file=\"{}\"",
+            dir.join("cluster.secret").display()
+        );
         let mut nodes: Vec<Node> = ports
             .iter()
             .map(|(id, api, rpc)| {
                 let mine = per(*id);
-                let mut all: Vec<&str> = vec![&peers];
+                let mut all: Vec<&str> = vec![&peers, &secret];
                 all.extend_from_slice(sets);
                 all.extend(mine.iter().map(String::as_str));
                 Node::spawn(&dir.join(format!("n{id}")), *id, *api, *rpc, &all)
@@ -480,7 +496,11 @@ impl Cluster {
         for node in nodes.iter_mut() {
             node.must_be_ready();
         }
-        Cluster { nodes, peers }
+        Cluster {
+            nodes,
+            peers,
+            secret,
+        }
     }
 
     pub fn node(&self, id: u64) -> &Node {
