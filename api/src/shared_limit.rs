@@ -119,6 +119,14 @@ impl SharedLimit {
                 Ok((wait_ms > 0).then(|| (wait_ms as u64).div_ceil(1000).max(1)))
             }
             Err(e) => {
+                // Start over with a fresh connection (after RECONNECT_AFTER): a connection
+                // manager whose own reconnects ran out stays broken otherwise.
+                {
+                    let mut c = self.conn.lock().await;
+                    if c.manager.take().is_some() {
+                        c.last_try = Some(Instant::now());
+                    }
+                }
                 if !self.degraded.swap(true, Ordering::Relaxed) {
                     tracing::warn!(redis = %self.shown, error = %e, "Redis unavailable: rate limits fall back to this node's own buckets until it answers");
                 }

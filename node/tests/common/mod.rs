@@ -555,3 +555,83 @@ impl Rng {
         ((self.next_u64() % 200_000) as f64) / 1000.0 - 100.0
     }
 }
+
+/// A real redis-server on a free port, in `dir`; killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Start it (no persistence) and wait until it answers PING.
+    pub fn must_start(dir: &Path) -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        r.must_spawn();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn must_spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting redis-server: {e} (install it with ./scripts/setup)")
+            });
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(
+            "redis-server to answer PING",
+            Duration::from_secs(20),
+            || {
+                use std::io::Write;
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+                    .map_err(|e| format!("connect: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))
+                    .map_err(|e| e.to_string())?;
+                s.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+                let mut buf = [0u8; 16];
+                let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+                if buf[..n].starts_with(b"+PONG") {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&buf[..n]).into_owned())
+                }
+            },
+        );
+    }
+
+    /// Kill it (kill -9) and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port (empty: it keeps nothing).
+    pub fn must_restart(&mut self) {
+        self.kill();
+        self.must_spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
