@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod routes;
 pub mod server;
 pub mod shared_limit;
+pub mod tls;
 
 pub use auth::Auth;
 pub use error::ApiError;

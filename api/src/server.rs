@@ -31,6 +31,8 @@ pub struct ApiParts {
     pub metrics: PrometheusHandle,
     pub auth: Arc<crate::auth::Auth>,
     pub guard: Arc<crate::guard::Guard>,
+    /// HTTPS instead of HTTP ([`crate::tls`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub enum ApiMsg {
@@ -75,7 +77,11 @@ fn build(parts: ApiParts) -> std::io::Result<actix_web::dev::Server> {
     if parts.workers > 0 {
         server = server.workers(parts.workers);
     }
-    Ok(server.bind(parts.listen)?.run())
+    let server = match &parts.tls {
+        Some(tls) => server.bind_rustls_0_23(parts.listen, (**tls).clone())?,
+        None => server.bind(parts.listen)?,
+    };
+    Ok(server.run())
 }
 
 impl Actor for ApiServer {
@@ -89,6 +95,7 @@ impl Actor for ApiServer {
         parts: ApiParts,
     ) -> Result<ApiState, ActorProcessingErr> {
         let listen = parts.listen;
+        let tls = parts.tls.is_some();
         let server = build(parts).map_err(|e| format!("binding api.listen {listen}: {e}"))?;
         let handle = server.handle();
         tokio::spawn(async move {
@@ -98,7 +105,7 @@ impl Actor for ApiServer {
                 Err(e) => format!("the HTTP server failed: {e}"),
             }));
         });
-        tracing::info!(%listen, "REST API listening");
+        tracing::info!(%listen, scheme = if tls { "https" } else { "http" }, "REST API listening");
         Ok(ApiState { handle })
     }
 

@@ -87,6 +87,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// actix-web worker threads (0 = one per core).
     pub workers: usize,
+    /// PEM certificate chain: with `tls_key_file`, the API speaks HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -95,6 +99,8 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             max_body_bytes: 16 * 1024 * 1024,
             workers: 0,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -740,6 +746,13 @@ impl NodeConfig {
                 "redis.url",
                 "(not shown: it may hold a password)",
                 "empty, or redis://[:password@]host:port[/db]",
+            ));
+        }
+        if self.api.tls_cert_file.is_some() != self.api.tls_key_file.is_some() {
+            return Err(invalid(
+                "api.tls_cert_file",
+                "(only one of the pair is set)",
+                "both api.tls_cert_file and api.tls_key_file, or neither",
             ));
         }
         if self.redis.timeout_ms == 0 || self.redis.timeout_ms > 60_000 {

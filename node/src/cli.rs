@@ -44,6 +44,21 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Make a private CA and a server certificate for the REST API's TLS (api.tls_cert_file,
+    /// api.tls_key_file); clients trust the CA with --ca-cert.
+    ///
+    /// Example: edgerun cert --out /etc/edgerun/tls --host node1.example.org --host 10.0.0.5
+    Cert {
+        /// Directory for ca.pem, server.pem and server.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// A DNS name or IP address the certificate is for (repeat for more).
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        hosts: Vec<String>,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// Measure each kernel's throughput and matmul GFLOP/s on this machine.
     BenchKernels,
     /// Measure the per-task overhead of each isolation mode (and of `runc run`) on this machine.
@@ -138,6 +153,10 @@ pub struct DevArgs {
     /// Do not submit the demo tasks.
     #[arg(long)]
     pub no_demo: bool,
+    /// Serve the REST API over HTTPS with a fresh private CA and certificate (in the data
+    /// directory; clients pass --ca-cert DIR/tls/ca.pem).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Args, Clone)]
@@ -156,11 +175,22 @@ pub struct Conn {
     /// An API key, traded for a token on the first call.
     #[arg(long, env = "EDGERUN_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Trust this CA (PEM) for an https --url, e.g. the ca.pem from `edgerun cert` or
+    /// `edgerun dev --tls`.
+    #[arg(long, env = "EDGERUN_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Conn {
-    pub fn client(&self) -> Client {
-        Client::with_credentials(&self.url, self.token.clone(), self.api_key.clone())
+    pub fn client(&self) -> anyhow::Result<Client> {
+        match &self.ca_cert {
+            Some(ca) => Client::with_ca(&self.url, self.token.clone(), self.api_key.clone(), ca),
+            None => Ok(Client::with_credentials(
+                &self.url,
+                self.token.clone(),
+                self.api_key.clone(),
+            )),
+        }
     }
 }
 
@@ -282,6 +312,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::wiring::run(cfg)
         }
         Cmd::Dev(a) => crate::dev::run(a),
+        Cmd::Cert { out, hosts, days } => crate::cert::run(&out, &hosts, days),
         Cmd::BenchKernels => crate::bench_kernels::run(),
         Cmd::BenchSandbox { n, dir, runc } => crate::bench::run(n, dir, runc),
         Cmd::KernelExec {
@@ -318,9 +349,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
-        Cmd::Kernels { conn } => conn.client().print_get("/v1/kernels"),
+        Cmd::Kernels { conn } => conn.client()?.print_get("/v1/kernels"),
         Cmd::Cluster { conn, cmd } => {
-            let c = conn.client();
+            let c = conn.client()?;
             match cmd {
                 ClusterCmd::Status => c.print_get("/v1/cluster"),
                 ClusterCmd::AddLearner { id, rpc, api } => Client::print(&c.post(
@@ -337,7 +368,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Task { conn, cmd } => {
-            let c = conn.client();
+            let c = conn.client()?;
             match cmd {
                 TaskCmd::Submit {
                     kernel,

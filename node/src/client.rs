@@ -14,17 +14,44 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(url: &str) -> Client {
-        Client::with_credentials(url, None, None)
-    }
-
     /// A client that sends `token`, or trades `api_key` for one when it needs it.
     pub fn with_credentials(url: &str, token: Option<String>, api_key: Option<String>) -> Client {
+        Client::with_agent(
+            url,
+            token,
+            api_key,
+            ureq::AgentBuilder::new().timeout(Duration::from_secs(330)),
+        )
+    }
+
+    /// Like [`Client::with_credentials`], trusting the CA in `ca_file` (PEM) for https URLs
+    /// (instead of the public web roots).
+    pub fn with_ca(
+        url: &str,
+        token: Option<String>,
+        api_key: Option<String>,
+        ca_file: &std::path::Path,
+    ) -> anyhow::Result<Client> {
+        let tls = tls_trusting(ca_file)?;
+        Ok(Client::with_agent(
+            url,
+            token,
+            api_key,
+            ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(330))
+                .tls_config(std::sync::Arc::new(tls)),
+        ))
+    }
+
+    fn with_agent(
+        url: &str,
+        token: Option<String>,
+        api_key: Option<String>,
+        agent: ureq::AgentBuilder,
+    ) -> Client {
         Client {
             base: url.trim_end_matches('/').to_string(),
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(330))
-                .build(),
+            agent: agent.build(),
             token: std::cell::RefCell::new(token.filter(|t| !t.is_empty())),
             api_key: api_key.filter(|k| !k.is_empty()),
         }
@@ -73,6 +100,9 @@ impl Client {
                     .unwrap_or(body);
                 anyhow::bail!("{what}: HTTP {code}: {msg}")
             }
+            Err(e) if e.to_string().contains("certificate") => Err(anyhow::anyhow!(
+                "{what}: {e} (for a node with its own CA, pass its ca.pem with --ca-cert or EDGERUN_CA_CERT)"
+            )),
             Err(e) => Err(anyhow::anyhow!(
                 "{what}: {e} (is a node running at {}?)",
                 self.base
@@ -115,4 +145,31 @@ impl Client {
     pub fn print_get(&self, path: &str) -> anyhow::Result<()> {
         Client::print(&self.get(path)?)
     }
+}
+
+/// A TLS client configuration that trusts exactly the certificates in `ca_file`.
+pub fn tls_trusting(ca_file: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("--ca-cert {}", ca_file.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--ca-cert {}: not PEM certificates", ca_file.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "--ca-cert {}: no certificate in it",
+        ca_file.display()
+    );
+    for c in certs {
+        roots
+            .add(c)
+            .with_context(|| format!("--ca-cert {}: unusable certificate", ca_file.display()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -32,7 +32,12 @@ fn ports(base: u16, n: u32) -> Vec<NodePorts> {
         .collect()
 }
 
-fn overrides(dir: &Path, me: &NodePorts, all: &[NodePorts]) -> Vec<(String, String)> {
+fn overrides(
+    dir: &Path,
+    me: &NodePorts,
+    all: &[NodePorts],
+    tls: Option<&crate::cert::Made>,
+) -> Vec<(String, String)> {
     let mut o = vec![
         ("node.id".to_string(), me.id.to_string()),
         (
@@ -77,6 +82,16 @@ fn overrides(dir: &Path, me: &NodePorts, all: &[NodePorts]) -> Vec<(String, Stri
             .collect();
         o.push(("cluster.peers".into(), format!("[{}]", peers.join(", "))));
     }
+    if let Some(t) = tls {
+        o.push((
+            "api.tls_cert_file".into(),
+            toml_string(&t.cert.display().to_string()),
+        ));
+        o.push((
+            "api.tls_key_file".into(),
+            toml_string(&t.key.display().to_string()),
+        ));
+    }
     o
 }
 
@@ -104,9 +119,16 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
         }
     };
     let all = ports(a.port, a.nodes);
+    let tls = if a.tls {
+        let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
+        Some(crate::cert::make(&dir.join("tls"), &hosts, 30)?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let urls: Vec<String> = all
         .iter()
-        .map(|p| format!("http://127.0.0.1:{}", p.api))
+        .map(|p| format!("{scheme}://127.0.0.1:{}", p.api))
         .collect();
     // Check every node's config before starting any.
     let mut cfgs = Vec::new();
@@ -114,18 +136,19 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
         let cfg: NodeConfig = edgerun_config::load(&Sources {
             file: None,
             env: Sources::process_env(),
-            overrides: overrides(&dir, p, &all),
+            overrides: overrides(&dir, p, &all, tls.as_ref()),
         })?;
         cfgs.push(cfg);
     }
     let demo = !a.no_demo;
     let show_urls = urls.clone();
+    let ca = tls.as_ref().map(|t| t.ca.clone());
     let key_file = cfgs
         .first()
         .filter(|c| c.auth.enabled)
         .map(|_| dir.join("admin.key"));
     std::thread::spawn(move || {
-        if let Err(e) = show(&show_urls, demo, key_file) {
+        if let Err(e) = show(&show_urls, demo, key_file, ca) {
             eprintln!("edgerun dev: {e:#}");
         }
     });
@@ -133,11 +156,15 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
         let cfg = cfgs.into_iter().next().context("no node config")?;
         return crate::wiring::run(cfg);
     }
-    run_children(&dir, &all)
+    run_children(&dir, &all, tls.as_ref())
 }
 
 /// Start one `edgerun node` per member and stop them all on Ctrl-C or when one dies.
-fn run_children(dir: &Path, all: &[NodePorts]) -> anyhow::Result<()> {
+fn run_children(
+    dir: &Path,
+    all: &[NodePorts],
+    tls: Option<&crate::cert::Made>,
+) -> anyhow::Result<()> {
     crate::wiring::init_logging();
     let exe = std::env::current_exe().context("finding the edgerun binary")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -148,7 +175,7 @@ fn run_children(dir: &Path, all: &[NodePorts]) -> anyhow::Result<()> {
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(&exe);
         cmd.arg("node");
-        for (k, v) in overrides(dir, p, all) {
+        for (k, v) in overrides(dir, p, all, tls) {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
         let child = cmd
@@ -208,8 +235,20 @@ fn run_children(dir: &Path, all: &[NodePorts]) -> anyhow::Result<()> {
 }
 
 /// Wait until every node is ready, print how to use the cluster, and run a demo.
-fn show(urls: &[String], demo: bool, key_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
+fn show(
+    urls: &[String],
+    demo: bool,
+    key_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let client = |u: &str, key: Option<String>| match &ca {
+        Some(ca) => Client::with_ca(u, None, key, ca),
+        None => Ok(Client::with_credentials(u, None, key)),
+    };
+    let clients: Vec<Client> = urls
+        .iter()
+        .map(|u| client(u, None))
+        .collect::<anyhow::Result<_>>()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     for (c, url) in clients.iter().zip(urls) {
         loop {
@@ -234,8 +273,8 @@ fn show(urls: &[String], demo: bool, key_file: Option<PathBuf>) -> anyhow::Resul
     };
     let clients: Vec<Client> = urls
         .iter()
-        .map(|u| Client::with_credentials(u, None, key.clone()))
-        .collect();
+        .map(|u| client(u, key.clone()))
+        .collect::<anyhow::Result<_>>()?;
     let cluster = clients[0].get("/v1/cluster")?;
     println!(
         "\nedgerun is up: {} node(s), leader node {}  (Ctrl-C stops it)",
@@ -246,17 +285,25 @@ fn show(urls: &[String], demo: bool, key_file: Option<PathBuf>) -> anyhow::Resul
         println!("  {u}");
     }
     let url = &urls[0];
+    let cacert = match &ca {
+        Some(ca) => {
+            println!("\n  TLS: clients trust the CA {}", ca.display());
+            format!(" --cacert {}", ca.display())
+        }
+        None => String::new(),
+    };
     let auth = match (&key, &key_file) {
         (Some(k), Some(f)) => {
             println!("\n  admin API key: {k}   (in {})", f.display());
-            println!("  token:   TOKEN=$(curl -s -XPOST {url}/v1/auth/token -d \"{{\\\"api_key\\\":\\\"$(cat {})\\\"}}\" | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')", f.display());
+            println!("  token:   TOKEN=$(curl -s{cacert} -XPOST {url}/v1/auth/token -d \"{{\\\"api_key\\\":\\\"$(cat {})\\\"}}\" | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')", f.display());
             " -H \"Authorization: Bearer $TOKEN\""
         }
         _ => "",
     };
+    let auth = format!("{cacert}{auth}");
     println!("\n  submit:  curl -s{auth} -XPOST {url}/v1/tasks -d '{{\"kernel\":\"stats\",\"input\":{{\"values\":[3,1,4,1,5,9,2,6]}}}}'");
     println!("  wait:    curl -s{auth} '{url}/v1/tasks/1/wait?timeout=10s'");
-    let key_env = if key.is_some() {
+    let mut key_env = if key.is_some() {
         match &key_file {
             Some(f) => format!("EDGERUN_API_KEY=$(cat {}) ", f.display()),
             None => String::new(),
@@ -264,6 +311,9 @@ fn show(urls: &[String], demo: bool, key_file: Option<PathBuf>) -> anyhow::Resul
     } else {
         String::new()
     };
+    if let Some(ca) = &ca {
+        key_env = format!("EDGERUN_CA_CERT={} {key_env}", ca.display());
+    }
     println!("  or:      {key_env}edgerun task submit --url {url} --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait\n");
     if demo {
         let n = 2 * clients.len();

@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_kernels;
+mod cert;
 mod cli;
 mod client;
 mod container;

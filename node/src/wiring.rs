@@ -172,6 +172,17 @@ pub async fn run_node(
     let metrics = install_metrics()?;
     tracing::info!("metrics recorder installed");
 
+    // TLS files are checked before anything is written.
+    let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let t = edgerun_api::tls::server_config(cert, key)
+                .map_err(|e| anyhow::anyhow!("api: {e}"))?;
+            tracing::info!(cert = %cert.display(), "REST API over TLS (HTTPS only)");
+            Some(Arc::new(t))
+        }
+        _ => None,
+    };
+
     let db_path = cfg.db_path();
     let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb)?;
     // Every durable write on this database flushes through one flusher (one flush at a time).
@@ -301,6 +312,7 @@ pub async fn run_node(
         metrics,
         auth,
         guard,
+        tls,
     })));
     if cfg.debug.kernel_delay_ms > 0 {
         tracing::warn!(
