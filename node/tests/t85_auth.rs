@@ -265,14 +265,22 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
             .all(|l| l["action"].as_str().is_some_and(|a| !a.starts_with("GET "))),
         "reads are not audited"
     );
-    // No key, secret or token in the log, the audit log or the metrics.
+    // No key, secret or token in the log, the audit log or the metrics; the cluster RPC
+    // secret (created in the data dir) neither.
     let log = node.log();
     let metrics = node.must_get_text("/metrics");
-    for s in KEYS
-        .iter()
-        .map(|(_, k)| k.to_string())
-        .chain([secret.trim().to_string(), admin.clone()])
-    {
+    let cluster_secret = std::fs::read_to_string(dir.path().join("data").join("cluster.secret"))
+        .unwrap_or_else(|e| panic!("the cluster secret was not created: {e}"));
+    assert!(
+        cluster_secret.trim().len() >= 32,
+        "{}",
+        cluster_secret.len()
+    );
+    for s in KEYS.iter().map(|(_, k)| k.to_string()).chain([
+        secret.trim().to_string(),
+        admin.clone(),
+        cluster_secret.trim().to_string(),
+    ]) {
         assert!(!log.contains(&s), "a secret is in the node's log");
         assert!(!audit.contains(&s), "a secret is in the audit log");
         assert!(!metrics.contains(&s), "a secret is in /metrics");

@@ -78,3 +78,56 @@ fn a_huge_length_prefix_is_an_error_not_an_allocation() {
     b[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
     assert!(decode::<RaftRequest>(&b).is_err());
 }
+
+/// Whatever a client without the secret sends (random bytes, or a correct greeting followed
+/// by random bytes), the server side of the handshake refuses it: never a panic, a hang or an
+/// accepted channel.
+#[test]
+fn random_bytes_never_open_an_authenticated_channel() {
+    use edgerun_raft::secure::{Channel, ClusterKey};
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key =
+        ClusterKey::from_secret(b"fuzzing-cluster-secret-0123").unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..256),
+    );
+    let result = runner.run(&strategy, |(greet, bytes)| {
+        let accepted = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = l.local_addr()?;
+            let key = key.clone();
+            let server = tokio::spawn(async move {
+                let (s, _) = l.accept().await?;
+                Channel::server_within(s, &key, std::time::Duration::from_secs(2))
+                    .await
+                    .map(|_| ())
+            });
+            let mut c = tokio::net::TcpStream::connect(addr).await?;
+            if greet {
+                c.write_all(b"EDGERUN-RPC1").await?;
+            }
+            c.write_all(&bytes).await?;
+            c.shutdown().await?;
+            server.await.map_err(std::io::Error::other)?
+        });
+        prop_assert!(
+            accepted.is_err(),
+            "{} random bytes opened a channel",
+            bytes.len()
+        );
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
