@@ -128,8 +128,101 @@ fn membership_error(
     }
 }
 
+/// How far behind the leader's log a node may be and still count as caught up.
+const CAUGHT_UP_LAG: u64 = 100;
+
+/// Refuse changes that would hurt the cluster: adding a voter (the leader included) again as
+/// a learner, or a learner again under other addresses; promoting a learner that has not caught up
+/// (with it a voter, a quorum may be out of reach), removing the last voter, removing the
+/// leader itself (openraft keeps a removed leader running as a non-member for a while; stop
+/// it instead and remove it through another node), or removing a voter when too few of the
+/// rest are reachable to form a quorum.
+fn check_membership(node: &RaftNode, change: &MembershipChange) -> Result<(), ProposeError> {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let last = m.last_log_index.unwrap_or(0);
+    let caught_up = |id: u64| -> Option<u64> {
+        if id == node.id {
+            return Some(last);
+        }
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(&id).copied().flatten())
+            .map(|l| l.index)
+            .filter(|i| i + CAUGHT_UP_LAG >= last)
+    };
+    match change {
+        MembershipChange::AddLearner { id, member } => {
+            if voters.contains(id) {
+                return Err(ProposeError::Rejected(format!(
+                    "node {id} is already a voter"
+                )));
+            }
+            if let Some((other, _)) = membership
+                .nodes()
+                .find(|(other, n)| *other != id && (n.rpc == member.rpc || n.api == member.api))
+            {
+                return Err(ProposeError::Rejected(format!(
+                    "node {other} already uses rpc {} or api {}: every member needs its own addresses",
+                    member.rpc, member.api
+                )));
+            }
+            match membership.get_node(id) {
+                Some(known) if known != member => Err(ProposeError::Rejected(format!(
+                    "node {id} is already a learner at rpc {} / api {}; remove it first to change its addresses",
+                    known.rpc, known.api
+                ))),
+                _ => Ok(()),
+            }
+        }
+        MembershipChange::Promote { id } => {
+            if voters.contains(id) {
+                return Ok(()); // already one: nothing to do
+            }
+            if !membership.learner_ids().any(|l| l == *id) {
+                return Err(ProposeError::Rejected(format!(
+                    "node {id} is not a learner of this cluster (add it with POST /v1/cluster/learners first)"
+                )));
+            }
+            if caught_up(*id).is_none() {
+                return Err(ProposeError::Rejected(format!(
+                    "node {id} has not caught up with the log (leader at {last}); promoting it now could leave the cluster without a quorum: wait until it replicates"
+                )));
+            }
+            Ok(())
+        }
+        MembershipChange::Remove { id } => {
+            if *id == node.id {
+                return Err(ProposeError::Rejected(format!(
+                    "node {id} is the leader: stop it (another voter takes over) and remove it through another node"
+                )));
+            }
+            if voters.contains(id) {
+                let rest: Vec<u64> = voters.iter().copied().filter(|v| v != id).collect();
+                if rest.is_empty() {
+                    return Err(ProposeError::Rejected(format!(
+                        "node {id} is the last voter"
+                    )));
+                }
+                let reachable = rest.iter().filter(|v| caught_up(**v).is_some()).count();
+                if reachable * 2 <= rest.len() {
+                    return Err(ProposeError::Rejected(format!(
+                        "without node {id}, only {reachable} of the {} remaining voters are caught up: no quorum",
+                        rest.len()
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Run a membership change on this node (it must lead).
 async fn apply_membership(node: &RaftNode, change: MembershipChange) -> Result<(), ProposeError> {
+    if node.raft.metrics().borrow().current_leader == Some(node.id) {
+        check_membership(node, &change)?;
+    }
     let raft = &node.raft;
     match change {
         MembershipChange::AddLearner { id, member } => {

@@ -237,7 +237,10 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
 /// The least role a route needs; `None` = open to anyone.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let p = path.trim_end_matches('/');
-    if matches!(p, "/healthz" | "/readyz" | "/metrics" | "/v1/auth/token") {
+    if matches!(
+        p,
+        "/healthz" | "/readyz" | "/metrics" | "/v1/auth/token" | "/v1/openapi.json"
+    ) {
         return None;
     }
     let admin = p.starts_with("/v1/cluster/") || p.starts_with("/v1/debug/");
@@ -331,10 +334,10 @@ fn check(req: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
     Ok(principal)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    api_key: String,
+    pub api_key: String,
 }
 
 /// POST /v1/auth/token

@@ -16,7 +16,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Most tasks in one batch submission.
 pub const MAX_BATCH: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecDto {
     pub argv: Vec<String>,
@@ -25,7 +25,7 @@ pub struct ExecDto {
 }
 
 /// A label value, or a set of accepted values.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -41,16 +41,17 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConstraintsDto {
+    #[schema(value_type = Option<crate::openapi::TierDoc>)]
     pub tier: Option<Tier>,
     /// `{"region": "eu-west"}` (equality) or `{"region": ["eu-west", "eu-north"]}` (one of).
     #[serde(default)]
     pub labels: BTreeMap<String, OneOrMany>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AffinityDto {
     pub label: String,
@@ -58,7 +59,7 @@ pub struct AffinityDto {
     pub weight: i32,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesDto {
     pub cpu_millis: Option<u32>,
@@ -67,7 +68,7 @@ pub struct ResourcesDto {
     pub network: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryDto {
     pub max_attempts: Option<u32>,
@@ -81,10 +82,13 @@ pub struct RetryDto {
 pub const MAX_AFTER: usize = 100;
 
 /// A task as submitted (API.md).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSubmission {
+    /// A kernel from GET /v1/kernels (with `input`), or leave it out and give `exec`.
     pub kernel: Option<String>,
+    /// The kernel's input, checked against its `input_schema`.
+    #[schema(value_type = Option<Object>)]
     pub input: Option<Box<RawValue>>,
     pub exec: Option<ExecDto>,
     #[serde(default)]
@@ -96,6 +100,7 @@ pub struct TaskSubmission {
     pub timeout_ms: Option<u64>,
     pub retry: Option<RetryDto>,
     pub idempotency_key: Option<String>,
+    #[schema(value_type = Option<crate::openapi::PlacementDoc>)]
     pub placement: Option<Placement>,
     #[serde(default)]
     pub affinities: Vec<AffinityDto>,
@@ -103,7 +108,7 @@ pub struct TaskSubmission {
     pub after: Vec<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSubmission {
     pub tasks: Vec<TaskSubmission>,
@@ -277,16 +282,18 @@ impl TaskSubmission {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDto<'a> {
     pub code: &'a str,
     pub message: &'a str,
 }
 
 /// A task as GET /v1/tasks/{id} shows it. Times are milliseconds since the Unix epoch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Task)]
 pub struct TaskDto<'a> {
     pub id: u64,
+    #[schema(value_type = crate::openapi::StatusDoc)]
     pub status: &'static str,
     pub kernel: &'a str,
     pub priority: i32,
@@ -297,15 +304,22 @@ pub struct TaskDto<'a> {
     pub scheduled_at: Option<u64>,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// The kernel's output (any JSON).
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<&'a RawValue>,
     pub error: Option<ErrorDto<'a>>,
+    #[schema(value_type = Option<crate::openapi::IsolationDoc>)]
     pub isolation: Option<&'static str>,
     pub idempotency_key: Option<&'a str>,
     pub constraints: ConstraintsView<'a>,
+    #[schema(value_type = crate::openapi::ResourcesDoc)]
     pub resources: &'a Resources,
+    #[schema(value_type = Option<crate::openapi::PlacementDoc>)]
     pub placement: Option<&'static str>,
+    #[schema(value_type = Vec<u64>)]
     pub after: &'a [u64],
     /// `after` tasks that have not succeeded yet.
+    #[schema(value_type = Vec<u64>)]
     pub waiting_on: &'a [u64],
     pub timeout_ms: Option<u64>,
     pub retry: RetryView,
@@ -325,13 +339,15 @@ pub struct TaskDto<'a> {
     pub pending_reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConstraintsView<'a> {
+    #[schema(value_type = Option<crate::openapi::TierDoc>)]
     pub tier: Option<&'static str>,
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
     pub labels: &'a BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RetryView {
     pub max_attempts: u32,
     pub backoff_ms: u64,
@@ -339,7 +355,7 @@ pub struct RetryView {
     pub jitter: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttemptView<'a> {
     pub attempt: u32,
     pub node: u64,
@@ -350,13 +366,13 @@ pub struct AttemptView<'a> {
     pub retry_delay_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResultStoredView {
     pub node: u64,
     pub bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobFireView {
     pub id: u64,
     /// The cron slot this task was made for (ms since the epoch).

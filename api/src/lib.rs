@@ -18,6 +18,7 @@ pub mod dto;
 pub mod error;
 pub mod guard;
 pub mod handlers;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod shared_limit;

@@ -5,6 +5,34 @@ use actix_web::web;
 use crate::error::{json_error, ApiError};
 use crate::handlers::{cluster, debug, jobs, system, tasks};
 
+/// Every route but the `/v1/debug` test hooks, as (method, path) in OpenAPI's spelling: the
+/// operations of the OpenAPI document (`openapi.rs`; a test checks they agree).
+pub const DOCUMENTED: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/openapi.json"),
+    ("post", "/v1/auth/token"),
+    ("post", "/v1/tasks"),
+    ("get", "/v1/tasks"),
+    ("post", "/v1/tasks/batch"),
+    ("get", "/v1/tasks/{id}"),
+    ("get", "/v1/tasks/{id}/wait"),
+    ("post", "/v1/tasks/{id}/cancel"),
+    ("get", "/v1/dlq"),
+    ("post", "/v1/dlq/{id}/requeue"),
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+    ("delete", "/v1/jobs/{id}"),
+    ("get", "/v1/kernels"),
+    ("get", "/v1/cluster"),
+    ("post", "/v1/cluster/learners"),
+    ("post", "/v1/cluster/members/{id}/promote"),
+    ("delete", "/v1/cluster/members/{id}"),
+    ("get", "/v1/nodes"),
+];
+
 /// Register every route on `cfg`. `max_body` bounds JSON bodies (413 past it).
 pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     let json = web::JsonConfig::default()
@@ -20,10 +48,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .route("/metrics", web::get().to(system::metrics))
         .service(
             web::scope("/v1")
+                .route("/openapi.json", web::get().to(crate::openapi::serve))
                 .route("/auth/token", web::post().to(crate::auth::token))
                 .route("/tasks", web::post().to(tasks::submit))
                 .route("/tasks", web::get().to(tasks::list))
                 .route("/tasks/batch", web::post().to(tasks::submit_batch))
+                // Other methods on /tasks/batch get 405, not GET /tasks/{id} with id "batch".
+                .route("/tasks/batch", web::route().to(system::not_found))
                 .route("/tasks/{id}", web::get().to(tasks::get))
                 .route("/tasks/{id}/wait", web::get().to(tasks::wait))
                 .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))

@@ -454,3 +454,54 @@ fn without_a_quorum_writes_get_503_with_retry_after_instead_of_hanging() {
     );
     assert_eq!(a.retry_after.as_deref(), Some("1"));
 }
+
+/// Membership changes that would break the cluster are refused with 409 and change nothing:
+/// a second member at a member's address (the leader's own included), promoting a node that
+/// is not a learner, removing the leader itself.
+#[test]
+fn harmful_membership_changes_are_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c = Cluster::must_start(dir.path(), 3, &[]);
+    let leader = c.wait_for_leader(&[1, 2, 3], Duration::from_secs(20));
+    let before = c.node(leader).must_get("/v1/cluster").body["members"].clone();
+    let leader_rpc = c.node(leader).rpc_addr();
+    let refused = |path: &str, body: Option<Value>, method: &str, expect: &str| {
+        let a = c.node(leader).must_call(method, path, None, body.as_ref());
+        let status = if expect == "not a member" { 404 } else { 409 };
+        assert_eq!(a.status, status, "{method} {path}: {}", a.body);
+        let msg = a.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(msg.contains(expect), "{method} {path}: {msg}");
+    };
+    refused(
+        "/v1/cluster/learners",
+        Some(json!({"id": 9, "rpc": leader_rpc, "api": "127.0.0.1:1"})),
+        "POST",
+        "already uses",
+    );
+    refused(
+        "/v1/cluster/learners",
+        Some(json!({"id": leader, "rpc": "127.0.0.1:2", "api": "127.0.0.1:3"})),
+        "POST",
+        "already a voter",
+    );
+    refused(
+        "/v1/cluster/members/99/promote",
+        None,
+        "POST",
+        "not a member",
+    );
+    refused(
+        &format!("/v1/cluster/members/{leader}"),
+        None,
+        "DELETE",
+        "is the leader",
+    );
+    let after = c.node(leader).must_get("/v1/cluster").body["members"].clone();
+    assert_eq!(before, after, "a refused change altered the membership");
+    // The leader's Raft is untouched: it still commits.
+    let a = c.node(leader).must_post("/v1/tasks", &stats_task(7));
+    assert_eq!(a.status, 201, "{}", a.body);
+}

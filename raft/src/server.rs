@@ -82,7 +82,30 @@ async fn serve_conn(mut s: Channel, raft: Raft, app: Arc<dyn AppHandler>) -> std
     Ok(())
 }
 
+/// The node a Raft message says it comes from.
+fn sender(req: &RpcRequest) -> Option<u64> {
+    match req {
+        RpcRequest::AppendEntries(r) => r.vote.leader_id().voted_for(),
+        RpcRequest::Vote(r) => r.vote.leader_id().voted_for(),
+        RpcRequest::InstallSnapshot(r) => r.vote.leader_id().voted_for(),
+        RpcRequest::App(_) => None,
+    }
+}
+
 async fn answer(req: RpcRequest, raft: &Raft, app: &dyn AppHandler) -> RpcResponse {
+    // A node never sends Raft messages to itself: one that claims to come from this node
+    // means a member was registered with this node's address (refused at the API, but never
+    // let it reach the Raft core, which does not expect it).
+    let me = raft.metrics().borrow().id;
+    if sender(&req) == Some(me) {
+        tracing::error!(
+            node = me,
+            "refused a Raft message that claims to come from this node itself: a member is registered with this node's cluster address"
+        );
+        return RpcResponse::Refused(format!(
+            "node {me} does not take Raft messages from itself (a member has its address)"
+        ));
+    }
     match req {
         RpcRequest::AppendEntries(r) => RpcResponse::AppendEntries(raft.append_entries(r).await),
         RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),

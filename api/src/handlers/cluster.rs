@@ -18,7 +18,7 @@ pub struct ClusterCtx {
     pub timeout: Duration,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLearner {
     pub id: u64,

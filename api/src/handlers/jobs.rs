@@ -17,7 +17,7 @@ const MAX_NAME: usize = 200;
 const DEFAULT_DEADLINE_MS: u64 = 60_000;
 const MAX_DEADLINE_MS: u64 = 7 * 86_400_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSubmission {
     pub name: String,
@@ -26,8 +26,10 @@ pub struct JobSubmission {
     pub timezone: String,
     pub task: TaskSubmission,
     #[serde(default)]
+    #[schema(value_type = crate::openapi::OverlapDoc)]
     pub overlap: Overlap,
     #[serde(default)]
+    #[schema(value_type = crate::openapi::MisfireDoc)]
     pub misfire: Misfire,
     pub misfire_deadline_ms: Option<u64>,
 }
@@ -44,8 +46,8 @@ fn bad(field: &str, msg: impl std::fmt::Display) -> ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct FireView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct FireView {
     slot: u64,
     decided_at: u64,
     task: Option<u64>,
@@ -53,13 +55,16 @@ struct FireView {
 }
 
 /// A job as GET /v1/jobs/{id} shows it.
-#[derive(Serialize)]
-struct JobView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
+pub(crate) struct JobView<'a> {
     id: JobId,
     name: &'a str,
     schedule: &'a str,
     timezone: &'a str,
+    #[schema(value_type = crate::openapi::OverlapDoc)]
     overlap: &'static str,
+    #[schema(value_type = crate::openapi::MisfireDoc)]
     misfire: &'static str,
     misfire_deadline_ms: u64,
     kernel: &'a str,

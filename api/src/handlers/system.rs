@@ -39,10 +39,56 @@ pub async fn kernels() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "kernels": edgerun_actors::catalog() }))
 }
 
+/// Does `path` fit the route template `pattern` (`/v1/tasks/{id}`)?
+fn fits(pattern: &str, path: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|(p, x)| (p.starts_with('{') && !x.is_empty()) || p == x)
+}
+
+/// No route: 405 with `Allow` when the path exists with other methods, else 404.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    // A literal route (`/v1/tasks/batch`) wins over a template that also fits it.
+    let docs = crate::routes::DOCUMENTED;
+    let exact = docs.iter().any(|(_, p)| *p == req.path());
+    let allowed: Vec<String> = docs
+        .iter()
+        .filter(|(_, p)| {
+            if exact {
+                *p == req.path()
+            } else {
+                fits(p, req.path())
+            }
+        })
+        .map(|(m, _)| m.to_uppercase())
+        .collect();
+    if !allowed.is_empty() {
+        let allow = allowed.join(", ");
+        return Ok(HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow.clone()))
+            .json(json!({"error": {
+                "code": "method_not_allowed",
+                "message": format!("{} is not allowed on {}; allowed: {allow}", req.method(), req.path()),
+                "details": {"allow": allowed},
+            }})));
+    }
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),
         req.path()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn templates_fit_paths_segment_by_segment() {
+        assert!(super::fits("/v1/tasks/{id}", "/v1/tasks/7"));
+        assert!(super::fits("/v1/tasks/{id}", "/v1/tasks/batch"));
+        assert!(!super::fits("/v1/tasks/{id}", "/v1/tasks/7/wait"));
+        assert!(!super::fits("/v1/tasks/{id}", "/v1/tasks/"));
+        assert!(super::fits("/v1/tasks", "/v1/tasks"));
+    }
 }

@@ -1,0 +1,576 @@
+//! The OpenAPI 3.1 document served at `GET /v1/openapi.json`.
+//!
+//! Request and response bodies are the handlers' own types (`dto.rs`, `jobs.rs`, ...)
+//! deriving `ToSchema`; the shapes that handlers build inline are described here next to
+//! the operations. Every route of `routes.rs` but the `/v1/debug` test hooks (off unless
+//! `debug.fault_injection`) is an operation here: `routes::DOCUMENTED` lists them and a test
+//! checks the two agree. schemathesis (`scripts/schemathesis`) checks the running API
+//! against this document.
+
+#![allow(dead_code)] // the operation functions below exist only to carry their attributes
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::auth::TokenRequest;
+use crate::dto::{
+    AffinityDto, AttemptView, BatchSubmission, ConstraintsDto, ConstraintsView, ErrorDto, ExecDto,
+    JobFireView, OneOrMany, ResourcesDto, ResultStoredView, RetryDto, RetryView, TaskDto,
+    TaskSubmission,
+};
+use crate::handlers::cluster::NewLearner;
+use crate::handlers::jobs::{FireView, JobSubmission, JobView};
+
+#[derive(ToSchema)]
+#[schema(as = Tier)]
+#[allow(non_camel_case_types)]
+pub enum TierDoc {
+    cloud,
+    edge,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Placement)]
+#[allow(non_camel_case_types)]
+pub enum PlacementDoc {
+    binpack,
+    spread,
+}
+
+#[derive(ToSchema)]
+#[schema(as = TaskStatus)]
+#[allow(non_camel_case_types)]
+pub enum StatusDoc {
+    pending,
+    scheduled,
+    running,
+    succeeded,
+    failed,
+    timed_out,
+    cancelled,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Isolation)]
+#[allow(non_camel_case_types)]
+pub enum IsolationDoc {
+    container,
+    process,
+    inproc,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Overlap)]
+#[allow(non_camel_case_types)]
+pub enum OverlapDoc {
+    forbid,
+    allow,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Misfire)]
+#[allow(non_camel_case_types)]
+pub enum MisfireDoc {
+    skip,
+    fire_once,
+    fire_all,
+}
+
+/// What a task asks for.
+#[derive(ToSchema)]
+#[schema(as = Resources)]
+pub struct ResourcesDoc {
+    cpu_millis: Option<u32>,
+    memory_mb: Option<u32>,
+    network: bool,
+}
+
+/// Every error: `{"error": {"code", "message", "details"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable (`invalid_task`, `not_found`, `rate_limited`, ...).
+    code: String,
+    message: String,
+    /// More about the error (a field name, a limit, the leader's address), or null.
+    details: serde_json::Value,
+}
+
+#[derive(ToSchema)]
+pub struct BatchCreated {
+    ids: Vec<u64>,
+}
+
+/// One page; `next` is the cursor for `after=` when the page is full.
+#[derive(ToSchema)]
+pub struct TaskPage {
+    tasks: Vec<TaskDto<'static>>,
+    next: Option<u64>,
+}
+
+#[derive(ToSchema)]
+pub struct Health {
+    status: String,
+    node: u64,
+}
+
+#[derive(ToSchema)]
+pub struct Ready {
+    status: String,
+    leader: u64,
+    applied: u64,
+}
+
+#[derive(ToSchema)]
+pub struct Token {
+    /// A JWT for `Authorization: Bearer ...`.
+    token: String,
+    /// Seconds until it expires.
+    expires_in: u64,
+    role: String,
+}
+
+#[derive(ToSchema)]
+pub struct Kernel {
+    name: String,
+    version: u32,
+    description: String,
+    /// JSON Schema of the input.
+    input_schema: serde_json::Value,
+    output_schema: serde_json::Value,
+}
+
+#[derive(ToSchema)]
+pub struct Kernels {
+    kernels: Vec<Kernel>,
+}
+
+#[derive(ToSchema)]
+pub struct Member {
+    id: u64,
+    tier: Option<TierDoc>,
+    /// `voter` or `learner`.
+    role: String,
+    api: String,
+    rpc: String,
+    /// `up`, `down` or `unregistered`.
+    state: String,
+    leader: bool,
+}
+
+/// Raft's view from the answering node.
+#[derive(ToSchema)]
+pub struct Cluster {
+    id: u64,
+    leader: Option<u64>,
+    term: u64,
+    last_applied: Option<u64>,
+    last_log: Option<u64>,
+    snapshot: Option<u64>,
+    purged: Option<u64>,
+    members: Vec<Member>,
+}
+
+#[derive(ToSchema)]
+pub struct Node {
+    id: u64,
+    cpu_millis: u32,
+    memory_mb: u32,
+    cpu_millis_used: u64,
+    memory_mb_used: u64,
+    tier: TierDoc,
+    labels: BTreeMap<String, String>,
+    api: String,
+    rpc: String,
+    slots: u32,
+    /// Attempts placed on it and not ended.
+    load: u64,
+    registered_at: u64,
+    up: bool,
+    last_heartbeat: Option<u64>,
+}
+
+#[derive(ToSchema)]
+pub struct Nodes {
+    nodes: Vec<Node>,
+}
+
+#[derive(ToSchema)]
+pub struct Jobs {
+    jobs: Vec<JobView<'static>>,
+}
+
+#[derive(ToSchema)]
+pub struct JobDeleted {
+    id: u64,
+    deleted: bool,
+}
+
+// ---- operations -------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()),
+    responses((status = 200, description = "The process is up", body = Health)))]
+fn healthz() {}
+
+#[utoipa::path(get, path = "/readyz", tag = "system", security(()),
+    responses(
+        (status = 200, description = "A leader is known and this node has applied entries", body = Ready),
+        (status = 503, description = "Not ready yet", body = ErrorBody)))]
+fn readyz() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "system", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+fn metrics() {}
+
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "This document", body = Object)))]
+fn openapi() {}
+
+#[utoipa::path(post, path = "/v1/auth/token", tag = "auth", security(()),
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "A token for the key's role", body = Token),
+        (status = 400, description = "Malformed body, or auth is off", body = ErrorBody),
+        (status = 401, description = "Unknown API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn token() {}
+
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = TaskSubmission,
+    responses(
+        (status = 201, description = "Stored", body = TaskDto),
+        (status = 200, description = "An earlier submission with the same idempotency_key", body = TaskDto),
+        (status = 400, description = "Malformed or invalid", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Unknown kernel or input not fitting its schema", body = ErrorBody),
+        (status = 429, description = "Rate limited or too many pending tasks; nothing stored", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn submit() {}
+
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+    params(
+        ("status" = Option<String>, Query, description = "pending, scheduled, running, succeeded, failed, timed_out or cancelled"),
+        ("limit" = Option<u64>, Query, description = "1 to 1000 (100)"),
+        ("after" = Option<u64>, Query, description = "The `next` of the previous page"),
+        ("stale" = Option<bool>, Query, description = "Read this node's copy")),
+    responses(
+        (status = 200, description = "Oldest first", body = TaskPage),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn list() {}
+
+#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", request_body = BatchSubmission,
+    responses(
+        (status = 201, description = "All stored, in order", body = BatchCreated),
+        (status = 400, description = "Malformed or invalid (nothing stored)", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "A task's kernel or input is invalid (nothing stored)", body = ErrorBody),
+        (status = 429, description = "Rate limited or too many pending tasks; nothing stored", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn submit_batch() {}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = u64, Path, minimum = 1), ("stale" = Option<bool>, Query)),
+    responses(
+        (status = 200, description = "The task", body = TaskDto),
+        (status = 400, description = "Bad id or query", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read, or the result's node is down", body = ErrorBody)))]
+fn get_task() {}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/wait", tag = "tasks",
+    params(("id" = u64, Path, minimum = 1),
+        ("timeout" = Option<String>, Query, description = "30s, 500ms, 2m or seconds; at most 300 s"),
+        ("stale" = Option<bool>, Query)),
+    responses(
+        (status = 200, description = "The task once ended, or as it is when the timeout passes", body = TaskDto),
+        (status = 400, description = "Bad id or query", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn wait() {}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "Cancelled (its running attempt is stopped)", body = TaskDto),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "Already ended", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn cancel() {}
+
+#[utoipa::path(get, path = "/v1/dlq", tag = "tasks",
+    params(("limit" = Option<u64>, Query), ("after" = Option<u64>, Query), ("stale" = Option<bool>, Query)),
+    responses(
+        (status = 200, description = "Dead-lettered tasks, oldest first", body = TaskPage),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn dlq() {}
+
+#[utoipa::path(post, path = "/v1/dlq/{id}/requeue", tag = "tasks",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "Pending again with fresh attempts", body = TaskDto),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "Not in the dead-letter queue", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn requeue() {}
+
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSubmission,
+    responses(
+        (status = 201, description = "Stored", body = JobView),
+        (status = 400, description = "Malformed or invalid (schedule, zone, ...)", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "The task's kernel or input is invalid", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn create_job() {}
+
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    responses(
+        (status = 200, description = "Every job", body = Jobs),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn list_jobs() {}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn get_job() {}
+
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "Deleted (its tasks are kept)", body = JobDeleted),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn delete_job() {}
+
+#[utoipa::path(get, path = "/v1/kernels", tag = "system",
+    responses(
+        (status = 200, description = "The kernels and their input schemas", body = Kernels),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn kernels() {}
+
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses(
+        (status = 200, description = "Members, leader and Raft indexes", body = Cluster),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn cluster() {}
+
+#[utoipa::path(post, path = "/v1/cluster/learners", tag = "cluster", request_body = NewLearner,
+    responses(
+        (status = 200, description = "Added; it catches up and can be promoted", body = Cluster),
+        (status = 400, description = "Malformed or invalid member", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 409, description = "The change conflicts with the membership", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now, or the change did not finish; retry", body = ErrorBody)))]
+fn add_learner() {}
+
+#[utoipa::path(post, path = "/v1/cluster/members/{id}/promote", tag = "cluster",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "A voter now", body = Cluster),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "Not a member", body = ErrorBody),
+        (status = 409, description = "Not a learner of this cluster", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now, or the change did not finish; retry", body = ErrorBody)))]
+fn promote() {}
+
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "Removed", body = Cluster),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "Not a member", body = ErrorBody),
+        (status = 409, description = "The change conflicts with the membership", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now, or the change did not finish; retry", body = ErrorBody)))]
+fn remove() {}
+
+#[utoipa::path(get, path = "/v1/nodes", tag = "cluster",
+    responses(
+        (status = 200, description = "Registered nodes with capacity and load", body = Nodes),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn nodes() {}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "POST /v1/auth/token {\"api_key\"} gives one; roles viewer < operator < admin",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "edgerun", description = "A compute cluster for the edge: tasks, jobs, cluster membership."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, get_task, wait,
+        cancel, dlq, requeue, create_job, list_jobs, get_job, delete_job, kernels, cluster,
+        add_learner, promote, remove, nodes),
+    components(schemas(ErrorBody, ErrorDetail, TaskDto, TaskSubmission, BatchSubmission,
+        ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
+        ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,
+        JobView, JobSubmission, NewLearner, TokenRequest))
+)]
+pub struct ApiDoc;
+
+/// The document, rendered once.
+pub fn json() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"rendering the OpenAPI document: {e}\"}}"))
+    })
+}
+
+/// GET /v1/openapi.json
+pub async fn serve() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_document_lists_exactly_the_documented_routes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::json()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        let mut ops = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, _) in item.as_object().into_iter().flatten() {
+                ops.insert((method.clone(), path.clone()));
+            }
+        }
+        let want: BTreeSet<(String, String)> = crate::routes::DOCUMENTED
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(ops, want);
+        // Every schema a body refers to is in the components.
+        let text = super::json();
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = r.split('"').next().unwrap_or("");
+            assert!(schemas.contains_key(name), "missing schema {name}");
+        }
+    }
+
+    #[test]
+    fn every_route_in_the_table_is_documented_or_a_debug_hook() {
+        // Whitespace removed, so a .route( split over lines reads like one on a line.
+        let src: String = include_str!("routes.rs").split_whitespace().collect();
+        let mut seen = 0;
+        for line in src.split(".route(\"").skip(1) {
+            seen += 1;
+            let rest = line;
+            let path = rest.split('"').next().unwrap_or("");
+            let full = if path.starts_with("/healthz")
+                || path.starts_with("/readyz")
+                || path.starts_with("/metrics")
+            {
+                path.to_string()
+            } else {
+                format!("/v1{path}")
+            };
+            if full.starts_with("/v1/debug/") || line.contains("system::not_found") {
+                continue;
+            }
+            // The first web::<method>() after the path is this route's.
+            let method = ["get", "post", "put", "delete"]
+                .into_iter()
+                .filter_map(|m| line.find(&format!("web::{m}()")).map(|at| (at, m)))
+                .min()
+                .map_or("?", |(_, m)| m);
+            assert!(
+                crate::routes::DOCUMENTED.contains(&(method, full.as_str())),
+                "{method} {full} is routed but not in routes::DOCUMENTED / the OpenAPI document"
+            );
+        }
+        assert!(
+            seen >= crate::routes::DOCUMENTED.len(),
+            "only {seen} routes found"
+        );
+    }
+}
