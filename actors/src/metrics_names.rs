@@ -2,8 +2,28 @@
 
 pub const ACTOR_RESTARTS: &str = "edgerun_actor_restarts_total";
 pub const TASKS_BY_STATUS: &str = "edgerun_tasks";
-pub const TASKS_COMPLETED: &str = "edgerun_tasks_completed_total";
-pub const TASK_RUN_SECONDS: &str = "edgerun_task_run_seconds";
+/// Attempts this node ran whose completion the cluster accepted, by `status`.
+pub const TASKS_FINISHED: &str = "edgerun_tasks_finished_total";
+/// Run time of attempts on this node, by `kernel` and `isolation`.
+pub const TASK_DURATION: &str = "edgerun_task_duration_seconds";
+/// From submission to the start of an attempt on this node.
+pub const TASK_QUEUE_WAIT: &str = "edgerun_task_queue_wait_seconds";
+/// Tasks created by submissions through this node's API.
+pub const TASKS_SUBMITTED: &str = "edgerun_tasks_submitted_total";
+/// Pending tasks by `priority` (the cluster's, as this node sees it).
+pub const SCHEDULER_PENDING: &str = "edgerun_scheduler_pending";
+/// The leader's id as this node sees it (0: none known).
+pub const RAFT_LEADER: &str = "edgerun_raft_leader";
+/// The highest log index this node has committed and applied.
+pub const RAFT_COMMIT_INDEX: &str = "edgerun_raft_commit_index";
+/// On the leader: entries each `peer` is behind the leader's log.
+pub const RAFT_REPLICATION_LAG: &str = "edgerun_raft_replication_lag";
+/// 1 when `node` is up (heartbeats within its lease), 0 when marked down.
+pub const NODE_UP: &str = "edgerun_node_up";
+/// Time to answer a REST call, by `route`, `method` and `status`.
+pub const HTTP_DURATION: &str = "edgerun_http_request_duration_seconds";
+/// Bytes the sled database takes on disk.
+pub const SLED_DISK_BYTES: &str = "edgerun_sled_disk_bytes";
 pub const RAFT_PROPOSALS: &str = "edgerun_raft_proposals_total";
 pub const RAFT_BATCH_SIZE: &str = "edgerun_raft_batch_size";
 pub const RAFT_TERM: &str = "edgerun_raft_term";
@@ -20,3 +40,102 @@ pub const TASKS_COLLECTED: &str = "edgerun_tasks_collected_total";
 pub const TASKS_STOPPED: &str = "edgerun_worker_tasks_stopped_total";
 pub const WORKER_OUTBOX: &str = "edgerun_worker_outbox";
 pub const HTTP_RATE_LIMITED: &str = "edgerun_http_rate_limited_total";
+
+/// Register help texts and units for every metric (Prometheus wants a HELP line for each).
+pub fn describe_all() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        ACTOR_RESTARTS,
+        "Actors restarted by their supervisor, by actor"
+    );
+    describe_gauge!(
+        TASKS_BY_STATUS,
+        "Tasks in the cluster by status, as this node sees them"
+    );
+    describe_counter!(
+        TASKS_FINISHED,
+        "Attempts run here whose completion the cluster accepted, by status"
+    );
+    describe_histogram!(
+        TASK_DURATION,
+        Unit::Seconds,
+        "Run time of attempts on this node, by kernel and isolation"
+    );
+    describe_histogram!(
+        TASK_QUEUE_WAIT,
+        Unit::Seconds,
+        "Time from submission to an attempt starting on this node"
+    );
+    describe_counter!(
+        TASKS_SUBMITTED,
+        "Tasks created by submissions through this node's API"
+    );
+    describe_gauge!(SCHEDULER_PENDING, "Pending tasks by priority");
+    describe_counter!(RAFT_PROPOSALS, "Writes proposed to Raft by this node");
+    describe_histogram!(RAFT_BATCH_SIZE, "Writes per Raft entry (group commit)");
+    describe_gauge!(RAFT_TERM, "This node's current Raft term");
+    describe_gauge!(RAFT_IS_LEADER, "1 while this node leads");
+    describe_gauge!(
+        RAFT_LEADER,
+        "The leader's node id as this node sees it (0: none known)"
+    );
+    describe_gauge!(
+        RAFT_LAST_APPLIED,
+        "Last log index applied to this node's state machine"
+    );
+    describe_gauge!(
+        RAFT_COMMIT_INDEX,
+        "Highest log index committed and applied on this node"
+    );
+    describe_gauge!(
+        RAFT_REPLICATION_LAG,
+        "On the leader: log entries each peer is behind"
+    );
+    describe_gauge!(
+        NODE_UP,
+        "1 when the node is up (heartbeats within its lease), 0 when down"
+    );
+    describe_counter!(
+        SCHEDULER_PLACED,
+        "Attempts placed by this node's scheduler while leading"
+    );
+    describe_histogram!(
+        SCHEDULER_PLAN_SECONDS,
+        Unit::Seconds,
+        "Time to plan one scheduling round"
+    );
+    describe_counter!(
+        SCHEDULER_PREEMPTED,
+        "Attempts preempted for higher-priority tasks"
+    );
+    describe_counter!(JOB_FIRES, "Tasks created by periodic jobs");
+    describe_counter!(TASKS_COLLECTED, "Finished tasks removed by retention");
+    describe_gauge!(WORKER_BUSY_SLOTS, "Attempts running on this node");
+    describe_counter!(
+        TASKS_STOPPED,
+        "Running attempts this node stopped (cancel, preemption, reassignment)"
+    );
+    describe_gauge!(
+        WORKER_OUTBOX,
+        "Completions kept on disk until the cluster takes them"
+    );
+    describe_counter!(
+        COMPLETIONS_REFUSED,
+        "Completions the cluster refused (stale attempt or cancelled)"
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "REST calls answered, by route, method and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time to answer a REST call, by route, method and status"
+    );
+    describe_counter!(HTTP_RATE_LIMITED, "REST calls refused by the rate limit");
+    describe_gauge!(
+        SLED_DISK_BYTES,
+        Unit::Bytes,
+        "Bytes the sled database takes on disk"
+    );
+}

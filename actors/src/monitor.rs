@@ -40,6 +40,8 @@ pub struct MonitorArgs {
 
 pub struct MonitorState {
     node: RaftNode,
+    /// Pending counts by priority last exported.
+    pending_seen: std::collections::BTreeMap<i32, u64>,
     info: NodeInfo,
     scheduler: Slot<SchedulerMsg>,
     heartbeat: Duration,
@@ -149,6 +151,7 @@ impl Actor for Monitor {
             info: args.info,
             scheduler: args.scheduler,
             heartbeat: args.heartbeat,
+            pending_seen: Default::default(),
             ticker,
             beater,
             register,
@@ -191,8 +194,47 @@ impl Actor for Monitor {
                         0.0
                     },
                 );
-                metrics::gauge!(m::RAFT_LAST_APPLIED)
-                    .set(rm.last_applied.map_or(0, |l| l.index) as f64);
+                let applied = rm.last_applied.map_or(0, |l| l.index);
+                metrics::gauge!(m::RAFT_LAST_APPLIED).set(applied as f64);
+                metrics::gauge!(m::RAFT_COMMIT_INDEX).set(applied as f64);
+                metrics::gauge!(m::RAFT_LEADER).set(rm.current_leader.unwrap_or(0) as f64);
+                if let Some(rep) = &rm.replication {
+                    let last = rm.last_log_index.unwrap_or(0);
+                    for (peer, matched) in rep.iter() {
+                        if *peer == state.node.id {
+                            continue;
+                        }
+                        let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+                        metrics::gauge!(m::RAFT_REPLICATION_LAG, "peer" => peer.to_string())
+                            .set(lag as f64);
+                    }
+                }
+                let (nodes, pending) = state.node.view.read(|s| {
+                    let nodes: Vec<(u64, bool)> = s.nodes.values().map(|n| (n.id, n.up)).collect();
+                    let mut pending: std::collections::BTreeMap<i32, u64> = Default::default();
+                    for t in s.pending() {
+                        *pending.entry(t.spec.priority).or_default() += 1;
+                    }
+                    (nodes, pending)
+                });
+                for (id, up) in nodes {
+                    metrics::gauge!(m::NODE_UP, "node" => id.to_string()).set(if up {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                }
+                // Priorities seen before keep their series (at 0) when none is pending.
+                for (prio, n) in state.pending_seen.iter_mut() {
+                    *n = pending.get(prio).copied().unwrap_or(0);
+                }
+                for (prio, n) in pending {
+                    state.pending_seen.insert(prio, n);
+                }
+                for (prio, n) in &state.pending_seen {
+                    metrics::gauge!(m::SCHEDULER_PENDING, "priority" => prio.to_string())
+                        .set(*n as f64);
+                }
             }
             MonitorMsg::Beat => state.beat(),
             MonitorMsg::Fail => {

@@ -160,6 +160,8 @@ impl Actor for NodeSupervisor {
         };
         for spec in args.children {
             tracing::info!(actor = spec.name(), "starting actor");
+            // Exported at 0 from the start, so a rate over it works before the first restart.
+            metrics::counter!(m::ACTOR_RESTARTS, "actor" => spec.name()).increment(0);
             match spec.spawn(myself.get_cell()).await {
                 Ok(cell) => state.children.push(Child {
                     spec,

@@ -94,6 +94,8 @@ struct Running {
 struct Job {
     at: AttemptRef,
     status: TaskStatus,
+    /// When the task was submitted (ms since the epoch), for the queue-wait metric.
+    created_at: u64,
     work: Work,
     timeout: Duration,
     memory_mb: u32,
@@ -227,6 +229,7 @@ impl WorkerState {
                         attempt: t.attempt,
                     },
                     status: t.status,
+                    created_at: t.created_at_ms,
                     work: t.spec.work.clone(),
                     timeout: t
                         .spec
@@ -313,6 +316,14 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         tokio::time::sleep(delay).await;
     }
     let started = Instant::now();
+    if job.status == TaskStatus::Scheduled {
+        let waited_ms = now_ms().saturating_sub(job.created_at);
+        metrics::histogram!(m::TASK_QUEUE_WAIT).record(waited_ms as f64 / 1000.0);
+    }
+    let kernel = match &job.work {
+        edgerun_model::Work::Kernel { kernel, .. } => kernel.clone(),
+        edgerun_model::Work::Exec { .. } => "exec".to_string(),
+    };
     let outcome = executor
         .run(ExecJob {
             task: at.task,
@@ -341,7 +352,8 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         }
         other => other,
     };
-    metrics::histogram!(m::TASK_RUN_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::TASK_DURATION, "kernel" => kernel, "isolation" => executor.isolation().as_str())
+        .record(started.elapsed().as_secs_f64());
     if let Outcome::Failed {
         error,
         retryable: true,
@@ -381,7 +393,7 @@ async fn deliver(completion: Completion, proposer: Proposer, node: RaftNode, out
         match proposer.propose(cmd).await {
             Ok(Response::Accepted(v)) => {
                 if v.first() == Some(&true) {
-                    metrics::counter!(m::TASKS_COMPLETED, "outcome" => label).increment(1);
+                    metrics::counter!(m::TASKS_FINISHED, "status" => label).increment(1);
                 } else {
                     metrics::counter!(m::COMPLETIONS_REFUSED).increment(1);
                     tracing::info!(

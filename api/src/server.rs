@@ -46,13 +46,25 @@ pub struct ApiState {
     handle: ServerHandle,
 }
 
-/// Count every answer by status code.
+/// Count and time every answer by route (the pattern, so ids do not make new series),
+/// method and status.
 async fn count_requests(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use edgerun_actors::metrics_names as m;
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
     let res = next.call(req).await?;
-    metrics::counter!(edgerun_actors::metrics_names::HTTP_REQUESTS, "status" => res.status().as_str().to_owned()).increment(1);
+    let route = res
+        .request()
+        .match_pattern()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status().as_str().to_owned();
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status.clone()).increment(1);
+    metrics::histogram!(m::HTTP_DURATION, "route" => route, "method" => method, "status" => status)
+        .record(started.elapsed().as_secs_f64());
     Ok(res)
 }
 

@@ -8,6 +8,7 @@ use edgerun_actors::executor::container::own_cgroup;
 use edgerun_actors::executor::{
     ContainerConfig, ContainerExecutor, Executor, InprocExecutor, ProcessExecutor, ProcessLimits,
 };
+use edgerun_actors::metrics_names as m;
 use edgerun_actors::{
     core_children, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Policy, Retention,
     Slot, SupervisorArgs, SupervisorMsg,
@@ -32,9 +33,23 @@ pub fn init_logging() {
 }
 
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
+    use metrics_exporter_prometheus::Matcher;
+    // Histograms (not summaries): seconds from 0.5 ms to 2 min; batch sizes 1 to 4096.
+    let seconds = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0, 120.0,
+    ];
+    let sizes = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::RAFT_BATCH_SIZE.into()), &sizes))
+        .context("metric buckets")?
         .install_recorder()
-        .context("installing the Prometheus recorder")
+        .context("installing the Prometheus recorder")?;
+    m::describe_all();
+    Ok(handle)
 }
 
 /// Run a node until it is told to stop (Ctrl-C, SIGTERM) or its supervisor gives up.
@@ -185,6 +200,21 @@ pub async fn run_node(
 
     let db_path = cfg.db_path();
     let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb)?;
+    {
+        // The database's size on disk, every 10 s (the Monitor has no handle on the files).
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let db = db.clone();
+                if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || db.size_on_disk()).await
+                {
+                    metrics::gauge!(m::SLED_DISK_BYTES).set(bytes as f64);
+                }
+            }
+        });
+    }
     // Every durable write on this database flushes through one flusher (one flush at a time).
     let flusher = edgerun_raft::Flusher::new(db.clone());
     let results =

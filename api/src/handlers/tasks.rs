@@ -189,6 +189,9 @@ pub async fn submit(
         })
         .await?;
     let s = submitted(resp, 1)?[0];
+    if s.created {
+        metrics::counter!(edgerun_actors::metrics_names::TASKS_SUBMITTED).increment(1);
+    }
     if ctx.view().read(|st| st.task(s.id).is_none()) {
         // Applied on the leader (this node forwarded the write): catch up before answering.
         ctx.barrier(None).await?;
@@ -230,7 +233,10 @@ pub async fn submit_batch(
             admission: ctx.admission,
         })
         .await?;
-    let ids: Vec<TaskId> = submitted(resp, n)?.iter().map(|s| s.id).collect();
+    let done = submitted(resp, n)?;
+    let created = done.iter().filter(|s| s.created).count() as u64;
+    metrics::counter!(edgerun_actors::metrics_names::TASKS_SUBMITTED).increment(created);
+    let ids: Vec<TaskId> = done.iter().map(|s| s.id).collect();
     Ok(HttpResponse::Created().json(json!({ "ids": ids })))
 }
 
