@@ -391,6 +391,20 @@ fn get_job() {}
         (status = 503, description = "No leader now; retry", body = ErrorBody)))]
 fn delete_job() {}
 
+#[utoipa::path(get, path = "/v1/events", tag = "tasks",
+    params(
+        ("task" = Option<u64>, Query, minimum = 1, description = "Only this task's changes"),
+        ("status" = Option<String>, Query, description = "Only these statuses, comma-separated"),
+        ("kinds" = Option<String>, Query, description = "task, leader, node (all by default)"),
+        ("max_secs" = Option<u64>, Query, description = "End the stream after this long (forever by default)")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: task|leader|node|lagged` with a JSON `data` line each", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn events() {}
+
 #[utoipa::path(get, path = "/v1/kernels", tag = "system",
     responses(
         (status = 200, description = "The kernels and their input schemas", body = Kernels),
@@ -479,7 +493,7 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, get_task, wait,
-        cancel, dlq, requeue, create_job, list_jobs, get_job, delete_job, kernels, cluster,
+        cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job, kernels, cluster,
         add_learner, promote, remove, nodes),
     components(schemas(ErrorBody, ErrorDetail, TaskDto, TaskSubmission, BatchSubmission,
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,

@@ -3,7 +3,7 @@
 use actix_web::web;
 
 use crate::error::{json_error, ApiError};
-use crate::handlers::{cluster, debug, jobs, system, tasks};
+use crate::handlers::{cluster, debug, events, jobs, system, tasks};
 
 /// Every route but the `/v1/debug` test hooks, as (method, path) in OpenAPI's spelling: the
 /// operations of the OpenAPI document (`openapi.rs`; a test checks they agree).
@@ -25,6 +25,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("get", "/v1/jobs"),
     ("get", "/v1/jobs/{id}"),
     ("delete", "/v1/jobs/{id}"),
+    ("get", "/v1/events"),
     ("get", "/v1/kernels"),
     ("get", "/v1/cluster"),
     ("post", "/v1/cluster/learners"),
@@ -64,6 +65,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/jobs", web::get().to(jobs::list))
                 .route("/jobs/{id}", web::get().to(jobs::get))
                 .route("/jobs/{id}", web::delete().to(jobs::delete))
+                .route("/events", web::get().to(events::events))
                 .route("/kernels", web::get().to(system::kernels))
                 .route("/cluster", web::get().to(cluster::cluster))
                 .route("/cluster/learners", web::post().to(cluster::add_learner))

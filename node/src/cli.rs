@@ -39,6 +39,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// Follow the cluster's events live (Server-Sent Events from GET /v1/events), one line
+    /// each: `task {"id":7,"status":"running",...}`, `leader {...}`, `node {...}`.
+    ///
+    /// Example: edgerun events --status failed,timed_out
+    Events {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this task.
+        #[arg(long)]
+        task: Option<u64>,
+        /// Only these task statuses (comma-separated).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only these kinds: task, leader, node (comma-separated).
+        #[arg(long)]
+        kinds: Option<String>,
+    },
     /// List the kernels with their input schemas.
     Kernels {
         #[command(flatten)]
@@ -234,6 +251,10 @@ enum TaskCmd {
     },
     /// Cancel a task unless it already ended.
     Cancel { id: u64 },
+    /// Follow a task's status changes live until it ends; exit 0 if it succeeded, 1 if not.
+    ///
+    /// Example: edgerun task watch 42
+    Watch { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -350,6 +371,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
         Cmd::Kernels { conn } => conn.client()?.print_get("/v1/kernels"),
+        Cmd::Events {
+            conn,
+            task,
+            status,
+            kinds,
+        } => {
+            let mut q = Vec::new();
+            if let Some(t) = task {
+                q.push(format!("task={t}"));
+            }
+            if let Some(s) = status {
+                q.push(format!("status={s}"));
+            }
+            if let Some(k) = kinds {
+                q.push(format!("kinds={k}"));
+            }
+            let path = format!("/v1/events?{}", q.join("&"));
+            conn.client()?.events(&path, |kind, data| {
+                println!("{kind} {data}");
+                true
+            })
+        }
         Cmd::Cluster { conn, cmd } => {
             let c = conn.client()?;
             match cmd {
@@ -443,7 +486,66 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     let v = c.post(&format!("/v1/tasks/{id}/cancel"), &serde_json::json!({}))?;
                     Client::print(&v)
                 }
+                TaskCmd::Watch { id } => watch(&c, id),
             }
         }
+    }
+}
+
+const TERMINAL: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
+
+/// `task watch`: the task's status now, then each change as it is applied, until it ends.
+fn watch(c: &Client, id: u64) -> anyhow::Result<()> {
+    let print = |status: &str, t: &serde_json::Value| {
+        let node = t.get("node").and_then(|n| n.as_u64());
+        let attempt = t.get("attempt").and_then(|a| a.as_u64()).unwrap_or(0);
+        match node {
+            Some(n) => println!("task {id}: {status} (attempt {attempt}, node {n})"),
+            None => println!("task {id}: {status}"),
+        }
+    };
+    let finish = |t: &serde_json::Value| -> anyhow::Result<()> {
+        let status = t["status"].as_str().unwrap_or("?");
+        if status == "succeeded" {
+            println!(
+                "{}",
+                serde_json::to_string(&t["result"]).unwrap_or_default()
+            );
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "task {id} ended {status}: {}",
+                t["error"]["message"].as_str().unwrap_or("")
+            )
+        }
+    };
+    let last = std::cell::RefCell::new(String::new());
+    let mut ended: Option<serde_json::Value> = None;
+    // The stream opens first, then the current state is read: no change falls between.
+    c.events_opened(
+        &format!("/v1/events?task={id}&kinds=task"),
+        || {
+            let t = c.get(&format!("/v1/tasks/{id}"))?;
+            let status = t["status"].as_str().unwrap_or("?").to_string();
+            print(&status, &t);
+            *last.borrow_mut() = status.clone();
+            if TERMINAL.contains(&status.as_str()) {
+                ended = Some(t);
+                return Ok(false);
+            }
+            Ok(true)
+        },
+        |_, data| {
+            let status = data["status"].as_str().unwrap_or("?").to_string();
+            if *last.borrow() != status {
+                print(&status, data);
+                *last.borrow_mut() = status.clone();
+            }
+            !TERMINAL.contains(&status.as_str())
+        },
+    )?;
+    match ended {
+        Some(t) => finish(&t),
+        None => finish(&c.get(&format!("/v1/tasks/{id}"))?),
     }
 }

@@ -16,12 +16,7 @@ pub struct Client {
 impl Client {
     /// A client that sends `token`, or trades `api_key` for one when it needs it.
     pub fn with_credentials(url: &str, token: Option<String>, api_key: Option<String>) -> Client {
-        Client::with_agent(
-            url,
-            token,
-            api_key,
-            ureq::AgentBuilder::new().timeout(Duration::from_secs(330)),
-        )
+        Client::with_agent(url, token, api_key, agent_builder())
     }
 
     /// Like [`Client::with_credentials`], trusting the CA in `ca_file` (PEM) for https URLs
@@ -37,10 +32,51 @@ impl Client {
             url,
             token,
             api_key,
-            ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(330))
-                .tls_config(std::sync::Arc::new(tls)),
+            agent_builder().tls_config(std::sync::Arc::new(tls)),
         ))
+    }
+
+    /// Follow a Server-Sent Events stream: `on(kind, data)` for each event until it returns
+    /// false or the stream ends.
+    pub fn events(&self, path: &str, on: impl FnMut(&str, &Value) -> bool) -> anyhow::Result<()> {
+        self.events_opened(path, || Ok(true), on)
+    }
+
+    /// Like [`Client::events`], calling `opened()` once the stream is open (before any event
+    /// is read); it returns false to stop at once.
+    pub fn events_opened(
+        &self,
+        path: &str,
+        opened: impl FnOnce() -> anyhow::Result<bool>,
+        mut on: impl FnMut(&str, &Value) -> bool,
+    ) -> anyhow::Result<()> {
+        use std::io::BufRead;
+        let what = format!("GET {path}");
+        let req = self.authed(self.agent.get(&format!("{}{path}", self.base)))?;
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => {
+                self.answer(Err(e), &what)?;
+                anyhow::bail!("{what}: no stream")
+            }
+        };
+        if !opened()? {
+            return Ok(());
+        }
+        let mut kind = String::from("message");
+        for line in std::io::BufReader::new(resp.into_reader()).lines() {
+            let line = line.with_context(|| format!("{what}: the stream broke"))?;
+            if let Some(k) = line.strip_prefix("event: ") {
+                kind = k.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(d).unwrap_or(Value::String(d.to_string()));
+                if !on(&kind, &v) {
+                    return Ok(());
+                }
+                kind = String::from("message");
+            }
+        }
+        Ok(())
     }
 
     fn with_agent(
@@ -172,4 +208,13 @@ pub fn tls_trusting(ca_file: &std::path::Path) -> anyhow::Result<rustls::ClientC
         .context("TLS")?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// Connect within 10 s; each read may wait 330 s (a `wait` of up to 300 s, or an event
+/// stream's 15 s keep-alives); no bound on a whole exchange, so streams can run for hours.
+fn agent_builder() -> ureq::AgentBuilder {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(Duration::from_secs(330))
+        .timeout_write(Duration::from_secs(60))
 }

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod debug;
+pub mod events;
 pub mod jobs;
 pub mod system;
 pub mod tasks;
