@@ -79,6 +79,10 @@ fn three_nodes_agree_on_a_leader_and_run_tasks_submitted_through_any_of_them() {
                         .send_json(stats_task(n));
                     let v: Value = match r {
                         Ok(r) => r.into_json().unwrap_or(Value::Null),
+                        Err(ureq::Error::Status(code, r)) => panic!(
+                            "submitting task {n} through {url}: {code} {}",
+                            r.into_string().unwrap_or_default()
+                        ),
                         Err(e) => panic!("submitting task {n} through {url}: {e}"),
                     };
                     let id = v["id"].as_u64().unwrap_or_else(|| panic!("no id in {v}"));

@@ -145,25 +145,32 @@ impl Pool {
         &self.addr
     }
 
-    /// Connect and authenticate (both within the connect timeout).
-    async fn connect(&self) -> Result<Channel, RpcError> {
+    /// Connect (within the connect timeout) and authenticate (within `handshake`: the
+    /// caller's own timeout, as a loaded peer may take a while to answer the challenge).
+    async fn connect(&self, handshake: Duration) -> Result<Channel, RpcError> {
         use std::sync::atomic::Ordering;
         let unreachable = |source| RpcError::Unreachable {
             addr: self.addr.clone(),
             source,
         };
-        let open = async {
-            let s = TcpStream::connect(&self.addr).await?;
-            let _ = s.set_nodelay(true);
-            Channel::client(s, &self.key).await
-        };
-        let ch = tokio::time::timeout(self.connect_timeout, open)
+        let s = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| {
                 unreachable(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "connect and handshake timed out",
+                    "connect timed out",
                 ))
+            })?
+            .map_err(unreachable)?;
+        let _ = s.set_nodelay(true);
+        let ch = tokio::time::timeout(handshake, Channel::client(s, &self.key))
+            .await
+            .map_err(|_| RpcError::Network {
+                addr: self.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the handshake took longer than {handshake:?}"),
+                ),
             })?;
         match ch {
             Ok(ch) => {
@@ -181,7 +188,10 @@ impl Pool {
                     message: e.to_string(),
                 })
             }
-            Err(e) => Err(unreachable(e)),
+            Err(e) => Err(RpcError::Network {
+                addr: self.addr.clone(),
+                source: e,
+            }),
         }
     }
 
@@ -209,7 +219,7 @@ impl Pool {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let (mut conn, reused) = match pooled {
             Some(c) => (c, true),
-            None => (self.connect().await?, false),
+            None => (self.connect(timeout).await?, false),
         };
         let net = |source| RpcError::Network {
             addr: self.addr.clone(),
@@ -229,7 +239,7 @@ impl Pool {
             Ok(Err(e)) if reused => {
                 // A pooled connection may have been closed by the peer meanwhile: one fresh try.
                 tracing::debug!(addr = %self.addr, error = %e, "pooled connection broken; reconnecting");
-                let mut fresh = self.connect().await?;
+                let mut fresh = self.connect(timeout).await?;
                 let again = async {
                     fresh.send(&body).await?;
                     fresh.recv().await

@@ -29,6 +29,8 @@ pub fn serve(
     app: Arc<dyn AppHandler>,
     key: ClusterKey,
 ) -> tokio::task::JoinHandle<()> {
+    // This node's id, fixed for the life of the Raft instance.
+    let me = raft.metrics().borrow().id;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
@@ -45,7 +47,7 @@ pub fn serve(
                                 return;
                             }
                         };
-                        if let Err(e) = serve_conn(ch, raft, app).await {
+                        if let Err(e) = serve_conn(ch, me, raft, app).await {
                             tracing::debug!(%peer, error = %e, "cluster RPC connection ended");
                         }
                     });
@@ -63,10 +65,15 @@ pub fn serve(
 /// How long a new connection has to complete the handshake.
 const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn serve_conn(mut s: Channel, raft: Raft, app: Arc<dyn AppHandler>) -> std::io::Result<()> {
+async fn serve_conn(
+    mut s: Channel,
+    me: u64,
+    raft: Raft,
+    app: Arc<dyn AppHandler>,
+) -> std::io::Result<()> {
     while let Some(frame) = s.recv().await? {
         let (resp, close) = match edgerun_model::decode::<RpcRequest>(&frame) {
-            Ok(req) => (answer(req, &raft, &*app).await, false),
+            Ok(req) => (answer(req, me, &raft, &*app).await, false),
             Err(e) => (
                 RpcResponse::Refused(format!("undecodable request: {e}")),
                 true,
@@ -92,11 +99,10 @@ fn sender(req: &RpcRequest) -> Option<u64> {
     }
 }
 
-async fn answer(req: RpcRequest, raft: &Raft, app: &dyn AppHandler) -> RpcResponse {
+async fn answer(req: RpcRequest, me: u64, raft: &Raft, app: &dyn AppHandler) -> RpcResponse {
     // A node never sends Raft messages to itself: one that claims to come from this node
     // means a member was registered with this node's address (refused at the API, but never
     // let it reach the Raft core, which does not expect it).
-    let me = raft.metrics().borrow().id;
     if sender(&req) == Some(me) {
         tracing::error!(
             node = me,
