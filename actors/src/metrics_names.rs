@@ -22,6 +22,8 @@ pub const RAFT_REPLICATION_LAG: &str = "edgerun_raft_replication_lag";
 pub const NODE_UP: &str = "edgerun_node_up";
 /// Time to answer a REST call, by `route`, `method` and `status`.
 pub const HTTP_DURATION: &str = "edgerun_http_request_duration_seconds";
+/// Alerts firing, by `alert` kind.
+pub const ALERTS_FIRING: &str = "edgerun_alerts_firing";
 /// Bytes the sled database takes on disk.
 pub const SLED_DISK_BYTES: &str = "edgerun_sled_disk_bytes";
 pub const RAFT_PROPOSALS: &str = "edgerun_raft_proposals_total";

@@ -36,10 +36,16 @@ pub struct MonitorArgs {
     /// The local Scheduler, which takes this node's heartbeat when it leads.
     pub scheduler: Slot<SchedulerMsg>,
     pub heartbeat: Duration,
+    /// Alert rules and what fires (shared with the API).
+    pub alerts: std::sync::Arc<crate::alerts::Alerts>,
+    /// This node's data directory (for the disk rule).
+    pub data_dir: std::path::PathBuf,
 }
 
 pub struct MonitorState {
     node: RaftNode,
+    alerts: std::sync::Arc<crate::alerts::Alerts>,
+    data_dir: std::path::PathBuf,
     /// Pending counts by priority last exported.
     pending_seen: std::collections::BTreeMap<i32, u64>,
     info: NodeInfo,
@@ -152,6 +158,8 @@ impl Actor for Monitor {
             scheduler: args.scheduler,
             heartbeat: args.heartbeat,
             pending_seen: Default::default(),
+            alerts: args.alerts,
+            data_dir: args.data_dir,
             ticker,
             beater,
             register,
@@ -235,6 +243,19 @@ impl Actor for Monitor {
                     metrics::gauge!(m::SCHEDULER_PENDING, "priority" => prio.to_string())
                         .set(*n as f64);
                 }
+                let disk = if state.alerts.rules.disk_percent > 0.0 {
+                    crate::alerts::disk_used_percent(&state.data_dir)
+                } else {
+                    None
+                };
+                let now = now_ms();
+                let me = state.node.id;
+                let found = state
+                    .node
+                    .view
+                    .read(|s| crate::alerts::evaluate(&state.alerts.rules, s, now, me, disk));
+                let changes = state.alerts.update(found, me, now);
+                state.alerts.report(changes, rm.current_leader == Some(me));
             }
             MonitorMsg::Beat => state.beat(),
             MonitorMsg::Fail => {

@@ -39,6 +39,8 @@ pub struct CoreParts {
     pub forward_timeout: Duration,
     /// `debug.kernel_delay_ms`.
     pub kernel_delay: Duration,
+    pub alerts: Arc<crate::alerts::Alerts>,
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -160,6 +162,8 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         info: p.info.clone(),
                         scheduler: scheduler.clone(),
                         heartbeat: p.heartbeat,
+                        alerts: p.alerts.clone(),
+                        data_dir: p.data_dir.clone(),
                     },
                 )
             },

@@ -467,6 +467,33 @@ fn remove() {}
         (status = 429, description = "Rate limited", body = ErrorBody)))]
 fn nodes() {}
 
+#[derive(ToSchema)]
+pub struct AlertDoc {
+    /// Unique while firing: the kind, and for node_down and disk the node (`node_down:3`).
+    name: String,
+    /// node_down, pending, failure_rate or disk.
+    kind: String,
+    message: String,
+    /// When it started firing (ms since the epoch).
+    since_ms: u64,
+    /// Evaluated from the replicated state (the same on every node) or about this node.
+    cluster: bool,
+}
+
+#[derive(ToSchema)]
+pub struct AlertsDoc {
+    node: u64,
+    alerts: Vec<AlertDoc>,
+}
+
+#[utoipa::path(get, path = "/v1/alerts", tag = "cluster",
+    responses(
+        (status = 200, description = "Alerts firing now, oldest first", body = AlertsDoc),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn alerts() {}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -494,7 +521,7 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, get_task, wait,
         cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job, kernels, cluster,
-        add_learner, promote, remove, nodes),
+        add_learner, promote, remove, nodes, alerts),
     components(schemas(ErrorBody, ErrorDetail, TaskDto, TaskSubmission, BatchSubmission,
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,

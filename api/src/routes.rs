@@ -32,6 +32,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("post", "/v1/cluster/members/{id}/promote"),
     ("delete", "/v1/cluster/members/{id}"),
     ("get", "/v1/nodes"),
+    ("get", "/v1/alerts"),
 ];
 
 /// Register every route on `cfg`. `max_body` bounds JSON bodies (413 past it).
@@ -75,6 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 )
                 .route("/cluster/members/{id}", web::delete().to(cluster::remove))
                 .route("/nodes", web::get().to(cluster::nodes))
+                .route("/alerts", web::get().to(cluster::alerts))
                 .route("/debug/fail/{actor}", web::post().to(debug::fail_actor))
                 .route("/debug/net", web::put().to(debug::set_net))
                 .route("/debug/net", web::get().to(debug::get_net)),

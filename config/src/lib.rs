@@ -50,6 +50,7 @@ pub struct NodeConfig {
     pub supervisor: SupervisorConfig,
     pub scheduler: SchedulerConfig,
     pub retention: RetentionConfig,
+    pub alerts: AlertsConfig,
     pub debug: DebugConfig,
 }
 
@@ -424,6 +425,40 @@ impl Default for SupervisorConfig {
     }
 }
 
+/// Alert thresholds (checked every second by each node's Monitor); 0 turns a rule off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Alert while a node is marked down.
+    pub node_down: bool,
+    /// Alert while more than this many tasks are pending.
+    pub pending_over: u64,
+    /// Alert while more than this share of recently ended tasks failed or timed out...
+    pub failure_rate_percent: f64,
+    /// ... over this window ...
+    pub failure_window_secs: u64,
+    /// ... once at least this many ended in it.
+    pub failure_min_finished: u64,
+    /// Alert while the data dir's file system is fuller than this.
+    pub disk_percent: f64,
+    /// POST each change (firing, resolved) as JSON here; empty = no webhook.
+    pub webhook_url: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            node_down: true,
+            pending_over: 10_000,
+            failure_rate_percent: 50.0,
+            failure_window_secs: 300,
+            failure_min_finished: 20,
+            disk_percent: 90.0,
+            webhook_url: String::new(),
+        }
+    }
+}
+
 /// Switches for tests. Off by default; never turn them on in production.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -753,6 +788,38 @@ impl NodeConfig {
                 "api.tls_cert_file",
                 "(only one of the pair is set)",
                 "both api.tls_cert_file and api.tls_key_file, or neither",
+            ));
+        }
+        let a = &self.alerts;
+        if !(0.0..=100.0).contains(&a.failure_rate_percent) {
+            return Err(invalid(
+                "alerts.failure_rate_percent",
+                a.failure_rate_percent,
+                "0 (off) to 100",
+            ));
+        }
+        if !(0.0..=100.0).contains(&a.disk_percent) {
+            return Err(invalid(
+                "alerts.disk_percent",
+                a.disk_percent,
+                "0 (off) to 100",
+            ));
+        }
+        if a.failure_window_secs == 0 {
+            return Err(invalid(
+                "alerts.failure_window_secs",
+                a.failure_window_secs,
+                "a positive number of seconds",
+            ));
+        }
+        if !(a.webhook_url.is_empty()
+            || a.webhook_url.starts_with("http://")
+            || a.webhook_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "alerts.webhook_url",
+                &a.webhook_url,
+                "empty, or an http:// or https:// URL",
             ));
         }
         if self.redis.timeout_ms == 0 || self.redis.timeout_ms > 60_000 {

@@ -246,6 +246,17 @@ pub async fn run_node(
         up: true,
         down_since_ms: None,
     };
+    let alerts = Arc::new(edgerun_actors::alerts::Alerts::new(
+        edgerun_actors::alerts::AlertRules {
+            node_down: cfg.alerts.node_down,
+            pending_over: cfg.alerts.pending_over,
+            failure_rate_percent: cfg.alerts.failure_rate_percent,
+            failure_window_ms: cfg.alerts.failure_window_secs.saturating_mul(1000),
+            failure_min_finished: cfg.alerts.failure_min_finished,
+            disk_percent: cfg.alerts.disk_percent,
+            webhook_url: Some(cfg.alerts.webhook_url.clone()).filter(|u| !u.is_empty()),
+        },
+    ));
     let (mut children, proposer) = core_children(CoreParts {
         node: node.clone(),
         info,
@@ -268,6 +279,8 @@ pub async fn run_node(
         },
         forward_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
         kernel_delay: Duration::from_millis(cfg.debug.kernel_delay_ms),
+        alerts: alerts.clone(),
+        data_dir: cfg.node.data_dir.clone(),
     });
     let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {
         Ok(a) => Arc::new(a),
@@ -334,6 +347,7 @@ pub async fn run_node(
         cluster: ClusterCtx {
             node: node.clone(),
             timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
+            alerts,
         },
         debug: DebugCtx {
             enabled: cfg.debug.fault_injection,

@@ -16,6 +16,8 @@ pub struct ClusterCtx {
     pub node: RaftNode,
     /// How long a membership change forwarded to the leader may take.
     pub timeout: Duration,
+    /// What fires now (the Monitor evaluates the rules).
+    pub alerts: std::sync::Arc<edgerun_actors::alerts::Alerts>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -170,4 +172,9 @@ pub async fn nodes(ctx: web::Data<ClusterCtx>) -> HttpResponse {
             .collect()
     });
     HttpResponse::Ok().json(json!({ "nodes": nodes }))
+}
+
+/// GET /v1/alerts: what fires now on this node (cluster-wide rules and its own disk).
+pub async fn alerts(ctx: web::Data<ClusterCtx>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "node": ctx.node.id, "alerts": ctx.alerts.firing() }))
 }
