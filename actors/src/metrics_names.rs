@@ -134,6 +134,10 @@ pub fn describe_all() {
         Unit::Seconds,
         "Time to answer a REST call, by route, method and status"
     );
+    describe_gauge!(
+        ALERTS_FIRING,
+        "Alerts firing, by kind (node_down, pending, failure_rate, disk)"
+    );
     describe_counter!(HTTP_RATE_LIMITED, "REST calls refused by the rate limit");
     describe_gauge!(
         SLED_DISK_BYTES,

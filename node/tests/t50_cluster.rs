@@ -373,13 +373,21 @@ fn a_learner_catches_up_by_snapshot_then_is_promoted_and_a_voter_removed() {
         .must_post("/v1/cluster/members/4/promote", &json!({}));
     assert_eq!(a.status, 200, "{}", a.body);
     let gone = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap_or(1);
-    let a = n4.try_get("/v1/cluster").unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        a.body["members"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|x| x["id"] == 4 && x["role"] == "voter")),
-        "{}",
-        a.body
+    // Node 4 learns of its promotion when it applies the membership entry.
+    wait_until(
+        "node 4 to see itself a voter",
+        Duration::from_secs(20),
+        || {
+            let a = n4.try_get("/v1/cluster")?;
+            if a.body["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x["id"] == 4 && x["role"] == "voter"))
+            {
+                Ok(())
+            } else {
+                Err(a.body.to_string())
+            }
+        },
     );
     let d = c
         .node(leader)

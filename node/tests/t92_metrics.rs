@@ -62,12 +62,19 @@ fn metrics_are_complete_and_pass_promtool() {
             let t = c.node(leader).must_get_text("/metrics");
             if t.contains("edgerun_node_up{node=\"3\"} 1")
                 && t.contains("edgerun_raft_replication_lag{")
+                && t.contains("edgerun_scheduler_pending{priority=\"7\"} 1")
+                && t.contains("edgerun_tasks{status=\"succeeded\"} 12")
             {
                 Ok(t)
             } else {
                 Err(t
                     .lines()
-                    .filter(|l| l.contains("edgerun_node_up") || l.contains("replication"))
+                    .filter(|l| {
+                        l.contains("edgerun_node_up")
+                            || l.contains("replication")
+                            || l.contains("pending")
+                            || l.starts_with("edgerun_tasks{")
+                    })
                     .collect::<Vec<_>>()
                     .join(" | "))
             }
