@@ -128,8 +128,9 @@ fn membership_error(
     }
 }
 
-/// How far behind the leader's log a node may be and still count as caught up.
-const CAUGHT_UP_LAG: u64 = 100;
+/// How far behind the leader's log a node may be and still count as caught up (it is
+/// replicating; under load a healthy follower trails by a few hundred entries).
+const CAUGHT_UP_LAG: u64 = 1000;
 
 /// Refuse changes that would hurt the cluster: adding a voter (the leader included) again as
 /// a learner, or a learner again under other addresses; promoting a learner that has not caught up

@@ -258,8 +258,24 @@ impl Injector {
                 let via = c.leader().context("no leader to add a learner")?;
                 let learner = json!({ "id": id, "rpc": addrs.rpc, "api": addrs.api });
                 expect(c, via, "POST", "/v1/cluster/learners", &learner, 200)?;
+                // The leader refuses to promote a learner that has not caught up yet (409):
+                // under load that takes a moment; ask again until it agrees or 20 s pass.
                 let promote = format!("/v1/cluster/members/{id}/promote");
-                expect(c, via, "POST", &promote, &json!({}), 200)?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                loop {
+                    let a = c
+                        .send(via, "POST", &promote, &json!({}))
+                        .map_err(|e| anyhow::anyhow!("POST {promote} on node {via}: {e}"))?;
+                    match a.status {
+                        200 => break,
+                        409 if std::time::Instant::now() < deadline
+                            && a.body.to_string().contains("has not caught up") =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(200))
+                        }
+                        s => bail!("POST {promote} on node {via}: {s} {}", a.body),
+                    }
+                }
                 c.node_mut(*id)?.voter = true;
                 let gone = self.resolve(c, *remove)?;
                 let leader = c.leader().context("no leader to remove a member")?;
