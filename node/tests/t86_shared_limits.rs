@@ -19,13 +19,7 @@ fn spread(c: &Cluster, n: usize) -> (u64, u64, f64) {
         match a.status {
             200 => ok += 1,
             429 => {
-                assert_eq!(a.body["error"]["code"], "rate_limited", "{}", a.body);
-                let wait: u64 = a
-                    .retry_after
-                    .as_deref()
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(0);
-                assert!(wait >= 1, "Retry-After {:?}", a.retry_after);
+                a.must_be_rate_limited();
                 limited += 1;
             }
             s => panic!("call {i}: status {s}: {}", a.body),

@@ -65,6 +65,20 @@ pub struct Answer {
     pub retry_after: Option<String>,
 }
 
+impl Answer {
+    /// Panic unless this is a 429 `rate_limited` with a Retry-After of at least 1 s.
+    pub fn must_be_rate_limited(&self) {
+        assert_eq!(self.status, 429, "{}", self.body);
+        assert_eq!(self.body["error"]["code"], "rate_limited", "{}", self.body);
+        let wait: u64 = self
+            .retry_after
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        assert!(wait >= 1, "Retry-After {:?}", self.retry_after);
+    }
+}
+
 /// A running `edgerun node` process.
 pub struct Node {
     pub id: u64,
