@@ -71,6 +71,12 @@ impl LeaderHandler {
                         r.version
                     ))));
                 }
+                if tracing::enabled!(target: edgerun_model::TRACE_TARGET, tracing::Level::DEBUG) {
+                    let traces = r.command.trace_ids();
+                    if !traces.is_empty() {
+                        tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %traces, "proposing a write forwarded by a follower");
+                    }
+                }
                 AppResponse::Proposed(
                     self.proposer
                         .propose_local(r.command)

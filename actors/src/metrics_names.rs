@@ -42,6 +42,8 @@ pub const TASKS_COLLECTED: &str = "edgerun_tasks_collected_total";
 pub const TASKS_STOPPED: &str = "edgerun_worker_tasks_stopped_total";
 pub const WORKER_OUTBOX: &str = "edgerun_worker_outbox";
 pub const HTTP_RATE_LIMITED: &str = "edgerun_http_rate_limited_total";
+/// Container executor: building and starting an attempt's container.
+pub const CONTAINER_START: &str = "edgerun_container_start_seconds";
 
 /// Register help texts and units for every metric (Prometheus wants a HELP line for each).
 pub fn describe_all() {
@@ -73,6 +75,11 @@ pub fn describe_all() {
         "Tasks created by submissions through this node's API"
     );
     describe_gauge!(SCHEDULER_PENDING, "Pending tasks by priority");
+    describe_histogram!(
+        CONTAINER_START,
+        Unit::Seconds,
+        "Time to create and start an attempt's container (container executor)"
+    );
     describe_counter!(RAFT_PROPOSALS, "Writes proposed to Raft by this node");
     describe_histogram!(RAFT_BATCH_SIZE, "Writes per Raft entry (group commit)");
     describe_gauge!(RAFT_TERM, "This node's current Raft term");

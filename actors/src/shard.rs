@@ -177,6 +177,12 @@ async fn forward_to(
             std::future::pending::<()>().await;
         }
     };
+    if tracing::enabled!(target: edgerun_model::TRACE_TARGET, tracing::Level::DEBUG) {
+        let traces = req.command.trace_ids();
+        if !traces.is_empty() {
+            tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %traces, leader, "forwarding to the leader");
+        }
+    }
     let answer = tokio::select! {
         a = node.peers.app(rpc, AppRequest::Propose(req), timeout) => a,
         () = moved => {

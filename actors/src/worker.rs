@@ -31,6 +31,7 @@ use edgerun_model::{
 };
 use edgerun_raft::RaftNode;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
 use crate::executor::{Executor, Job as ExecJob};
 use crate::metrics_names as m;
@@ -101,6 +102,7 @@ struct Job {
     memory_mb: u32,
     cpu_millis: Option<u32>,
     network: bool,
+    trace_id: String,
 }
 
 impl WorkerState {
@@ -238,6 +240,7 @@ impl WorkerState {
                     memory_mb: t.spec.resources.memory_mb.unwrap_or(default_memory),
                     cpu_millis: t.spec.resources.cpu_millis,
                     network: t.spec.resources.network,
+                    trace_id: t.spec.trace_id.clone(),
                 })
                 .collect()
         });
@@ -255,10 +258,15 @@ impl WorkerState {
                 executing: executing.clone(),
             };
             let me = myself.clone();
-            let handle = tokio::spawn(async move {
-                run_attempt(job, ctx).await;
-                let _ = me.cast(WorkerMsg::Finished(task, attempt));
-            });
+            // Every line logged while running the attempt carries its trace id.
+            let span = tracing::info_span!("attempt", trace_id = %job.trace_id, task, attempt);
+            let handle = tokio::spawn(
+                async move {
+                    run_attempt(job, ctx).await;
+                    let _ = me.cast(WorkerMsg::Finished(task, attempt));
+                }
+                .instrument(span),
+            );
             self.running.insert(
                 task,
                 Running {
@@ -324,6 +332,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         edgerun_model::Work::Kernel { kernel, .. } => kernel.clone(),
         edgerun_model::Work::Exec { .. } => "exec".to_string(),
     };
+    tracing::debug!(target: edgerun_model::TRACE_TARGET, kernel = %kernel, isolation = executor.isolation().as_str(), "attempt started");
     let outcome = executor
         .run(ExecJob {
             task: at.task,
@@ -352,8 +361,15 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         }
         other => other,
     };
+    let took = started.elapsed();
+    tracing::debug!(
+        target: edgerun_model::TRACE_TARGET,
+        outcome = outcome_label(&outcome),
+        ms = took.as_millis() as u64,
+        "attempt ended"
+    );
     metrics::histogram!(m::TASK_DURATION, "kernel" => kernel, "isolation" => executor.isolation().as_str())
-        .record(started.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
     if let Outcome::Failed {
         error,
         retryable: true,
@@ -375,15 +391,19 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
     deliver(completion, proposer, node, outbox).await;
 }
 
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded { .. } | Outcome::Stored { .. } => "succeeded",
+        Outcome::Failed { .. } => "failed",
+        Outcome::TimedOut { .. } => "timed_out",
+    }
+}
+
 /// Propose a completion until the cluster answers it (accepted or fenced) or the local state
 /// says the attempt is no longer this node's; then drop it from the outbox.
 async fn deliver(completion: Completion, proposer: Proposer, node: RaftNode, outbox: Outbox) {
     let at = completion.attempt;
-    let label = match &completion.outcome {
-        Outcome::Succeeded { .. } | Outcome::Stored { .. } => "succeeded",
-        Outcome::Failed { .. } => "failed",
-        Outcome::TimedOut { .. } => "timed_out",
-    };
+    let label = outcome_label(&completion.outcome);
     let mut delay = Duration::from_millis(20);
     loop {
         let cmd = Command::Complete {
@@ -394,6 +414,7 @@ async fn deliver(completion: Completion, proposer: Proposer, node: RaftNode, out
             Ok(Response::Accepted(v)) => {
                 if v.first() == Some(&true) {
                     metrics::counter!(m::TASKS_FINISHED, "status" => label).increment(1);
+                    tracing::debug!(target: edgerun_model::TRACE_TARGET, outcome = label, "completion committed");
                 } else {
                     metrics::counter!(m::COMPLETIONS_REFUSED).increment(1);
                     tracing::info!(

@@ -239,11 +239,12 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let p = path.trim_end_matches('/');
     if matches!(
         p,
-        "/healthz" | "/readyz" | "/metrics" | "/v1/auth/token" | "/v1/openapi.json"
+        "" | "/healthz" | "/readyz" | "/metrics" | "/v1/auth/token" | "/v1/openapi.json"
     ) {
         return None;
     }
-    let admin = p.starts_with("/v1/cluster/") || p.starts_with("/v1/debug/");
+    let admin =
+        p.starts_with("/v1/cluster/") || p.starts_with("/v1/debug/") || p.starts_with("/v1/admin/");
     if admin {
         return Some(Role::Admin);
     }

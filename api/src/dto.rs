@@ -278,6 +278,8 @@ impl TaskSubmission {
             affinities,
             after: self.after,
             submitter: submitter.to_string(),
+            // Set by the handler from the request.
+            trace_id: String::new(),
         })
     }
 }
@@ -337,6 +339,9 @@ pub struct TaskDto<'a> {
     /// Why a pending task is not running yet (on GET of one task).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// The trace id of the request that submitted it (32 hex digits; empty when unknown):
+    /// every node's log lines about this task carry it.
+    pub trace_id: &'a str,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -382,6 +387,7 @@ pub struct JobFireView {
 impl<'a> TaskDto<'a> {
     pub fn from_task(t: &'a Task) -> TaskDto<'a> {
         TaskDto {
+            trace_id: &t.spec.trace_id,
             id: t.id,
             status: t.status.as_str(),
             kernel: t.spec.kind_name(),

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -31,8 +32,10 @@ struct Bucket {
 }
 
 pub struct Guard {
-    rate: f64,
-    burst: f64,
+    /// Tokens per second and bucket size, as f64 bits: changeable while serving
+    /// ([`Guard::set_rates`], on SIGHUP).
+    rate: AtomicU64,
+    burst: AtomicU64,
     buckets: Mutex<HashMap<String, Bucket>>,
     node: u64,
     audit: Option<Mutex<std::fs::File>>,
@@ -58,14 +61,30 @@ impl Guard {
             .open(&audit_path)
             .map_err(|e| format!("audit log {}: {e}", audit_path.display()))?;
         Ok(Guard {
-            rate: f64::from(rate.max(1)),
-            burst: f64::from(burst.max(1)),
+            rate: AtomicU64::new(f64::from(rate.max(1)).to_bits()),
+            burst: AtomicU64::new(f64::from(burst.max(1)).to_bits()),
             buckets: Mutex::new(HashMap::new()),
             node,
             audit: Some(Mutex::new(f)),
             audit_path,
             shared: None,
         })
+    }
+
+    /// Change the limits of every bucket from now on.
+    pub fn set_rates(&self, rate: u32, burst: u32) {
+        self.rate
+            .store(f64::from(rate.max(1)).to_bits(), Ordering::Relaxed);
+        self.burst
+            .store(f64::from(burst.max(1)).to_bits(), Ordering::Relaxed);
+    }
+
+    /// (requests per second, burst) in force.
+    pub fn rates(&self) -> (f64, f64) {
+        (
+            f64::from_bits(self.rate.load(Ordering::Relaxed)),
+            f64::from_bits(self.burst.load(Ordering::Relaxed)),
+        )
     }
 
     /// Share the buckets through Redis.
@@ -77,7 +96,8 @@ impl Guard {
     /// Take one token for `who` from the shared bucket, or the local one without Redis.
     async fn take_any(&self, who: &str) -> Result<(), u64> {
         if let Some(s) = &self.shared {
-            match s.take(who, self.rate, self.burst).await {
+            let (rate, burst) = self.rates();
+            match s.take(who, rate, burst).await {
                 Ok(None) => return Ok(()),
                 Ok(Some(wait)) => return Err(wait),
                 Err(()) => {}
@@ -93,22 +113,23 @@ impl Guard {
     /// Take one token for `who`; the seconds to wait when there is none.
     fn take(&self, who: &str) -> Result<(), u64> {
         let now = Instant::now();
+        let (rate, burst) = self.rates();
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if b.len() > 10_000 {
             b.retain(|_, x| now.duration_since(x.last).as_secs_f64() < IDLE_SECS);
         }
         let x = b.entry(who.to_string()).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: burst,
             last: now,
         });
-        let refill = now.duration_since(x.last).as_secs_f64() * self.rate;
-        x.tokens = (x.tokens + refill).min(self.burst);
+        let refill = now.duration_since(x.last).as_secs_f64() * rate;
+        x.tokens = (x.tokens + refill).min(burst);
         x.last = now;
         if x.tokens >= 1.0 {
             x.tokens -= 1.0;
             Ok(())
         } else {
-            Err(((1.0 - x.tokens) / self.rate).ceil().max(1.0) as u64)
+            Err(((1.0 - x.tokens) / rate).ceil().max(1.0) as u64)
         }
     }
 
@@ -166,11 +187,11 @@ pub async fn guard<B: MessageBody + 'static>(
     if limited(req.path()) {
         if let Err(wait) = g.take_any(&who).await {
             metrics::counter!(edgerun_actors::metrics_names::HTTP_RATE_LIMITED).increment(1);
+            let (rate, burst) = g.rates();
             let e = ApiError::TooMany {
                 code: "rate_limited",
                 message: format!(
-                    "more than {} requests a second (burst {}) from {who}; slow down",
-                    g.rate, g.burst
+                    "more than {rate} requests a second (burst {burst}) from {who}; slow down"
                 ),
                 retry_after_secs: wait,
             };

@@ -23,6 +23,7 @@ pub mod routes;
 pub mod server;
 pub mod shared_limit;
 pub mod tls;
+pub mod trace;
 
 pub use auth::Auth;
 pub use error::ApiError;

@@ -21,6 +21,7 @@ use crate::dto::{
     JobFireView, OneOrMany, ResourcesDto, ResultStoredView, RetryDto, RetryView, TaskDto,
     TaskSubmission,
 };
+use crate::handlers::admin::{LogChange, LogView, ReloadReport};
 use crate::handlers::cluster::NewLearner;
 use crate::handlers::jobs::{FireView, JobSubmission, JobView};
 
@@ -176,6 +177,8 @@ pub struct Cluster {
     snapshot: Option<u64>,
     purged: Option<u64>,
     members: Vec<Member>,
+    /// Tasks by status, as this node sees them.
+    tasks: BTreeMap<String, u64>,
 }
 
 #[derive(ToSchema)]
@@ -494,6 +497,37 @@ pub struct AlertsDoc {
         (status = 429, description = "Rate limited", body = ErrorBody)))]
 fn alerts() {}
 
+#[utoipa::path(get, path = "/", tag = "system", security(()),
+    responses((status = 200, description = "The dashboard (one HTML page; it asks for a token when auth is on)", body = String, content_type = "text/html")))]
+fn dashboard() {}
+
+#[utoipa::path(get, path = "/v1/admin/log", tag = "admin",
+    responses(
+        (status = 200, description = "This node's log filter and format", body = LogView),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn get_log() {}
+
+#[utoipa::path(put, path = "/v1/admin/log", tag = "admin", request_body = LogChange,
+    responses(
+        (status = 200, description = "The new filter is in force on this node", body = LogView),
+        (status = 400, description = "Not a filter; nothing changed", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn set_log() {}
+
+#[utoipa::path(post, path = "/v1/admin/reload", tag = "admin",
+    responses(
+        (status = 200, description = "This node re-read its configuration (as on SIGHUP)", body = ReloadReport),
+        (status = 400, description = "The configuration is invalid now; nothing changed", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody)))]
+fn reload() {}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -521,11 +555,11 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, get_task, wait,
         cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job, kernels, cluster,
-        add_learner, promote, remove, nodes, alerts),
+        add_learner, promote, remove, nodes, alerts, dashboard, get_log, set_log, reload),
     components(schemas(ErrorBody, ErrorDetail, TaskDto, TaskSubmission, BatchSubmission,
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,
-        JobView, JobSubmission, NewLearner, TokenRequest))
+        JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport))
 )]
 pub struct ApiDoc;
 
@@ -590,6 +624,7 @@ mod tests {
             let full = if path.starts_with("/healthz")
                 || path.starts_with("/readyz")
                 || path.starts_with("/metrics")
+                || path == "/"
             {
                 path.to_string()
             } else {

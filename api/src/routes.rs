@@ -3,7 +3,7 @@
 use actix_web::web;
 
 use crate::error::{json_error, ApiError};
-use crate::handlers::{cluster, debug, events, jobs, system, tasks};
+use crate::handlers::{admin, cluster, dashboard, debug, events, jobs, system, tasks};
 
 /// Every route but the `/v1/debug` test hooks, as (method, path) in OpenAPI's spelling: the
 /// operations of the OpenAPI document (`openapi.rs`; a test checks they agree).
@@ -33,6 +33,10 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("delete", "/v1/cluster/members/{id}"),
     ("get", "/v1/nodes"),
     ("get", "/v1/alerts"),
+    ("get", "/v1/admin/log"),
+    ("put", "/v1/admin/log"),
+    ("post", "/v1/admin/reload"),
+    ("get", "/"),
 ];
 
 /// Register every route on `cfg`. `max_body` bounds JSON bodies (413 past it).
@@ -48,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .route("/healthz", web::get().to(system::healthz))
         .route("/readyz", web::get().to(system::readyz))
         .route("/metrics", web::get().to(system::metrics))
+        .route("/", web::get().to(dashboard::page))
         .service(
             web::scope("/v1")
                 .route("/openapi.json", web::get().to(crate::openapi::serve))
@@ -77,6 +82,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/cluster/members/{id}", web::delete().to(cluster::remove))
                 .route("/nodes", web::get().to(cluster::nodes))
                 .route("/alerts", web::get().to(cluster::alerts))
+                .route("/admin/log", web::get().to(admin::get_log))
+                .route("/admin/log", web::put().to(admin::set_log))
+                .route("/admin/reload", web::post().to(admin::reload))
                 .route("/debug/fail/{actor}", web::post().to(debug::fail_actor))
                 .route("/debug/net", web::put().to(debug::set_net))
                 .route("/debug/net", web::get().to(debug::get_net)),

@@ -33,6 +33,7 @@ pub struct ApiParts {
     pub guard: Arc<crate::guard::Guard>,
     /// HTTPS instead of HTTP ([`crate::tls`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub admin: crate::handlers::admin::AdminCtx,
 }
 
 pub enum ApiMsg {
@@ -81,6 +82,7 @@ fn build(parts: ApiParts) -> std::io::Result<actix_web::dev::Server> {
             .app_data(web::Data::new(p.tasks))
             .app_data(web::Data::new(p.cluster))
             .app_data(web::Data::new(p.debug))
+            .app_data(web::Data::new(p.admin))
             .app_data(web::Data::new(p.metrics))
             .configure(|cfg| crate::routes::configure(cfg, p.max_body))
     })

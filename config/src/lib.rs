@@ -51,6 +51,7 @@ pub struct NodeConfig {
     pub scheduler: SchedulerConfig,
     pub retention: RetentionConfig,
     pub alerts: AlertsConfig,
+    pub log: LogConfig,
     pub debug: DebugConfig,
 }
 
@@ -457,6 +458,40 @@ impl Default for AlertsConfig {
             webhook_url: String::new(),
         }
     }
+}
+
+/// The node's log (stderr).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Which lines to show, in tracing's filter syntax (`info`, `warn,edgerun_actors=debug`).
+    /// `info,edgerun::trace=debug` adds one line per step of every task, each with the
+    /// task's trace id. `EDGERUN_LOG` (or `RUST_LOG`) replaces it when set. Changeable while
+    /// the node runs: `PUT /v1/admin/log`, or edit the file and send SIGHUP.
+    pub filter: String,
+    /// `text` (one readable line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// The filter a node logs with unless told otherwise.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,openraft=warn,sled=warn,actix_server=warn,actix_web=warn";
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: DEFAULT_LOG_FILTER.into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Switches for tests. Off by default; never turn them on in production.

@@ -19,6 +19,29 @@ pub struct RaftRequest {
     pub command: Command,
 }
 
+impl Command {
+    /// The trace ids of the tasks this command submits (none for other commands), joined with
+    /// commas, for log lines.
+    pub fn trace_ids(&self) -> String {
+        fn walk<'a>(c: &'a Command, out: &mut Vec<&'a str>) {
+            match c {
+                Command::Submit { tasks, .. } => {
+                    for t in tasks {
+                        if !t.trace_id.is_empty() && !out.contains(&t.trace_id.as_str()) {
+                            out.push(&t.trace_id);
+                        }
+                    }
+                }
+                Command::Batch(cs) => cs.iter().for_each(|c| walk(c, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out.join(",")
+    }
+}
+
 impl RaftRequest {
     pub fn new(command: Command) -> RaftRequest {
         RaftRequest {

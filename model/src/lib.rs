@@ -34,7 +34,13 @@ pub use task::*;
 /// ids are stored.
 /// 3: the scheduler issue: resources, placement, dependencies, dead letters, periodic jobs,
 /// admission control, retention.
-pub const FORMAT_VERSION: u16 = 3;
+/// 4: a task carries the trace id of the request that submitted it.
+pub const FORMAT_VERSION: u16 = 4;
+
+/// The log target of the lines that follow one task through the cluster (submit, forward,
+/// commit, placement, run, completion), each with the task's `trace_id`. At debug level:
+/// `log.filter = "info,edgerun::trace=debug"` shows them.
+pub const TRACE_TARGET: &str = "edgerun::trace";
 
 /// Encode a value with the project's one binary encoding (bincode 1, fixed options).
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {

@@ -487,7 +487,9 @@ impl ClusterState {
             let task = match skip {
                 Some(_) => None,
                 None => {
-                    let spec = job.spec.task.clone();
+                    let mut spec = job.spec.task.clone();
+                    // One trace per fired slot, the same on every node.
+                    spec.trace_id = slot_trace_id(job_id, d.slot_ms);
                     Some(self.create_task(
                         &spec,
                         now_ms,
@@ -872,6 +874,12 @@ fn requeue(t: &mut Task) {
     t.status = TaskStatus::Pending;
     t.node = None;
     t.retry_delay_ms = Some(t.spec.retry.delay_after(t.id, t.counted_attempts()));
+}
+
+/// The trace id of the task a job makes for one slot: derived from the job and the slot, so
+/// every node applying the Fire computes the same one.
+pub fn slot_trace_id(job: u64, slot_ms: u64) -> String {
+    format!("{job:016x}{slot_ms:016x}")
 }
 
 #[cfg(test)]

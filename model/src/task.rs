@@ -217,6 +217,10 @@ pub struct TaskSpec {
     /// Who submitted it (the token's subject, or the client's address without auth): the
     /// unit of `limits.max_pending_per_submitter`.
     pub submitter: String,
+    /// W3C trace id (32 lowercase hex digits) of the request that submitted it, or of the
+    /// job slot that made it: every node's log lines about this task carry it (target
+    /// `edgerun::trace`). Empty when unknown.
+    pub trace_id: String,
 }
 
 impl TaskSpec {
@@ -237,6 +241,7 @@ impl TaskSpec {
             affinities: Vec::new(),
             after: Vec::new(),
             submitter: String::new(),
+            trace_id: String::new(),
         }
     }
 

@@ -330,7 +330,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            crate::wiring::run(cfg)
+            crate::wiring::run(cfg, Some(node_sources(&a)?))
         }
         Cmd::Dev(a) => crate::dev::run(a),
         Cmd::Cert { out, hosts, days } => crate::cert::run(&out, &hosts, days),

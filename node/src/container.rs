@@ -189,6 +189,7 @@ pub fn run(a: RunArgs) -> ! {
         let _ = container.delete(true);
         fail(format!("starting the container: {e}"));
     }
+    let t_started = Instant::now();
     let Some(pid) = container.pid() else {
         let _ = container.delete(true);
         fail("the container has no pid".into());
@@ -216,7 +217,11 @@ pub fn run(a: RunArgs) -> ! {
         "timed_out": timed_out,
         "oom_killed": oom,
         // Where the helper's time went, in microseconds.
-        "timing_us": { "create": us(t0, t_created), "run": us(t_created, t_exited) },
+        "timing_us": {
+            "create": us(t0, t_created),
+            "start": us(t_created, t_started),
+            "run": us(t_created, t_exited),
+        },
     }));
     if let Err(e) = container.delete(true) {
         // The node's start-up cleanup removes what is left.

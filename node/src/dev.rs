@@ -154,7 +154,7 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
     });
     if a.nodes == 1 {
         let cfg = cfgs.into_iter().next().context("no node config")?;
-        return crate::wiring::run(cfg);
+        return crate::wiring::run(cfg, None);
     }
     run_children(&dir, &all, tls.as_ref())
 }

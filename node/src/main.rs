@@ -12,7 +12,9 @@ mod cert;
 mod cli;
 mod client;
 mod container;
+mod control;
 mod dev;
+mod logging;
 mod sandbox;
 mod wiring;
 

@@ -14,22 +14,15 @@ use edgerun_actors::{
     Slot, SupervisorArgs, SupervisorMsg,
 };
 use edgerun_api::{ApiParts, ApiSpec, ClusterCtx, DebugCtx, TasksCtx};
-use edgerun_config::{IsolationMode, NodeConfig};
+use edgerun_config::{IsolationMode, NodeConfig, Sources};
 use edgerun_model::NodeInfo;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ractor::Actor;
 use tokio::sync::watch;
 
-/// Log to stderr; `EDGERUN_LOG` (or `RUST_LOG`) sets the filter.
+/// Log to stderr with the default filter (`EDGERUN_LOG` or `RUST_LOG` replaces it).
 pub fn init_logging() {
-    let filter = std::env::var("EDGERUN_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,openraft=warn,sled=warn,actix_server=warn,actix_web=warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::logging::init_default();
 }
 
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {
@@ -53,14 +46,43 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Run a node until it is told to stop (Ctrl-C, SIGTERM) or its supervisor gives up.
-pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
-    init_logging();
+/// `sources`: where `cfg` came from, re-read on SIGHUP.
+pub fn run(cfg: NodeConfig, sources: Option<Sources>) -> anyhow::Result<()> {
+    crate::logging::init(&cfg.log).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edgerun")
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(run_node(cfg, shutdown_signal()))
+    rt.block_on(run_node(cfg, sources, shutdown_signal()))
+}
+
+/// SIGHUP re-reads the configuration (log filter, rate limits); see [`crate::control`].
+fn spawn_reload_on_sighup(control: Arc<crate::control::NodeControl>) {
+    use edgerun_api::handlers::admin::Control;
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through POST /v1/admin/reload");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: re-reading the configuration");
+                let c = control.clone();
+                match tokio::task::spawn_blocking(move || c.reload()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "the configuration was not reloaded; nothing changed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "reloading failed"),
+                }
+            }
+        });
+    }
 }
 
 /// Ctrl-C or SIGTERM.
@@ -178,6 +200,7 @@ async fn container_executor(
 
 pub async fn run_node(
     cfg: NodeConfig,
+    sources: Option<Sources>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tracing::info!(node = cfg.node.id, tier = cfg.node.tier.as_str(), data_dir = %cfg.node.data_dir.display(), "starting edgerun {}", env!("CARGO_PKG_VERSION"));
@@ -326,6 +349,12 @@ pub async fn run_node(
         burst = cfg.limits.burst,
         "audit log and rate limits ready"
     );
+    let control = Arc::new(crate::control::NodeControl::new(
+        cfg.clone(),
+        sources,
+        guard.clone(),
+    ));
+    spawn_reload_on_sighup(control.clone());
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
     children.push(Arc::new(ApiSpec::new(ApiParts {
         listen: cfg.api.listen,
@@ -357,6 +386,7 @@ pub async fn run_node(
         auth,
         guard,
         tls,
+        admin: edgerun_api::handlers::admin::AdminCtx { control },
     })));
     if cfg.debug.kernel_delay_ms > 0 {
         tracing::warn!(

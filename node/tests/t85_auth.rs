@@ -181,6 +181,14 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
             404,
         ),
         ("DELETE", "/v1/cluster/members/9".into(), None, "admin", 404),
+        ("GET", "/v1/admin/log".into(), None, "admin", 200),
+        (
+            "PUT",
+            "/v1/admin/log".into(),
+            Some(json!({ "filter": "info" })),
+            "admin",
+            200,
+        ),
     ];
     let order = ["viewer", "operator", "admin"];
     let token_of = |role: &str| match role {
@@ -224,8 +232,8 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
             }
         }
     }
-    // Open routes need nothing.
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    // Open routes need nothing (the dashboard page asks for a token itself).
+    for path in ["/healthz", "/readyz", "/metrics", "/"] {
         assert_eq!(
             node.must_call("GET", path, None, None).status,
             200,

@@ -253,6 +253,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             d.last_applied.map_or(0, |l| l.index)
         };
+        if !events.is_empty()
+            && tracing::enabled!(target: edgerun_model::TRACE_TARGET, tracing::Level::DEBUG)
+        {
+            let d = self.shared.read();
+            for ev in &events {
+                if let Some(t) = d.state.task(ev.id) {
+                    tracing::debug!(
+                        target: edgerun_model::TRACE_TARGET,
+                        trace_id = %t.spec.trace_id,
+                        task = ev.id,
+                        status = ev.status.as_str(),
+                        node = ?ev.node,
+                        attempt = ev.attempt,
+                        index = last,
+                        "applied"
+                    );
+                }
+            }
+        }
         if !events.is_empty() {
             // No receiver is fine: nobody is listening yet.
             let _ = self.shared.events.send(StateEvent::Tasks(Arc::new(events)));

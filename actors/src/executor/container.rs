@@ -113,6 +113,19 @@ struct HelperReport {
     #[serde(default)]
     oom_killed: bool,
     error: Option<String>,
+    /// Where the helper's time went (microseconds).
+    #[serde(default)]
+    timing_us: Option<HelperTiming>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HelperTiming {
+    /// Building the container (namespaces, cgroup, rootfs mounts).
+    #[serde(default)]
+    create: u64,
+    /// Starting its process.
+    #[serde(default)]
+    start: u64,
 }
 
 /// The cgroup path of this process for the memory controller (v1) or the unified hierarchy.
@@ -533,6 +546,10 @@ impl ContainerExecutor {
         });
         if let Some(e) = report.error {
             return failed("sandbox_error", e, true);
+        }
+        if let Some(t) = &report.timing_us {
+            metrics::histogram!(crate::metrics_names::CONTAINER_START)
+                .record((t.create + t.start) as f64 / 1e6);
         }
         if report.timed_out {
             return Outcome::TimedOut {

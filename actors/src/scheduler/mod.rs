@@ -316,6 +316,22 @@ impl SchedulerState {
             return;
         }
         let ids: Vec<TaskId> = plan.iter().map(|a| a.task).collect();
+        if tracing::enabled!(target: edgerun_model::TRACE_TARGET, tracing::Level::DEBUG) {
+            self.node.view.read(|s| {
+                for a in &plan {
+                    if let Some(t) = s.task(a.task) {
+                        tracing::debug!(
+                            target: edgerun_model::TRACE_TARGET,
+                            trace_id = %t.spec.trace_id,
+                            task = a.task,
+                            node = a.node,
+                            attempt = a.attempt,
+                            "placing"
+                        );
+                    }
+                }
+            });
+        }
         self.inflight.extend(plan.iter().map(|a| (a.task, a.node)));
         let proposer = self.proposer.clone();
         let me = myself.clone();

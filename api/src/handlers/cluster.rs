@@ -113,8 +113,12 @@ pub async fn cluster(ctx: web::Data<ClusterCtx>) -> HttpResponse {
     let m = ctx.node.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-    let members: Vec<_> = ctx.node.view.read(|s| {
-        membership
+    let (members, tasks): (Vec<_>, serde_json::Map<String, serde_json::Value>) = ctx.node.view.read(|s| {
+        let tasks = edgerun_model::TaskStatus::ALL
+            .iter()
+            .map(|st| (st.as_str().to_string(), json!(s.count(*st))))
+            .collect();
+        let members = membership
             .nodes()
             .map(|(id, member)| {
                 let info = s.nodes.get(id);
@@ -128,7 +132,8 @@ pub async fn cluster(ctx: web::Data<ClusterCtx>) -> HttpResponse {
                     "leader": m.current_leader == Some(*id),
                 })
             })
-            .collect()
+            .collect();
+        (members, tasks)
     });
     HttpResponse::Ok().json(json!({
         "id": ctx.node.id,
@@ -139,6 +144,7 @@ pub async fn cluster(ctx: web::Data<ClusterCtx>) -> HttpResponse {
         "snapshot": m.snapshot.map(|l| l.index),
         "purged": m.purged.map(|l| l.index),
         "members": members,
+        "tasks": tasks,
     }))
 }
 

@@ -1,6 +1,8 @@
 //! One module per resource.
 
+pub mod admin;
 pub mod cluster;
+pub mod dashboard;
 pub mod debug;
 pub mod events;
 pub mod jobs;

@@ -177,9 +177,12 @@ pub async fn submit(
     req: HttpRequest,
     body: web::Json<TaskSubmission>,
 ) -> Result<HttpResponse, ApiError> {
-    let spec = body
+    let mut spec = body
         .into_inner()
         .into_spec("", &*ctx.kernels, &submitter(&req))?;
+    let trace = crate::trace::of_request(&req);
+    spec.trace_id = trace.clone();
+    tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id, "submit received");
     let resp = ctx
         .proposer
         .propose(Command::Submit {
@@ -201,7 +204,14 @@ pub async fn submit(
     } else {
         actix_web::http::StatusCode::OK
     };
-    Ok(json_bytes(status, render(ctx.view(), s.id)?))
+    let mut res = json_bytes(status, render(ctx.view(), s.id)?);
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&trace) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(crate::trace::RESPONSE_HEADER),
+            v,
+        );
+    }
+    Ok(res)
 }
 
 pub async fn submit_batch(
@@ -221,10 +231,14 @@ pub async fn submit_batch(
         ));
     }
     let n = tasks.len();
+    let trace = crate::trace::of_request(&req);
     let mut specs = Vec::with_capacity(n);
     for (i, t) in tasks.into_iter().enumerate() {
-        specs.push(t.into_spec(&format!("tasks[{i}]."), &*ctx.kernels, &who)?);
+        let mut spec = t.into_spec(&format!("tasks[{i}]."), &*ctx.kernels, &who)?;
+        spec.trace_id = trace.clone();
+        specs.push(spec);
     }
+    tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id, tasks = n, "batch received");
     let resp = ctx
         .proposer
         .propose(Command::Submit {
@@ -237,7 +251,9 @@ pub async fn submit_batch(
     let created = done.iter().filter(|s| s.created).count() as u64;
     metrics::counter!(edgerun_actors::metrics_names::TASKS_SUBMITTED).increment(created);
     let ids: Vec<TaskId> = done.iter().map(|s| s.id).collect();
-    Ok(HttpResponse::Created().json(json!({ "ids": ids })))
+    Ok(HttpResponse::Created()
+        .insert_header((crate::trace::RESPONSE_HEADER, trace))
+        .json(json!({ "ids": ids })))
 }
 
 #[derive(Deserialize)]

@@ -89,6 +89,29 @@ pub struct Node {
     child: Option<Child>,
     agent: ureq::Agent,
     starts: u32,
+    /// EDGERUN_LOG for the process; none = unset (the config's log.filter applies).
+    log_env: Option<String>,
+}
+
+/// How [`Node::spawn_custom`] starts a node.
+pub struct SpawnOpts {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// The harness's own overrides: auth off and limits out of the way (flags win over the
+    /// file, so a test of file settings turns them off).
+    pub harness_sets: bool,
+    /// EDGERUN_LOG; none = unset.
+    pub log_env: Option<String>,
+}
+
+impl Default for SpawnOpts {
+    fn default() -> Self {
+        SpawnOpts {
+            config: None,
+            harness_sets: true,
+            log_env: Some("info".into()),
+        }
+    }
 }
 
 impl Node {
@@ -102,6 +125,18 @@ impl Node {
 
     /// Start node `id` with the given ports and overrides; do not wait.
     pub fn spawn(dir: &Path, id: u64, port: u16, rpc: u16, sets: &[&str]) -> Node {
+        Node::spawn_custom(dir, id, port, rpc, sets, SpawnOpts::default())
+    }
+
+    /// Like [`Node::spawn`], started as `opts` says.
+    pub fn spawn_custom(
+        dir: &Path,
+        id: u64,
+        port: u16,
+        rpc: u16,
+        sets: &[&str],
+        opts: SpawnOpts,
+    ) -> Node {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
         let mut args = vec![
             "node".to_string(),
@@ -113,15 +148,23 @@ impl Node {
             format!("127.0.0.1:{port}"),
             "--set".into(),
             format!("cluster.listen=\"127.0.0.1:{rpc}\""),
+        ];
+        if opts.harness_sets {
             // Tests hammer one node from one address; the limit has its own test.
             // Authentication has its own tests (t85); the others talk to the node directly.
-            "--set".into(),
-            "auth.enabled=false".into(),
-            "--set".into(),
-            "limits.requests_per_second=1000000".into(),
-            "--set".into(),
-            "limits.burst=1000000".into(),
-        ];
+            for s in [
+                "auth.enabled=false",
+                "limits.requests_per_second=1000000",
+                "limits.burst=1000000",
+            ] {
+                args.push("--set".into());
+                args.push(s.into());
+            }
+        }
+        if let Some(c) = &opts.config {
+            args.push("--config".into());
+            args.push(c.display().to_string());
+        }
         for s in sets {
             args.push("--set".into());
             args.push(s.to_string());
@@ -137,6 +180,7 @@ impl Node {
                 .timeout(Duration::from_secs(60))
                 .build(),
             starts: 0,
+            log_env: opts.log_env,
         };
         n.must_spawn();
         n
@@ -169,9 +213,13 @@ impl Node {
         self.starts += 1;
         let log =
             std::fs::File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_edgerun"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgerun"));
+        match &self.log_env {
+            Some(f) => cmd.env("EDGERUN_LOG", f),
+            None => cmd.env_remove("EDGERUN_LOG").env_remove("RUST_LOG"),
+        };
+        let child = cmd
             .args(&self.args)
-            .env("EDGERUN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

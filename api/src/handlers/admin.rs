@@ -1,0 +1,89 @@
+//! /v1/admin: the node's log filter, and re-reading its configuration (the same as SIGHUP).
+//! Admin role only. These act on the node that answers, not on the whole cluster.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// What the node lets the API change while it runs.
+pub trait Control: Send + Sync {
+    /// The log filter in force.
+    fn log_filter(&self) -> String;
+    /// `text` or `json`.
+    fn log_format(&self) -> &'static str;
+    /// Replace the log filter; a bad one changes nothing and says why.
+    fn set_log_filter(&self, filter: &str) -> Result<(), String>;
+    /// Re-read the configuration from where it came from (file, environment, flags) and
+    /// apply what can change at run time.
+    fn reload(&self) -> Result<ReloadReport, String>;
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ReloadReport {
+    /// Keys whose new values are in force now.
+    pub applied: Vec<String>,
+    /// Keys that changed but take effect only after a restart.
+    pub needs_restart: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct AdminCtx {
+    pub control: Arc<dyn Control>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LogView {
+    /// tracing's filter syntax, e.g. `info,edgerun::trace=debug`.
+    pub filter: String,
+    /// `text` or `json` (set at start).
+    pub format: &'static str,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogChange {
+    /// The new filter, e.g. `debug` or `info,edgerun::trace=debug`.
+    pub filter: String,
+}
+
+fn view(ctx: &AdminCtx) -> LogView {
+    LogView {
+        filter: ctx.control.log_filter(),
+        format: ctx.control.log_format(),
+    }
+}
+
+pub async fn get_log(ctx: web::Data<AdminCtx>) -> HttpResponse {
+    HttpResponse::Ok().json(view(&ctx))
+}
+
+pub async fn set_log(
+    ctx: web::Data<AdminCtx>,
+    body: web::Json<LogChange>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = body.into_inner().filter;
+    if filter.trim().is_empty() || filter.len() > 4096 {
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "filter: 1 to 4096 characters, e.g. info or info,edgerun::trace=debug",
+        ));
+    }
+    ctx.control
+        .set_log_filter(&filter)
+        .map_err(|e| ApiError::bad_request("invalid_filter", e))?;
+    tracing::info!(filter = %filter, "log filter changed through the API");
+    Ok(HttpResponse::Ok().json(view(&ctx)))
+}
+
+pub async fn reload(ctx: web::Data<AdminCtx>) -> Result<HttpResponse, ApiError> {
+    let c = ctx.control.clone();
+    let report = web::block(move || c.reload())
+        .await
+        .map_err(|e| ApiError::Internal(format!("reloading: {e}")))?
+        .map_err(|e| ApiError::bad_request("invalid_config", e))?;
+    Ok(HttpResponse::Ok().json(report))
+}
