@@ -6,13 +6,37 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use edgerun_config::{parse_override, Sources};
 
-use crate::client::Client;
+use crate::client::{exit, fail, Client};
+use crate::output::{self, Output};
+
+const EXAMPLES: &str = "\
+Examples:
+  edgerun dev                                   a local 3-node cluster with demo tasks
+  edgerun node --config /etc/edgerun/node.toml  run a node
+  edgerun task submit --kernel stats --input '{\"values\": [1, 2, 3]}' --wait
+  edgerun task submit --kernel stats --input '{\"values\": [1]}' --count 1000 --wait
+  edgerun task submit --file tasks.jsonl --wait one task per line, with a progress bar
+  edgerun cluster status                        members, leader, load, tasks by state
+  edgerun top                                   the same, live
+  edgerun task list --status failed -o json     any client command as JSON
+
+Client commands talk to --url (EDGERUN_URL, default http://127.0.0.1:7101) with --token or
+--api-key (EDGERUN_TOKEN, EDGERUN_API_KEY).
+
+Exit codes of client commands:
+  0  done (a waited-for task succeeded)
+  1  a task ended without succeeding, or did not end within the wait
+  2  bad usage or a request refused as invalid (HTTP 400, 409, 413, 422)
+  3  not found (HTTP 404)
+  4  no or bad credentials, or too weak a role (HTTP 401, 403)
+  5  the node cannot be reached or cannot serve now (HTTP 429, 5xx)";
 
 #[derive(Parser)]
 #[command(
     name = "edgerun",
     version,
-    about = "A compute cluster for the edge: Raft-replicated tasks, C++ kernels, supervised actors."
+    about = "A compute cluster for the edge: Raft-replicated tasks, C++ kernels, supervised actors.",
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -55,6 +79,23 @@ enum Cmd {
         /// Only these kinds: task, leader, node (comma-separated).
         #[arg(long)]
         kinds: Option<String>,
+    },
+    /// A live view of the cluster: members with their load, tasks by state, tasks finished
+    /// per second; redrawn every --interval until Ctrl-C.
+    ///
+    /// Example: edgerun top --interval 2s     (edgerun top --once -o json for scripts)
+    Top {
+        #[command(flatten)]
+        conn: Conn,
+        /// Time between frames.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
+        /// Stop after this many frames.
+        #[arg(long)]
+        frames: Option<u64>,
     },
     /// List the kernels with their input schemas.
     Kernels {
@@ -196,6 +237,16 @@ pub struct Conn {
     /// `edgerun dev --tls`.
     #[arg(long, env = "EDGERUN_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
+    /// `text` (tables and summaries) or `json` (the API's JSON).
+    #[arg(
+        long,
+        short = 'o',
+        env = "EDGERUN_OUTPUT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub output: Output,
 }
 
 impl Conn {
@@ -213,27 +264,43 @@ impl Conn {
 
 #[derive(Subcommand)]
 enum TaskCmd {
-    /// Submit a task: --kernel NAME --input JSON, or --file task.json (API.md's task shape).
+    /// Submit tasks: --kernel NAME --input JSON, or --file with one task (API.md's shape) or
+    /// many (JSON lines); --count N submits N copies. Many go in batches; --wait shows a
+    /// progress bar and a summary, and exits 1 unless every task succeeded.
+    ///
+    /// Examples:
+    ///   edgerun task submit --kernel stats --input '{"values": [1, 2]}' --wait
+    ///   edgerun task submit --kernel matmul --input @input.json --count 500 --wait
+    ///   edgerun task submit --file tasks.jsonl --wait
+    #[command(verbatim_doc_comment)]
     Submit {
+        /// The kernel to run (`edgerun kernels` lists them).
         #[arg(long, conflicts_with = "file")]
         kernel: Option<String>,
         /// Kernel input as JSON text, or @FILE to read it from a file.
         #[arg(long, requires = "kernel")]
         input: Option<String>,
-        /// A whole task as JSON (API.md), or - for standard input.
+        /// A task as JSON, or JSON lines (one task per line); - for standard input.
         #[arg(long)]
         file: Option<PathBuf>,
         #[arg(long)]
         priority: Option<i32>,
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Wait for the task to end and print it.
+        /// Submit this many copies of the task.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        count: u64,
+        /// Wait for the tasks to end: the task (one) or a summary (many).
         #[arg(long)]
         wait: bool,
+        /// With --wait and many tasks: give up waiting after this long (e.g. 90s, 10m).
+        #[arg(long, default_value = "10m")]
+        timeout: String,
     },
     /// Show a task.
     Get { id: u64 },
-    /// Wait until a task ends (or the timeout passes) and show it.
+    /// Wait until a task ends (or the timeout passes) and show it; exit 0 if it succeeded,
+    /// 1 if it did not (or has not ended).
     Wait {
         id: u64,
         #[arg(long, default_value = "30s")]
@@ -259,7 +326,7 @@ enum TaskCmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
-    /// Leader, term and members.
+    /// Leader, term, members (role, tier, up/down, load) and tasks by state.
     Status,
     /// Add a node that replicates the state but does not vote.
     AddLearner {
@@ -370,7 +437,56 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
-        Cmd::Kernels { conn } => conn.client()?.print_get("/v1/kernels"),
+        Cmd::Kernels { .. }
+        | Cmd::Events { .. }
+        | Cmd::Cluster { .. }
+        | Cmd::Task { .. }
+        | Cmd::Top { .. } => run_client(cli.cmd).map_err(crate::client::with_exit_code),
+    }
+}
+
+/// Print `v` as JSON, or as `text(v)`.
+fn show(
+    out: Output,
+    v: &serde_json::Value,
+    text: impl FnOnce(&serde_json::Value) -> String,
+) -> anyhow::Result<()> {
+    match out {
+        Output::Json => Client::print(v),
+        Output::Text => {
+            let t = text(v);
+            println!("{}", t.trim_end());
+            Ok(())
+        }
+    }
+}
+
+/// Parse `1s`, `500ms`; a bare number is seconds.
+fn parse_interval(raw: &str) -> anyhow::Result<std::time::Duration> {
+    let d = match raw.parse::<u64>() {
+        Ok(s) => std::time::Duration::from_secs(s),
+        Err(_) => humantime::parse_duration(raw).map_err(|e| {
+            fail(
+                exit::INVALID,
+                format!("--interval {raw:?}: {e}; e.g. 1s, 500ms"),
+            )
+        })?,
+    };
+    if d < std::time::Duration::from_millis(100) {
+        return Err(fail(
+            exit::INVALID,
+            format!("--interval {raw:?}: at least 100ms"),
+        ));
+    }
+    Ok(d)
+}
+
+fn run_client(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Kernels { conn } => {
+            let v = conn.client()?.get("/v1/kernels")?;
+            show(conn.output, &v, output::kernels_table)
+        }
         Cmd::Events {
             conn,
             task,
@@ -388,30 +504,57 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 q.push(format!("kinds={k}"));
             }
             let path = format!("/v1/events?{}", q.join("&"));
+            let out = conn.output;
             conn.client()?.events(&path, |kind, data| {
-                println!("{kind} {data}");
+                match out {
+                    Output::Text => println!("{kind} {data}"),
+                    Output::Json => {
+                        println!("{}", serde_json::json!({ "event": kind, "data": data }))
+                    }
+                }
                 true
             })
         }
+        Cmd::Top {
+            conn,
+            interval,
+            once,
+            frames,
+        } => {
+            let every = parse_interval(&interval)?;
+            let frames = if once { Some(1) } else { frames };
+            crate::top::run(&conn.client()?, conn.output, every, frames)
+        }
         Cmd::Cluster { conn, cmd } => {
             let c = conn.client()?;
-            match cmd {
-                ClusterCmd::Status => c.print_get("/v1/cluster"),
-                ClusterCmd::AddLearner { id, rpc, api } => Client::print(&c.post(
+            let after = match cmd {
+                ClusterCmd::Status => c.get("/v1/cluster")?,
+                ClusterCmd::AddLearner { id, rpc, api } => c.post(
                     "/v1/cluster/learners",
                     &serde_json::json!({ "id": id, "rpc": rpc, "api": api }),
-                )?),
-                ClusterCmd::Promote { id } => Client::print(&c.post(
+                )?,
+                ClusterCmd::Promote { id } => c.post(
                     &format!("/v1/cluster/members/{id}/promote"),
                     &serde_json::json!({}),
-                )?),
-                ClusterCmd::Remove { id } => {
-                    Client::print(&c.delete(&format!("/v1/cluster/members/{id}"))?)
+                )?,
+                ClusterCmd::Remove { id } => c.delete(&format!("/v1/cluster/members/{id}"))?,
+            };
+            match conn.output {
+                Output::Json => Client::print(&after),
+                Output::Text => {
+                    // Loads come from /v1/nodes; the table is still useful without them.
+                    let nodes = c.get("/v1/nodes").ok();
+                    println!(
+                        "{}",
+                        output::cluster_text(&after, nodes.as_ref()).trim_end()
+                    );
+                    Ok(())
                 }
             }
         }
         Cmd::Task { conn, cmd } => {
             let c = conn.client()?;
+            let out = conn.output;
             match cmd {
                 TaskCmd::Submit {
                     kernel,
@@ -419,54 +562,67 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     file,
                     priority,
                     idempotency_key,
+                    count,
                     wait,
+                    timeout,
                 } => {
-                    let mut task: serde_json::Value = match (kernel, file) {
-                        (Some(k), _) => {
-                            let input = match input {
-                                Some(i) => serde_json::from_str(&read_arg(&i)?)
-                                    .context("--input is not valid JSON")?,
-                                None => serde_json::json!({}),
-                            };
-                            serde_json::json!({ "kernel": k, "input": input })
-                        }
-                        (None, Some(f)) => {
-                            let text = if f.as_os_str() == "-" {
-                                std::io::read_to_string(std::io::stdin())
-                                    .context("reading standard input")?
-                            } else {
-                                std::fs::read_to_string(&f)
-                                    .with_context(|| format!("reading {}", f.display()))?
-                            };
-                            serde_json::from_str(&text)
-                                .context("the task file is not valid JSON")?
-                        }
-                        (None, None) => {
-                            anyhow::bail!("give --kernel NAME --input JSON, or --file task.json")
-                        }
-                    };
-                    if let Some(obj) = task.as_object_mut() {
-                        if let Some(p) = priority {
-                            obj.insert("priority".into(), p.into());
-                        }
-                        if let Some(k) = idempotency_key {
-                            obj.insert("idempotency_key".into(), k.into());
+                    let timeout = parse_interval(&timeout)?;
+                    let mut tasks = read_tasks(kernel, input, file)?;
+                    for task in tasks.iter_mut() {
+                        if let Some(obj) = task.as_object_mut() {
+                            if let Some(p) = priority {
+                                obj.insert("priority".into(), p.into());
+                            }
+                            if let Some(k) = &idempotency_key {
+                                obj.insert("idempotency_key".into(), k.clone().into());
+                            }
                         }
                     }
-                    let created = c.post("/v1/tasks", &task)?;
-                    if wait {
+                    if count > 1 {
+                        if tasks.len() != 1 {
+                            return Err(fail(
+                                exit::INVALID,
+                                "--count copies one task; the file holds several",
+                            ));
+                        }
+                        if idempotency_key.is_some() {
+                            return Err(fail(
+                                exit::INVALID,
+                                "--count with --idempotency-key would make one task, not copies",
+                            ));
+                        }
+                        let one = tasks.remove(0);
+                        tasks = (0..count).map(|_| one.clone()).collect();
+                    }
+                    if tasks.len() == 1 {
+                        let created = c.post("/v1/tasks", &tasks[0])?;
+                        if !wait {
+                            return show(out, &created, |t| {
+                                format!(
+                                    "{}\n(edgerun task watch {} follows it)",
+                                    output::task_text(t),
+                                    t["id"]
+                                )
+                            });
+                        }
                         let id = created
                             .get("id")
                             .and_then(|v| v.as_u64())
                             .context("the answer has no task id")?;
-                        c.print_get(&format!("/v1/tasks/{id}/wait?timeout=300s"))
-                    } else {
-                        Client::print(&created)
+                        let t = c.get(&format!("/v1/tasks/{id}/wait?timeout=300s"))?;
+                        show(out, &t, output::task_text)?;
+                        return ended_well(&t);
                     }
+                    crate::batch::submit_many(&c, out, tasks, wait, timeout)
                 }
-                TaskCmd::Get { id } => c.print_get(&format!("/v1/tasks/{id}")),
+                TaskCmd::Get { id } => {
+                    let t = c.get(&format!("/v1/tasks/{id}"))?;
+                    show(out, &t, output::task_text)
+                }
                 TaskCmd::Wait { id, timeout } => {
-                    c.print_get(&format!("/v1/tasks/{id}/wait?timeout={timeout}"))
+                    let t = c.get(&format!("/v1/tasks/{id}/wait?timeout={timeout}"))?;
+                    show(out, &t, output::task_text)?;
+                    ended_well(&t)
                 }
                 TaskCmd::List {
                     status,
@@ -480,25 +636,108 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     if let Some(a) = after {
                         q.push_str(&format!("&after={a}"));
                     }
-                    c.print_get(&q)
+                    let v = c.get(&q)?;
+                    show(out, &v, output::tasks_table)
                 }
                 TaskCmd::Cancel { id } => {
                     let v = c.post(&format!("/v1/tasks/{id}/cancel"), &serde_json::json!({}))?;
-                    Client::print(&v)
+                    show(out, &v, output::task_text)
                 }
-                TaskCmd::Watch { id } => watch(&c, id),
+                TaskCmd::Watch { id } => watch(&c, out, id),
             }
         }
+        _ => unreachable_client(),
+    }
+}
+
+fn unreachable_client() -> anyhow::Result<()> {
+    Err(anyhow::anyhow!("not a client command"))
+}
+
+/// Exit 1 unless the task succeeded.
+fn ended_well(t: &serde_json::Value) -> anyhow::Result<()> {
+    match t["status"].as_str() {
+        Some("succeeded") => Ok(()),
+        Some(s) if TERMINAL.contains(&s) => Err(fail(
+            exit::TASK_FAILED,
+            format!("task {} ended {s}", t["id"]),
+        )),
+        s => Err(fail(
+            exit::TASK_FAILED,
+            format!(
+                "task {} has not ended (still {})",
+                t["id"],
+                s.unwrap_or("?")
+            ),
+        )),
+    }
+}
+
+/// The tasks `submit` was given: one from --kernel/--input, or one or many from --file (a
+/// JSON task, or JSON lines).
+fn read_tasks(
+    kernel: Option<String>,
+    input: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    match (kernel, file) {
+        (Some(k), _) => {
+            let input = match input {
+                Some(i) => {
+                    serde_json::from_str(&read_arg(&i)?).context("--input is not valid JSON")?
+                }
+                None => serde_json::json!({}),
+            };
+            Ok(vec![serde_json::json!({ "kernel": k, "input": input })])
+        }
+        (None, Some(f)) => {
+            let text = if f.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?
+            };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                return match v {
+                    serde_json::Value::Object(_) => Ok(vec![v]),
+                    _ => anyhow::bail!("{}: a task is a JSON object", f.display()),
+                };
+            }
+            let mut tasks = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}: not JSON", f.display(), i + 1))?;
+                anyhow::ensure!(
+                    v.is_object(),
+                    "{} line {}: a task is a JSON object",
+                    f.display(),
+                    i + 1
+                );
+                tasks.push(v);
+            }
+            anyhow::ensure!(!tasks.is_empty(), "{}: no tasks in it", f.display());
+            Ok(tasks)
+        }
+        (None, None) => anyhow::bail!("give --kernel NAME --input JSON, or --file tasks.json"),
     }
 }
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
 
 /// `task watch`: the task's status now, then each change as it is applied, until it ends.
-fn watch(c: &Client, id: u64) -> anyhow::Result<()> {
+fn watch(c: &Client, out: Output, id: u64) -> anyhow::Result<()> {
     let print = |status: &str, t: &serde_json::Value| {
         let node = t.get("node").and_then(|n| n.as_u64());
         let attempt = t.get("attempt").and_then(|a| a.as_u64()).unwrap_or(0);
+        if out == Output::Json {
+            println!(
+                "{}",
+                serde_json::json!({ "task": id, "status": status, "attempt": attempt, "node": node })
+            );
+            return;
+        }
         match node {
             Some(n) => println!("task {id}: {status} (attempt {attempt}, node {n})"),
             None => println!("task {id}: {status}"),
@@ -506,17 +745,25 @@ fn watch(c: &Client, id: u64) -> anyhow::Result<()> {
     };
     let finish = |t: &serde_json::Value| -> anyhow::Result<()> {
         let status = t["status"].as_str().unwrap_or("?");
+        if out == Output::Json {
+            println!("{t}");
+        }
         if status == "succeeded" {
-            println!(
-                "{}",
-                serde_json::to_string(&t["result"]).unwrap_or_default()
-            );
+            if out == Output::Text {
+                println!(
+                    "{}",
+                    serde_json::to_string(&t["result"]).unwrap_or_default()
+                );
+            }
             Ok(())
         } else {
-            anyhow::bail!(
-                "task {id} ended {status}: {}",
-                t["error"]["message"].as_str().unwrap_or("")
-            )
+            Err(fail(
+                exit::TASK_FAILED,
+                format!(
+                    "task {id} ended {status}: {}",
+                    t["error"]["message"].as_str().unwrap_or("")
+                ),
+            ))
         }
     };
     let last = std::cell::RefCell::new(String::new());

@@ -5,6 +5,69 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
+/// Exit codes of the client commands (`edgerun --help` lists them).
+pub mod exit {
+    /// A task ended without succeeding, or did not end within the wait.
+    pub const TASK_FAILED: i32 = 1;
+    /// Bad usage, or the request was refused as invalid (HTTP 400, 409, 413, 422).
+    pub const INVALID: i32 = 2;
+    /// No such task, job or member (HTTP 404).
+    pub const NOT_FOUND: i32 = 3;
+    /// No or bad credentials, or too weak a role (HTTP 401, 403).
+    pub const DENIED: i32 = 4;
+    /// The node cannot be reached or cannot serve now (connection refused, HTTP 429, 5xx).
+    pub const UNAVAILABLE: i32 = 5;
+}
+
+/// An error that sets the process's exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Fail with `code`.
+pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        code,
+        message: message.into(),
+    })
+}
+
+/// The exit code for `e`: its [`Failure`]'s, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Failure>())
+        .map_or(1, |f| f.code)
+}
+
+/// A client command's error with an exit code: a [`Failure`] keeps its own; anything else
+/// (an unreadable file, bad JSON in an argument) is bad input.
+pub fn with_exit_code(e: anyhow::Error) -> anyhow::Error {
+    if e.chain().any(|c| c.downcast_ref::<Failure>().is_some()) {
+        e
+    } else {
+        fail(exit::INVALID, format!("{e:#}"))
+    }
+}
+
+fn http_exit(code: u16) -> i32 {
+    match code {
+        401 | 403 => exit::DENIED,
+        404 => exit::NOT_FOUND,
+        429 | 500..=599 => exit::UNAVAILABLE,
+        _ => exit::INVALID,
+    }
+}
+
 pub struct Client {
     base: String,
     agent: ureq::Agent,
@@ -134,14 +197,15 @@ impl Client {
                             .map(String::from)
                     })
                     .unwrap_or(body);
-                anyhow::bail!("{what}: HTTP {code}: {msg}")
+                Err(fail(http_exit(code), format!("{what}: HTTP {code}: {msg}")))
             }
-            Err(e) if e.to_string().contains("certificate") => Err(anyhow::anyhow!(
-                "{what}: {e} (for a node with its own CA, pass its ca.pem with --ca-cert or EDGERUN_CA_CERT)"
+            Err(e) if e.to_string().contains("certificate") => Err(fail(
+                exit::UNAVAILABLE,
+                format!("{what}: {e} (for a node with its own CA, pass its ca.pem with --ca-cert or EDGERUN_CA_CERT)"),
             )),
-            Err(e) => Err(anyhow::anyhow!(
-                "{what}: {e} (is a node running at {}?)",
-                self.base
+            Err(e) => Err(fail(
+                exit::UNAVAILABLE,
+                format!("{what}: {e} (is a node running at {}?)", self.base),
             )),
         }
     }
@@ -176,10 +240,6 @@ impl Client {
     pub fn print(v: &Value) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);
         Ok(())
-    }
-
-    pub fn print_get(&self, path: &str) -> anyhow::Result<()> {
-        Client::print(&self.get(path)?)
     }
 }
 

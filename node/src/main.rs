@@ -6,6 +6,7 @@
 //! edgerun task submit|get|wait|list|cancel, edgerun cluster status, edgerun kernels
 //! ```
 
+mod batch;
 mod bench;
 mod bench_kernels;
 mod cert;
@@ -15,7 +16,9 @@ mod container;
 mod control;
 mod dev;
 mod logging;
+mod output;
 mod sandbox;
+mod top;
 mod wiring;
 
 use clap::Parser;
@@ -24,6 +27,6 @@ fn main() {
     let cli = cli::Cli::parse();
     if let Err(e) = cli::run(cli) {
         eprintln!("edgerun: error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(client::exit_code(&e));
     }
 }
