@@ -314,7 +314,9 @@ fn show(
     if let Some(ca) = &ca {
         key_env = format!("EDGERUN_CA_CERT={} {key_env}", ca.display());
     }
-    println!("  or:      {key_env}edgerun task submit --url {url} --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait\n");
+    println!("  or:      {key_env}edgerun task submit --url {url} --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait");
+    println!("  live:    {key_env}edgerun top --url {url}");
+    println!("  dashboard: {url}/  (sign in with the admin API key above)\n");
     if demo {
         let n = 2 * clients.len();
         let mut ids = Vec::new();
