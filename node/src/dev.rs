@@ -316,7 +316,12 @@ fn show(
     }
     println!("  or:      {key_env}edgerun task submit --url {url} --kernel matmul --input '{{\"a\":[[1,2],[3,4]],\"b\":[[5,6],[7,8]]}}' --wait");
     println!("  live:    {key_env}edgerun top --url {url}");
-    println!("  dashboard: {url}/  (sign in with the admin API key above)\n");
+    let sign_in = if key.is_some() {
+        "  (sign in with the admin API key above)"
+    } else {
+        ""
+    };
+    println!("  dashboard: {url}/{sign_in}\n");
     if demo {
         let n = 2 * clients.len();
         let mut ids = Vec::new();
