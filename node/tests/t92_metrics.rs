@@ -104,7 +104,14 @@ fn metrics_are_complete_and_pass_promtool() {
     let (ok, said) = promtool(&text);
     assert!(ok, "promtool check metrics on the leader:\n{said}");
 
-    // The attempts ran somewhere: across the nodes, 12 finished, with durations by kernel.
+    // The attempts ran somewhere: across the nodes, 12 finished, with durations by kernel,
+    // and where they ran in containers, the containers' start times.
+    let isolation = c
+        .node(leader)
+        .must_get(&format!("/v1/tasks/{}", ids[0]))
+        .body["isolation"]
+        .clone();
+    let mut container_starts = 0.0;
     let mut finished = 0.0;
     for n in &c.nodes {
         let t = n.must_get_text("/metrics");
@@ -112,6 +119,9 @@ fn metrics_are_complete_and_pass_promtool() {
         assert!(ok, "promtool check metrics on node {}:\n{said}", n.id);
         finished += n
             .metric("edgerun_tasks_finished_total{status=\"succeeded\"}")
+            .unwrap_or(0.0);
+        container_starts += n
+            .metric("edgerun_container_start_seconds_count")
             .unwrap_or(0.0);
         if t.contains("edgerun_tasks_finished_total") {
             assert!(
@@ -123,6 +133,17 @@ fn metrics_are_complete_and_pass_promtool() {
         }
     }
     assert_eq!(finished, 12.0, "finished attempts across the nodes");
+    if isolation == "container" {
+        assert_eq!(
+            container_starts, 12.0,
+            "container start times across the nodes"
+        );
+    } else {
+        assert_eq!(
+            container_starts, 0.0,
+            "no containers ({isolation}), yet start times"
+        );
+    }
     // The database size is exported within its 10 s period.
     wait_until(
         "edgerun_sled_disk_bytes",
