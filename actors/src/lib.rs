@@ -25,11 +25,13 @@
 //! replicated state (`StateView`), never kept only in the actor.
 
 pub mod alerts;
+pub mod cache;
 pub mod child;
 pub mod cluster;
 pub mod executor;
 pub mod metrics_names;
 pub mod monitor;
+pub mod redis_link;
 pub mod scheduler;
 pub mod shard;
 pub mod specs;

@@ -44,6 +44,10 @@ pub const WORKER_OUTBOX: &str = "edgerun_worker_outbox";
 pub const HTTP_RATE_LIMITED: &str = "edgerun_http_rate_limited_total";
 /// Container executor: building and starting an attempt's container.
 pub const CONTAINER_START: &str = "edgerun_container_start_seconds";
+/// Result cache lookups that found a result / did not; failed exchanges with Redis.
+pub const CACHE_HITS: &str = "edgerun_cache_hits_total";
+pub const CACHE_MISSES: &str = "edgerun_cache_misses_total";
+pub const CACHE_ERRORS: &str = "edgerun_cache_errors_total";
 
 /// Register help texts and units for every metric (Prometheus wants a HELP line for each).
 pub fn describe_all() {
@@ -75,6 +79,18 @@ pub fn describe_all() {
         "Tasks created by submissions through this node's API"
     );
     describe_gauge!(SCHEDULER_PENDING, "Pending tasks by priority");
+    describe_counter!(
+        CACHE_HITS,
+        "Attempts whose result came from the result cache (the kernel did not run)"
+    );
+    describe_counter!(
+        CACHE_MISSES,
+        "Result cache lookups that found nothing (or failed)"
+    );
+    describe_counter!(
+        CACHE_ERRORS,
+        "Result cache exchanges with Redis that failed or timed out"
+    );
     describe_histogram!(
         CONTAINER_START,
         Unit::Seconds,

@@ -41,6 +41,8 @@ pub struct CoreParts {
     pub kernel_delay: Duration,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub data_dir: std::path::PathBuf,
+    /// The result cache (`[cache]`); none when off.
+    pub cache: Option<Arc<crate::cache::ResultCache>>,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -209,6 +211,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         results: p.results.clone(),
                         inline_result_max: p.inline_result_max,
                         outbox: p.outbox.clone(),
+                        cache: p.cache.clone(),
                     },
                 )
             },

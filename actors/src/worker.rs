@@ -65,6 +65,8 @@ pub struct WorkerArgs {
     pub inline_result_max: usize,
     /// Completions not yet committed (survive a restart).
     pub outbox: Outbox,
+    /// Results of deterministic kernels (`[cache]`); none = no cache.
+    pub cache: Option<Arc<crate::cache::ResultCache>>,
 }
 
 /// How often the Worker sweeps out stored results nobody refers to.
@@ -103,6 +105,8 @@ struct Job {
     cpu_millis: Option<u32>,
     network: bool,
     trace_id: String,
+    /// The task allows the result cache.
+    cache: bool,
 }
 
 impl WorkerState {
@@ -241,6 +245,7 @@ impl WorkerState {
                     cpu_millis: t.spec.resources.cpu_millis,
                     network: t.spec.resources.network,
                     trace_id: t.spec.trace_id.clone(),
+                    cache: t.spec.cache,
                 })
                 .collect()
         });
@@ -256,6 +261,7 @@ impl WorkerState {
                 inline_max: self.args.inline_result_max,
                 outbox: self.args.outbox.clone(),
                 executing: executing.clone(),
+                cache: self.args.cache.clone(),
             };
             let me = myself.clone();
             // Every line logged while running the attempt carries its trace id.
@@ -293,6 +299,7 @@ struct AttemptCtx {
     outbox: Outbox,
     /// Cleared when the work has ended (see `Running::executing`).
     executing: Arc<AtomicBool>,
+    cache: Option<Arc<crate::cache::ResultCache>>,
 }
 
 async fn run_attempt(job: Job, ctx: AttemptCtx) {
@@ -305,6 +312,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         inline_max,
         outbox,
         executing,
+        cache,
     } = ctx;
     let at = job.at;
     if job.status == TaskStatus::Scheduled {
@@ -332,18 +340,44 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         edgerun_model::Work::Kernel { kernel, .. } => kernel.clone(),
         edgerun_model::Work::Exec { .. } => "exec".to_string(),
     };
-    tracing::debug!(target: edgerun_model::TRACE_TARGET, kernel = %kernel, isolation = executor.isolation().as_str(), "attempt started");
-    let outcome = executor
-        .run(ExecJob {
-            task: at.task,
-            attempt: at.attempt,
-            work: job.work,
-            timeout: job.timeout,
-            memory_mb: job.memory_mb,
-            cpu_millis: job.cpu_millis,
-            network: job.network,
-        })
-        .await;
+    // A deterministic kernel's result may already be known.
+    let cache_key = match (&cache, &job.work) {
+        (Some(_), edgerun_model::Work::Kernel { kernel, input }) if job.cache => {
+            crate::cache::kernel_key(kernel, input)
+        }
+        _ => None,
+    };
+    let hit = match (&cache, &cache_key) {
+        (Some(c), Some(k)) => c.get(k).await,
+        _ => None,
+    };
+    let cached = hit.is_some();
+    let outcome = match hit {
+        Some(result) => {
+            tracing::debug!(target: edgerun_model::TRACE_TARGET, kernel = %kernel, "result from the cache");
+            Outcome::Succeeded { result }
+        }
+        None => {
+            tracing::debug!(target: edgerun_model::TRACE_TARGET, kernel = %kernel, isolation = executor.isolation().as_str(), "attempt started");
+            let outcome = executor
+                .run(ExecJob {
+                    task: at.task,
+                    attempt: at.attempt,
+                    work: job.work,
+                    timeout: job.timeout,
+                    memory_mb: job.memory_mb,
+                    cpu_millis: job.cpu_millis,
+                    network: job.network,
+                })
+                .await;
+            if let (Some(c), Some(k), Outcome::Succeeded { result }) =
+                (&cache, &cache_key, &outcome)
+            {
+                c.put(k, result).await;
+            }
+            outcome
+        }
+    };
     executing.store(false, Ordering::SeqCst);
     // A result too big for the log stays here; the log records where it is.
     let outcome = match outcome {
@@ -382,6 +416,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         attempt: at,
         outcome,
         isolation: executor.isolation(),
+        cached,
     };
     // Kept on disk until the cluster answers: a node cut off from the leader (or restarted
     // while cut off) delivers it when the link returns.

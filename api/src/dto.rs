@@ -106,6 +106,9 @@ pub struct TaskSubmission {
     pub affinities: Vec<AffinityDto>,
     #[serde(default)]
     pub after: Vec<u64>,
+    /// `false`: always run the kernel, and do not keep its result in the result cache.
+    /// Default true (only deterministic kernels are cached; exec tasks never are).
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -280,6 +283,7 @@ impl TaskSubmission {
             submitter: submitter.to_string(),
             // Set by the handler from the request.
             trace_id: String::new(),
+            cache: self.cache.unwrap_or(true),
         })
     }
 }
@@ -342,6 +346,8 @@ pub struct TaskDto<'a> {
     /// The trace id of the request that submitted it (32 hex digits; empty when unknown):
     /// every node's log lines about this task carry it.
     pub trace_id: &'a str,
+    /// The result came from the result cache: the kernel did not run for this task.
+    pub cached: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -388,6 +394,7 @@ impl<'a> TaskDto<'a> {
     pub fn from_task(t: &'a Task) -> TaskDto<'a> {
         TaskDto {
             trace_id: &t.spec.trace_id,
+            cached: t.cached,
             id: t.id,
             status: t.status.as_str(),
             kernel: t.spec.kind_name(),

@@ -7,9 +7,9 @@
 //! change is logged once each way.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::Mutex;
+use edgerun_actors::redis_link::RedisLink;
 
 const TAKE: &str = r#"
 local rate = tonumber(ARGV[1])
@@ -37,116 +37,52 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return wait_ms
 "#;
 
-/// How long after a failed connect the next one is tried.
-const RECONNECT_AFTER: Duration = Duration::from_secs(2);
-
 pub struct SharedLimit {
-    client: redis::Client,
-    /// host:port only (a URL may carry a password; it is never logged).
-    shown: String,
-    conn: Mutex<Conn>,
+    link: RedisLink,
     script: redis::Script,
-    timeout: Duration,
     degraded: AtomicBool,
 }
 
-#[derive(Default)]
-struct Conn {
-    manager: Option<redis::aio::ConnectionManager>,
-    last_try: Option<Instant>,
-}
-
-/// `redis://user:pass@host:port/db` → `host:port/db`.
-pub fn redact(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string()
-}
+pub use edgerun_actors::redis_link::redact;
 
 impl SharedLimit {
     /// Check the URL (no connection is made yet).
     pub fn new(url: &str, timeout: Duration) -> Result<SharedLimit, String> {
-        let client =
-            redis::Client::open(url).map_err(|e| format!("redis.url {}: {e}", redact(url)))?;
         Ok(SharedLimit {
-            client,
-            shown: redact(url),
-            conn: Mutex::new(Conn::default()),
+            link: RedisLink::new(url, timeout)?,
             script: redis::Script::new(TAKE),
-            timeout,
             degraded: AtomicBool::new(false),
         })
     }
 
     pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
-    async fn manager(&self) -> Result<redis::aio::ConnectionManager, String> {
-        let mut c = self.conn.lock().await;
-        if let Some(m) = &c.manager {
-            return Ok(m.clone());
-        }
-        if c.last_try.is_some_and(|t| t.elapsed() < RECONNECT_AFTER) {
-            return Err("not connected (retrying shortly)".into());
-        }
-        c.last_try = Some(Instant::now());
-        let m = tokio::time::timeout(self.timeout, self.client.get_connection_manager())
-            .await
-            .map_err(|_| format!("no connection within {:?}", self.timeout))?
-            .map_err(|e| e.to_string())?;
-        c.manager = Some(m.clone());
-        Ok(m)
+        self.link.shown()
     }
 
     /// Take one token from `who`'s shared bucket: `Ok(None)` = allowed, `Ok(Some(secs))` =
     /// wait that long; `Err` = Redis is unavailable (the caller uses its local bucket).
     pub async fn take(&self, who: &str, rate: f64, burst: f64) -> Result<Option<u64>, ()> {
-        let answer = async {
-            let mut m = self.manager().await?;
-            let mut inv = self.script.key(format!("edgerun:ratelimit:{who}"));
-            inv.arg(rate).arg(burst);
-            tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut m))
-                .await
-                .map_err(|_| format!("no answer within {:?}", self.timeout))?
-                .map_err(|e| e.to_string())
-        }
-        .await;
+        let answer = self
+            .link
+            .exchange(|mut m| async move {
+                let mut inv = self.script.key(format!("edgerun:ratelimit:{who}"));
+                inv.arg(rate).arg(burst);
+                inv.invoke_async::<i64>(&mut m).await
+            })
+            .await;
         match answer {
             Ok(wait_ms) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!(redis = %self.shown, "Redis answers again: rate limits are shared by all nodes again");
+                    tracing::info!(redis = %self.shown(), "Redis answers again: rate limits are shared by all nodes again");
                 }
                 Ok((wait_ms > 0).then(|| (wait_ms as u64).div_ceil(1000).max(1)))
             }
             Err(e) => {
-                // Start over with a fresh connection (after RECONNECT_AFTER): a connection
-                // manager whose own reconnects ran out stays broken otherwise.
-                {
-                    let mut c = self.conn.lock().await;
-                    if c.manager.take().is_some() {
-                        c.last_try = Some(Instant::now());
-                    }
-                }
                 if !self.degraded.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(redis = %self.shown, error = %e, "Redis unavailable: rate limits fall back to this node's own buckets until it answers");
+                    tracing::warn!(redis = %self.shown(), error = %e, "Redis unavailable: rate limits fall back to this node's own buckets until it answers");
                 }
                 Err(())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact("redis://:hunter2@10.0.0.5:6379/0"),
-            "10.0.0.5:6379/0"
-        );
-        assert_eq!(redact("redis://user:pw@h:1"), "h:1");
-        assert_eq!(redact("redis://h:1"), "h:1");
     }
 }

@@ -45,6 +45,7 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub redis: RedisConfig,
+    pub cache: CacheConfig,
     pub executor: ExecutorConfig,
     pub raft: RaftConfig,
     pub supervisor: SupervisorConfig,
@@ -460,6 +461,31 @@ impl Default for AlertsConfig {
     }
 }
 
+/// Result memoization of deterministic kernels: in Redis when `redis.url` is set (shared by
+/// every node), else in this process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// How long a result is kept.
+    pub ttl_secs: u64,
+    /// Results longer than this (bytes of JSON) are not kept.
+    pub max_entry_bytes: usize,
+    /// Most results kept in the in-process cache (without Redis).
+    pub local_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            ttl_secs: 3600,
+            max_entry_bytes: 1024 * 1024,
+            local_entries: 10_000,
+        }
+    }
+}
+
 /// The node's log (stderr).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -662,6 +688,16 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node.id == 0 {
             return Err(invalid("node.id", 0, "an integer from 1 to 2^64-1"));
+        }
+        if self.cache.enabled && self.cache.ttl_secs == 0 {
+            return Err(invalid("cache.ttl_secs", 0, "seconds, at least 1"));
+        }
+        if self.cache.enabled && self.cache.local_entries == 0 {
+            return Err(invalid(
+                "cache.local_entries",
+                0,
+                "at least 1 (or cache.enabled = false)",
+            ));
         }
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(invalid("node.data_dir", "", "a directory path"));

@@ -242,6 +242,8 @@ pub struct KernelInfo {
     pub name: &'static str,
     /// Bumped when the kernel's input or output changes meaning.
     pub version: u32,
+    /// The same input always gives the same output: results may be cached.
+    pub deterministic: bool,
     pub description: &'static str,
     pub input_schema: Value,
     pub output_schema: Value,
@@ -274,6 +276,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "stats",
             version: 1,
+            deterministic: true,
             description: "count, mean, min, max, population std and p50/p90/p99 (linear interpolation) of a series",
             input_schema: series(MAX_STATS_VALUES),
             output_schema: json!({"type": "object", "properties": stat_props}),
@@ -281,6 +284,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "matmul",
             version: 1,
+            deterministic: true,
             description: "c = a x b for f32 matrices (a's columns = b's rows)",
             input_schema: json!({"type": "object", "required": ["a", "b"], "additionalProperties": false,
                 "properties": {"a": matrix(), "b": matrix()}}),
@@ -289,6 +293,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "conv2d",
             version: 1,
+            deterministic: true,
             description: "2-D cross-correlation of an f32 image with an odd-sided kernel (at most 31x31), zero padding, same size out",
             input_schema: json!({"type": "object", "required": ["image", "kernel"], "additionalProperties": false,
                 "properties": {"image": matrix(), "kernel": matrix()}}),
@@ -297,6 +302,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "sobel",
             version: 1,
+            deterministic: true,
             description: "Sobel edge magnitude sqrt(gx^2 + gy^2) of an f32 image, zero padding, same size out",
             input_schema: json!({"type": "object", "required": ["image"], "additionalProperties": false,
                 "properties": {"image": matrix()}}),
@@ -305,6 +311,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "fft",
             version: 1,
+            deterministic: true,
             description: "magnitude spectrum (bins 0..n/2) of a real series whose length is a power of two",
             input_schema: series(extra::MAX_FFT),
             output_schema: json!({"type": "object", "properties": {"magnitude": num_array()}}),
@@ -312,6 +319,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "window_agg",
             version: 1,
+            deterministic: true,
             description: "tumbling (slide_ms = window_ms, the default) or sliding windows over timestamped points; count, sum, mean, min, max and anomaly (points with |z| > z_threshold within their window)",
             input_schema: json!({"type": "object", "required": ["points", "window_ms"], "additionalProperties": false,
                 "properties": {
@@ -328,6 +336,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "sha256",
             version: 1,
+            deterministic: true,
             description: "SHA-256 of a base64 payload (at most 64 MiB decoded)",
             input_schema: json!({"type": "object", "required": ["data_b64"], "additionalProperties": false,
                 "properties": {"data_b64": {"type": "string", "contentEncoding": "base64"}}}),
@@ -336,6 +345,7 @@ pub fn catalog() -> Vec<KernelInfo> {
         KernelInfo {
             name: "sort",
             version: 1,
+            deterministic: true,
             description: "f64 values in ascending order",
             input_schema: series(extra::MAX_VALUES),
             output_schema: json!({"type": "object", "properties": {"values": num_array()}}),

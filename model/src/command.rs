@@ -190,6 +190,8 @@ pub struct Completion {
     pub attempt: AttemptRef,
     pub outcome: Outcome,
     pub isolation: Isolation,
+    /// The result was found in the result cache; the kernel did not run.
+    pub cached: bool,
 }
 
 /// What `apply` answers for each command, in the same shape.

@@ -35,7 +35,9 @@ pub use task::*;
 /// 3: the scheduler issue: resources, placement, dependencies, dead letters, periodic jobs,
 /// admission control, retention.
 /// 4: a task carries the trace id of the request that submitted it.
-pub const FORMAT_VERSION: u16 = 4;
+/// 5: result memoization: a task may opt out of the cache (`cache`), a completion and a task
+/// say whether the result came from the cache (`cached`).
+pub const FORMAT_VERSION: u16 = 5;
 
 /// The log target of the lines that follow one task through the cluster (submit, forward,
 /// commit, placement, run, completion), each with the task's `trace_id`. At debug level:

@@ -445,6 +445,7 @@ impl ClusterState {
                 job,
                 result_ref: None,
                 attempts_log: Vec::new(),
+                cached: false,
             },
         );
         self.index_insert(id);
@@ -818,6 +819,7 @@ fn finish(t: &mut Task, c: &Completion, now_ms: u64) {
 
 fn finish_inner(t: &mut Task, c: &Completion, now_ms: u64) {
     t.isolation = Some(c.isolation);
+    t.cached = c.cached && matches!(c.outcome, Outcome::Succeeded { .. });
     let attempts_left = t.counted_attempts() < t.spec.retry.max_attempts;
     match &c.outcome {
         Outcome::Succeeded { result } => {

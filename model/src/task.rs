@@ -221,6 +221,8 @@ pub struct TaskSpec {
     /// job slot that made it: every node's log lines about this task carry it (target
     /// `edgerun::trace`). Empty when unknown.
     pub trace_id: String,
+    /// A deterministic kernel's result may come from (and goes into) the result cache.
+    pub cache: bool,
 }
 
 impl TaskSpec {
@@ -242,6 +244,7 @@ impl TaskSpec {
             after: Vec::new(),
             submitter: String::new(),
             trace_id: String::new(),
+            cache: true,
         }
     }
 
@@ -301,6 +304,8 @@ pub struct Task {
     pub result_ref: Option<ResultRef>,
     /// How the last attempts ended (at most [`ATTEMPT_LOG`]), oldest first.
     pub attempts_log: Vec<AttemptLog>,
+    /// The result came from the result cache: the kernel did not run.
+    pub cached: bool,
 }
 
 /// A result stored off-Raft on the node that made it.

@@ -57,6 +57,31 @@ pub fn run(cfg: NodeConfig, sources: Option<Sources>) -> anyhow::Result<()> {
     rt.block_on(run_node(cfg, sources, shutdown_signal()))
 }
 
+/// The result cache `[cache]` asks for: Redis when `redis.url` is set, else in-process.
+fn result_cache(
+    cfg: &NodeConfig,
+) -> anyhow::Result<Option<Arc<edgerun_actors::cache::ResultCache>>> {
+    use edgerun_actors::cache::ResultCache;
+    let c = &cfg.cache;
+    if !c.enabled {
+        tracing::info!("result cache off (cache.enabled = false)");
+        return Ok(None);
+    }
+    let ttl = Duration::from_secs(c.ttl_secs);
+    let cache = if cfg.redis.url.is_empty() {
+        ResultCache::local(c.local_entries, ttl, c.max_entry_bytes)
+    } else {
+        let link = edgerun_actors::redis_link::RedisLink::new(
+            &cfg.redis.url,
+            Duration::from_millis(cfg.redis.timeout_ms.max(1)),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ResultCache::redis(link, ttl, c.max_entry_bytes)
+    };
+    tracing::info!(backend = %cache.describe(), ttl_secs = c.ttl_secs, "result cache for deterministic kernels");
+    Ok(Some(Arc::new(cache)))
+}
+
 /// SIGHUP re-reads the configuration (log filter, rate limits); see [`crate::control`].
 fn spawn_reload_on_sighup(control: Arc<crate::control::NodeControl>) {
     use edgerun_api::handlers::admin::Control;
@@ -210,6 +235,9 @@ pub async fn run_node(
     let metrics = install_metrics()?;
     tracing::info!("metrics recorder installed");
 
+    // The result cache's settings (a Redis URL) are checked before anything is written.
+    let cache = result_cache(&cfg)?;
+
     // TLS files are checked before anything is written.
     let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
         (Some(cert), Some(key)) => {
@@ -304,6 +332,7 @@ pub async fn run_node(
         kernel_delay: Duration::from_millis(cfg.debug.kernel_delay_ms),
         alerts: alerts.clone(),
         data_dir: cfg.node.data_dir.clone(),
+        cache,
     });
     let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {
         Ok(a) => Arc::new(a),

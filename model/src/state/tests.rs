@@ -85,6 +85,7 @@ fn a_task_goes_through_its_life_and_stale_attempts_are_fenced() {
             result: "{\"x\":1}".into(),
         },
         isolation: Isolation::Inproc,
+        cached: false,
     };
     let r = s.apply(
         &req(Command::Complete {
@@ -168,6 +169,7 @@ fn retryable_failure_requeues_until_attempts_run_out() {
                 output: None,
             },
             isolation: Isolation::Process,
+            cached: false,
         };
         s.apply(
             &req(Command::Complete {
@@ -351,6 +353,7 @@ fn node_down_requeues_its_tasks_and_fences_its_late_results() {
             result: "{}".into(),
         },
         isolation: Isolation::Inproc,
+        cached: false,
     };
     let r = s.apply(
         &req(Command::Complete {
@@ -402,6 +405,7 @@ fn complete(s: &mut ClusterState, task: TaskId, outcome: Outcome) {
                 attempt: at(task, t.node.expect("node"), t.attempt),
                 outcome,
                 isolation: Isolation::Inproc,
+                cached: false,
             }],
         },
     );
