@@ -79,6 +79,18 @@ pub fn describe_all() {
         "Tasks created by submissions through this node's API"
     );
     describe_gauge!(SCHEDULER_PENDING, "Pending tasks by priority");
+    describe_gauge!(
+        edgerun_raft::breaker::CIRCUIT_OPEN,
+        "1 while cluster RPC to the peer fails fast (circuit open or probing), by peer"
+    );
+    describe_counter!(
+        edgerun_raft::breaker::CIRCUIT_OPENED,
+        "Times the circuit to a peer opened after repeated failures, by peer"
+    );
+    describe_counter!(
+        edgerun_raft::breaker::FAST_FAILURES,
+        "Cluster RPC calls refused at once because the peer's circuit was open, by peer"
+    );
     describe_counter!(
         CACHE_HITS,
         "Attempts whose result came from the result cache (the kernel did not run)"

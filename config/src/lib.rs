@@ -147,6 +147,10 @@ pub struct ClusterConfig {
     /// and every frame carries a MAC under a key derived from it. Created (random, mode
     /// 0600) if missing; copy it to every node. Empty = `<data_dir>/cluster.secret`.
     pub secret_file: PathBuf,
+    /// Cluster RPC to a peer fails at once after this many failures in a row, until a probe
+    /// gets through (one per `breaker_cooldown_ms`). 0 = never.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -160,6 +164,8 @@ impl Default for ClusterConfig {
             heartbeat_ms: 500,
             lease_ms: 3_000,
             secret_file: PathBuf::new(),
+            breaker_failures: 5,
+            breaker_cooldown_ms: 500,
         }
     }
 }
@@ -688,6 +694,13 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node.id == 0 {
             return Err(invalid("node.id", 0, "an integer from 1 to 2^64-1"));
+        }
+        if self.cluster.breaker_failures > 0 && self.cluster.breaker_cooldown_ms == 0 {
+            return Err(invalid(
+                "cluster.breaker_cooldown_ms",
+                0,
+                "milliseconds, at least 1 (or cluster.breaker_failures = 0)",
+            ));
         }
         if self.cache.enabled && self.cache.ttl_secs == 0 {
             return Err(invalid("cache.ttl_secs", 0, "seconds, at least 1"));

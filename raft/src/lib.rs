@@ -32,6 +32,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+pub mod breaker;
 pub mod faults;
 pub mod flush;
 pub mod log_store;

@@ -128,17 +128,37 @@ pub struct Pool {
     key: ClusterKey,
     /// The last handshake was refused (logged once per change, not per retry).
     refused: std::sync::atomic::AtomicBool,
+    breaker: crate::breaker::Breaker,
+}
+
+/// When calls to a peer stop being tried ([`crate::breaker`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerSettings {
+    /// Failures in a row that open the circuit; 0 = never.
+    pub failures: u32,
+    pub cooldown: Duration,
 }
 
 impl Pool {
-    pub fn new(addr: String, connect_timeout: Duration, key: ClusterKey) -> Pool {
+    pub fn new(
+        addr: String,
+        connect_timeout: Duration,
+        key: ClusterKey,
+        breaker: BreakerSettings,
+    ) -> Pool {
         Pool {
+            breaker: crate::breaker::Breaker::new(addr.clone(), breaker.failures, breaker.cooldown),
             addr,
             idle: Mutex::new(Vec::new()),
             connect_timeout,
             key,
             refused: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Calls to this peer fail at once now.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
     }
 
     pub fn addr(&self) -> &str {
@@ -195,8 +215,34 @@ impl Pool {
         }
     }
 
-    /// Send one request and wait for its answer, within `timeout`.
+    /// Send one request and wait for its answer, within `timeout`; fail at once while the
+    /// circuit to this peer is open.
     pub async fn call(&self, req: &RpcRequest, timeout: Duration) -> Result<RpcResponse, RpcError> {
+        if let Err(wait) = self.breaker.admit() {
+            return Err(RpcError::Unreachable {
+                addr: self.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!(
+                        "circuit open after repeated failures; next try in {} ms",
+                        wait.as_millis()
+                    ),
+                ),
+            });
+        }
+        let res = self.call_inner(req, timeout).await;
+        match &res {
+            Ok(_) => self.breaker.success(),
+            Err(_) => self.breaker.failure(),
+        }
+        res
+    }
+
+    async fn call_inner(
+        &self,
+        req: &RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, RpcError> {
         let body = edgerun_model::encode(req).map_err(|e| RpcError::Refused {
             addr: self.addr.clone(),
             message: e.to_string(),
@@ -285,14 +331,16 @@ pub struct Peers {
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
     connect_timeout: Duration,
     key: ClusterKey,
+    breaker: BreakerSettings,
 }
 
 impl Peers {
-    pub fn new(connect_timeout: Duration, key: ClusterKey) -> Peers {
+    pub fn new(connect_timeout: Duration, key: ClusterKey, breaker: BreakerSettings) -> Peers {
         Peers {
             pools: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
             key,
+            breaker,
         }
     }
 
@@ -310,6 +358,7 @@ impl Peers {
                     addr.to_string(),
                     self.connect_timeout,
                     self.key.clone(),
+                    self.breaker,
                 ))
             })
             .clone()

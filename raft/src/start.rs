@@ -141,6 +141,10 @@ pub async fn start_raft(
     let peers = Peers::new(
         std::time::Duration::from_millis(cfg.raft.connect_timeout_ms),
         key,
+        crate::rpc::BreakerSettings {
+            failures: cfg.cluster.breaker_failures,
+            cooldown: std::time::Duration::from_millis(cfg.cluster.breaker_cooldown_ms),
+        },
     );
     let raft = Raft::new(
         cfg.node.id,
