@@ -114,7 +114,7 @@ fn a_frozen_peer_opens_the_circuit_and_a_probe_closes_it() {
             .node(leader)
             .metric(&format!("edgerun_rpc_circuit_open{{peer=\"{peer}\"}}"))
         {
-            Some(v) if v == 0.0 => Ok(()),
+            Some(0.0) => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
