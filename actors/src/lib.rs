@@ -24,6 +24,7 @@
 //! supervisor restarts it. Everything an actor needs after a restart is rebuilt from the
 //! replicated state (`StateView`), never kept only in the actor.
 
+pub use edgerun_raft::backup;
 pub mod alerts;
 pub mod cache;
 pub mod child;

@@ -40,6 +40,26 @@ pub struct MonitorArgs {
     pub alerts: std::sync::Arc<crate::alerts::Alerts>,
     /// This node's data directory (for the disk rule).
     pub data_dir: std::path::PathBuf,
+    /// Scheduled backups of the state (`[backup]`), if any.
+    pub backups: Option<BackupPlan>,
+}
+
+/// When and where this node writes backups of the replicated state.
+#[derive(Clone)]
+pub struct BackupPlan {
+    pub schedule: cron::Schedule,
+    /// The schedule's time zone.
+    pub tz: chrono_tz::Tz,
+    pub dir: std::path::PathBuf,
+    /// Newest backups kept.
+    pub keep: usize,
+}
+
+impl BackupPlan {
+    /// The next time after `after_ms` (ms since the epoch).
+    fn next_after(&self, after_ms: u64) -> Option<u64> {
+        crate::scheduler::cron::next_slot(&self.schedule, self.tz, after_ms)
+    }
 }
 
 pub struct MonitorState {
@@ -56,6 +76,50 @@ pub struct MonitorState {
     register: tokio::task::JoinHandle<()>,
     /// The heartbeat in flight, if any (one at a time).
     sending: Option<tokio::task::JoinHandle<()>>,
+    backups: Option<BackupPlan>,
+    /// When the next scheduled backup is due (ms since the epoch).
+    next_backup: Option<u64>,
+    /// The backup being written, if any (one at a time).
+    backing_up: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MonitorState {
+    /// Start a scheduled backup when one is due (and none is being written).
+    fn maybe_back_up(&mut self) {
+        let Some(plan) = self.backups.clone() else {
+            return;
+        };
+        let now = now_ms();
+        let Some(due) = self.next_backup else {
+            self.next_backup = plan.next_after(now);
+            return;
+        };
+        if now < due || self.backing_up.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.next_backup = plan.next_after(now);
+        let (view, id) = (self.node.view.clone(), self.node.id);
+        self.backing_up = Some(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let res = edgerun_raft::backup::take(&view, id, now_ms()).and_then(|(info, bytes)| {
+                edgerun_raft::backup::write_rotated(&plan.dir, &info, &bytes, plan.keep)
+                    .map(|p| (info, p))
+            });
+            match res {
+                Ok((info, path)) => tracing::info!(
+                    file = %path.display(),
+                    bytes = info.bytes,
+                    tasks = info.tasks,
+                    last_index = info.last_index,
+                    ms = started.elapsed().as_millis() as u64,
+                    "scheduled backup written"
+                ),
+                Err(e) => {
+                    tracing::error!(dir = %plan.dir.display(), error = %e, "scheduled backup failed")
+                }
+            }
+        }));
+    }
 }
 
 impl MonitorState {
@@ -164,6 +228,9 @@ impl Actor for Monitor {
             beater,
             register,
             sending: None,
+            backups: args.backups,
+            next_backup: None,
+            backing_up: None,
         })
     }
 
@@ -184,6 +251,7 @@ impl Actor for Monitor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MonitorMsg::Tick => {
+                state.maybe_back_up();
                 let counts: Vec<(TaskStatus, u64)> = state.node.view.read(|s| {
                     TaskStatus::ALL
                         .iter()

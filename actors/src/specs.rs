@@ -41,6 +41,8 @@ pub struct CoreParts {
     pub kernel_delay: Duration,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub data_dir: std::path::PathBuf,
+    /// Scheduled backups (`[backup]`); none when off.
+    pub backups: Option<crate::monitor::BackupPlan>,
     /// The result cache (`[cache]`); none when off.
     pub cache: Option<Arc<crate::cache::ResultCache>>,
 }
@@ -166,6 +168,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                         heartbeat: p.heartbeat,
                         alerts: p.alerts.clone(),
                         data_dir: p.data_dir.clone(),
+                        backups: p.backups.clone(),
                     },
                 )
             },

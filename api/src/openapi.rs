@@ -528,6 +528,15 @@ fn set_log() {}
         (status = 429, description = "Rate limited", body = ErrorBody)))]
 fn reload() {}
 
+#[utoipa::path(get, path = "/v1/admin/snapshot", tag = "admin",
+    responses(
+        (status = 200, description = "A backup of the replicated state: a header line with its SHA-256, then the snapshot (edgerun backup --out FILE)", body = String, content_type = "application/octet-stream"),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the state is current; retry", body = ErrorBody)))]
+fn snapshot() {}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -555,7 +564,7 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, get_task, wait,
         cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job, kernels, cluster,
-        add_learner, promote, remove, nodes, alerts, dashboard, get_log, set_log, reload),
+        add_learner, promote, remove, nodes, alerts, dashboard, get_log, set_log, reload, snapshot),
     components(schemas(ErrorBody, ErrorDetail, TaskDto, TaskSubmission, BatchSubmission,
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,

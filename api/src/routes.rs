@@ -36,6 +36,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("get", "/v1/admin/log"),
     ("put", "/v1/admin/log"),
     ("post", "/v1/admin/reload"),
+    ("get", "/v1/admin/snapshot"),
     ("get", "/"),
 ];
 
@@ -85,6 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/admin/log", web::get().to(admin::get_log))
                 .route("/admin/log", web::put().to(admin::set_log))
                 .route("/admin/reload", web::post().to(admin::reload))
+                .route("/admin/snapshot", web::get().to(admin::snapshot))
                 .route("/debug/fail/{actor}", web::post().to(debug::fail_actor))
                 .route("/debug/net", web::put().to(debug::set_net))
                 .route("/debug/net", web::get().to(debug::get_net)),

@@ -46,6 +46,7 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     pub redis: RedisConfig,
     pub cache: CacheConfig,
+    pub backup: BackupConfig,
     pub executor: ExecutorConfig,
     pub raft: RaftConfig,
     pub supervisor: SupervisorConfig,
@@ -492,6 +493,31 @@ impl Default for CacheConfig {
     }
 }
 
+/// Scheduled backups of the replicated state, written by this node into its own directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Cron with seconds (`0 0 3 * * *`: 03:00 every day); empty = no scheduled backups.
+    pub schedule: String,
+    /// IANA time zone the schedule is read in.
+    pub timezone: String,
+    /// Where they go; empty = `<data_dir>/backups`.
+    pub dir: PathBuf,
+    /// Newest backups kept; older ones are removed.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            schedule: String::new(),
+            timezone: "UTC".into(),
+            dir: PathBuf::new(),
+            keep: 7,
+        }
+    }
+}
+
 /// The node's log (stderr).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -701,6 +727,9 @@ impl NodeConfig {
                 0,
                 "milliseconds, at least 1 (or cluster.breaker_failures = 0)",
             ));
+        }
+        if !self.backup.schedule.is_empty() && self.backup.keep == 0 {
+            return Err(invalid("backup.keep", 0, "at least 1"));
         }
         if self.cache.enabled && self.cache.ttl_secs == 0 {
             return Err(invalid("cache.ttl_secs", 0, "seconds, at least 1"));

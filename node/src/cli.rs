@@ -97,6 +97,40 @@ enum Cmd {
         #[arg(long)]
         frames: Option<u64>,
     },
+    /// Save a backup of the cluster's state (GET /v1/admin/snapshot; admin role) to FILE,
+    /// checked (length, SHA-256, format) before it replaces FILE.
+    ///
+    /// Example: edgerun backup --out /var/backups/edgerun-$(date +%F).backup
+    Backup {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Seed an empty data directory from a backup, as member --id; then start the node on it.
+    /// Restore every member from the same file (each with its own id) to bring a cluster back.
+    /// A truncated or damaged file is refused and nothing is written.
+    ///
+    /// Example: edgerun restore --from cluster.backup --data-dir /var/lib/edgerun --id 1
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// This node's id (it must be a member in the backup).
+        #[arg(long)]
+        id: u64,
+    },
+    /// Report on a stopped node's data directory: sizes, space amplification, log, vote and
+    /// snapshot indexes, and anything damaged (exit 1 then).
+    ///
+    /// Example: edgerun doctor --data-dir /var/lib/edgerun
+    Doctor {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: Output,
+    },
     /// List the kernels with their input schemas.
     Kernels {
         #[command(flatten)]
@@ -437,11 +471,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
+        Cmd::Restore { from, data_dir, id } => crate::backup::restore(&from, &data_dir, id),
+        Cmd::Doctor { data_dir, output } => crate::backup::doctor(&data_dir, output),
         Cmd::Kernels { .. }
         | Cmd::Events { .. }
         | Cmd::Cluster { .. }
         | Cmd::Task { .. }
-        | Cmd::Top { .. } => run_client(cli.cmd).map_err(crate::client::with_exit_code),
+        | Cmd::Top { .. }
+        | Cmd::Backup { .. } => run_client(cli.cmd).map_err(crate::client::with_exit_code),
     }
 }
 
@@ -483,6 +520,7 @@ fn parse_interval(raw: &str) -> anyhow::Result<std::time::Duration> {
 
 fn run_client(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
+        Cmd::Backup { conn, out } => crate::backup::backup(&conn.client()?, &out, conn.output),
         Cmd::Kernels { conn } => {
             let v = conn.client()?.get("/v1/kernels")?;
             show(conn.output, &v, output::kernels_table)

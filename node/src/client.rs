@@ -183,10 +183,19 @@ impl Client {
         res: Result<ureq::Response, ureq::Error>,
         what: &str,
     ) -> anyhow::Result<Value> {
+        self.checked(res, what)?
+            .into_json()
+            .with_context(|| format!("{what}: the answer is not JSON"))
+    }
+
+    /// A successful answer, or the error it stands for (with its exit code).
+    fn checked(
+        &self,
+        res: Result<ureq::Response, ureq::Error>,
+        what: &str,
+    ) -> anyhow::Result<ureq::Response> {
         match res {
-            Ok(r) => r
-                .into_json()
-                .with_context(|| format!("{what}: the answer is not JSON")),
+            Ok(r) => Ok(r),
             Err(ureq::Error::Status(code, r)) => {
                 let body = r.into_string().unwrap_or_default();
                 let msg = serde_json::from_str::<Value>(&body)
@@ -208,6 +217,22 @@ impl Client {
                 format!("{what}: {e} (is a node running at {}?)", self.base),
             )),
         }
+    }
+
+    /// GET `path` and copy the body into `out`; the bytes copied.
+    pub fn download(&self, path: &str, out: &mut impl std::io::Write) -> anyhow::Result<u64> {
+        let what = format!("GET {path}");
+        let r = self.checked(
+            self.authed(self.agent.get(&format!("{}{path}", self.base)))?
+                .call(),
+            &what,
+        )?;
+        std::io::copy(&mut r.into_reader(), out).map_err(|e| {
+            fail(
+                exit::UNAVAILABLE,
+                format!("{what}: the download broke: {e}"),
+            )
+        })
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {

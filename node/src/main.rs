@@ -6,6 +6,7 @@
 //! edgerun task submit|get|wait|list|cancel, edgerun cluster status, edgerun kernels
 //! ```
 
+mod backup;
 mod batch;
 mod bench;
 mod bench_kernels;

@@ -82,6 +82,28 @@ fn result_cache(
     Ok(Some(Arc::new(cache)))
 }
 
+/// The scheduled backups `[backup]` asks for.
+fn backup_plan(cfg: &NodeConfig) -> anyhow::Result<Option<edgerun_actors::monitor::BackupPlan>> {
+    let b = &cfg.backup;
+    if b.schedule.trim().is_empty() {
+        return Ok(None);
+    }
+    let (schedule, tz) = edgerun_actors::scheduler::cron::parse(&b.schedule, &b.timezone)
+        .map_err(|e| anyhow::anyhow!("backup.schedule: {e}"))?;
+    let dir = if b.dir.as_os_str().is_empty() {
+        cfg.node.data_dir.join("backups")
+    } else {
+        b.dir.clone()
+    };
+    tracing::info!(schedule = %b.schedule, dir = %dir.display(), keep = b.keep, "scheduled backups");
+    Ok(Some(edgerun_actors::monitor::BackupPlan {
+        schedule,
+        tz,
+        dir,
+        keep: b.keep,
+    }))
+}
+
 /// SIGHUP re-reads the configuration (log filter, rate limits); see [`crate::control`].
 fn spawn_reload_on_sighup(control: Arc<crate::control::NodeControl>) {
     use edgerun_api::handlers::admin::Control;
@@ -235,8 +257,10 @@ pub async fn run_node(
     let metrics = install_metrics()?;
     tracing::info!("metrics recorder installed");
 
-    // The result cache's settings (a Redis URL) are checked before anything is written.
+    // The result cache's settings (a Redis URL) and the backup schedule are checked before
+    // anything is written.
     let cache = result_cache(&cfg)?;
+    let backups = backup_plan(&cfg)?;
 
     // TLS files are checked before anything is written.
     let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
@@ -250,7 +274,14 @@ pub async fn run_node(
     };
 
     let db_path = cfg.db_path();
-    let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb)?;
+    let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; if its files are damaged, {}",
+            edgerun_raft::doctor::RECOVERY
+        )
+    })?;
+    edgerun_raft::doctor::check(&db, &cfg.node.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!("data directory checked");
     {
         // The database's size on disk, every 10 s (the Monitor has no handle on the files).
         let db = db.clone();
@@ -333,6 +364,7 @@ pub async fn run_node(
         alerts: alerts.clone(),
         data_dir: cfg.node.data_dir.clone(),
         cache,
+        backups,
     });
     let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {
         Ok(a) => Arc::new(a),

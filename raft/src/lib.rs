@@ -32,7 +32,9 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+pub mod backup;
 pub mod breaker;
+pub mod doctor;
 pub mod faults;
 pub mod flush;
 pub mod log_store;

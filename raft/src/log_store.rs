@@ -193,6 +193,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// Seed an empty log (restore): everything up to `last` is purged (it is in the snapshot),
+/// committed, and the vote is `vote`.
+pub(crate) fn seed(db: &sled::Db, last: LogId, vote: Vote<NodeId>) -> Result<(), String> {
+    let meta = db.open_tree("raft_meta").map_err(|e| e.to_string())?;
+    for (k, v) in [
+        (LAST_PURGED, edgerun_model::encode(&last)),
+        (COMMITTED, edgerun_model::encode(&Some(last))),
+        (VOTE, edgerun_model::encode(&vote)),
+    ] {
+        let v = v.map_err(|e| e.to_string())?;
+        meta.insert(k, v).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Give openraft's subject/verb pair a short name in our own errors.
 pub(crate) fn sm_error(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::<NodeId>::new(ErrorSubject::StateMachine, verb, &e).into()

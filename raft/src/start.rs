@@ -12,7 +12,7 @@ use crate::network::Network;
 use crate::rpc::Peers;
 use crate::{LogStore, Member, NodeId, Raft, RaftStoreError, StateMachineStore, StateView};
 
-const FORMAT_KEY: &[u8] = b"edgerun_format";
+pub(crate) const FORMAT_KEY: &[u8] = b"edgerun_format";
 
 /// A started Raft node, the read side of its state machine, and the connection pools to its
 /// peers (shared by Raft replication and application RPC).

@@ -97,6 +97,33 @@ impl StateView {
     pub fn last_applied(&self) -> Option<LogId> {
         self.shared.read().last_applied
     }
+
+    /// The state as a snapshot (consistent: one read lock), and how many tasks it holds.
+    pub fn snapshot_file(&self) -> (SnapshotFile, u64) {
+        let d = self.shared.read();
+        (
+            SnapshotFile {
+                version: FORMAT_VERSION,
+                last_applied: d.last_applied,
+                membership: d.membership.clone(),
+                state: d.state.clone(),
+            },
+            d.state.tasks.len() as u64,
+        )
+    }
+}
+
+/// Make `data` (an encoded [`SnapshotFile`]) the current snapshot in `db` (restore).
+pub(crate) fn write_current(db: &sled::Db, meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
+    let stored = StoredSnapshot {
+        meta: meta.clone(),
+        data: data.to_vec(),
+    };
+    let bytes = edgerun_model::encode(&stored).map_err(|e| e.to_string())?;
+    db.open_tree("snapshot")
+        .and_then(|t| t.insert(CURRENT, bytes))
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// openraft's state machine, backed by memory and sled snapshots.

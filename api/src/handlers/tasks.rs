@@ -41,7 +41,7 @@ impl TasksCtx {
     }
 
     /// Linearizable unless the client asked for a stale (local) read.
-    async fn barrier(&self, stale: Option<bool>) -> Result<(), ApiError> {
+    pub(crate) async fn barrier(&self, stale: Option<bool>) -> Result<(), ApiError> {
         if stale == Some(true) {
             return Ok(());
         }

@@ -1,0 +1,223 @@
+//! Backups of the replicated state, and seeding a data directory from one.
+//!
+//! A backup file is
+//!
+//! ```text
+//! EDGERUN-BACKUP 1\n
+//! {"format":5,"node":1,"created_ms":..,"last_index":..,"last_term":..,"tasks":..,"bytes":N,"sha256":"<hex>"}\n
+//! <N bytes: the state machine snapshot (bincode SnapshotFile)>
+//! ```
+//!
+//! It is the state as of one applied log entry (consistent: taken under the state machine's
+//! read lock). [`verify`] checks the magic line, the header, the exact length, the SHA-256 and
+//! that the snapshot decodes with this build's format; anything else is refused before
+//! anything is written. [`restore`] seeds an empty data directory: the snapshot becomes the
+//! node's current snapshot, its last log id the purged prefix of an empty log, and the vote
+//! moves to the snapshot's term so that the next election starts above it. Every member
+//! restored from the same file with its own `--id` starts a cluster with all of the state.
+//! Results kept off-Raft (over `retention.inline_result_max_bytes`) are not in a backup.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use edgerun_model::FORMAT_VERSION;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::state_machine::{SnapshotFile, StateView};
+use crate::{LogId, NodeId, SnapshotMeta};
+
+pub const MAGIC: &[u8] = b"EDGERUN-BACKUP 1\n";
+/// Largest header line accepted.
+const MAX_HEADER: usize = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupInfo {
+    /// The data format of the snapshot (`edgerun_model::FORMAT_VERSION`).
+    pub format: u16,
+    /// The node that made it.
+    pub node: NodeId,
+    pub created_ms: u64,
+    /// The last log entry the state includes.
+    pub last_index: u64,
+    pub last_term: u64,
+    pub tasks: u64,
+    /// Length of the snapshot after the header.
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A backup of `view` as of now.
+pub fn take(view: &StateView, node: NodeId, now_ms: u64) -> Result<(BackupInfo, Vec<u8>), String> {
+    let (file, tasks) = view.snapshot_file();
+    let payload = edgerun_model::encode(&file).map_err(|e| format!("encoding the state: {e}"))?;
+    let info = BackupInfo {
+        format: FORMAT_VERSION,
+        node,
+        created_ms: now_ms,
+        last_index: file.last_applied.map_or(0, |l| l.index),
+        last_term: file.last_applied.map_or(0, |l| l.leader_id.term),
+        tasks,
+        bytes: payload.len() as u64,
+        sha256: hex(&Sha256::digest(&payload)),
+    };
+    let header = serde_json::to_string(&info).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(MAGIC.len() + header.len() + 1 + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(header.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(&payload);
+    Ok((info, out))
+}
+
+/// Check a whole backup file; its header and decoded snapshot.
+pub fn verify(bytes: &[u8]) -> Result<(BackupInfo, SnapshotFile), String> {
+    let rest = bytes.strip_prefix(MAGIC).ok_or_else(|| {
+        "not an edgerun backup (it does not start with \"EDGERUN-BACKUP 1\")".to_string()
+    })?;
+    let nl = rest
+        .iter()
+        .take(MAX_HEADER)
+        .position(|b| *b == b'\n')
+        .ok_or("the header line is missing or cut off")?;
+    let info: BackupInfo =
+        serde_json::from_slice(&rest[..nl]).map_err(|e| format!("the header is not valid: {e}"))?;
+    let payload = &rest[nl + 1..];
+    if (payload.len() as u64) < info.bytes {
+        return Err(format!(
+            "the file is truncated: the snapshot has {} of its {} bytes",
+            payload.len(),
+            info.bytes
+        ));
+    }
+    if (payload.len() as u64) > info.bytes {
+        return Err(format!(
+            "the file has {} bytes after the snapshot's {}: not one backup",
+            payload.len() as u64 - info.bytes,
+            info.bytes
+        ));
+    }
+    let sum = hex(&Sha256::digest(payload));
+    if sum != info.sha256 {
+        return Err(format!(
+            "the checksum does not match (header {}, content {sum}): the file is damaged",
+            info.sha256
+        ));
+    }
+    if info.format != FORMAT_VERSION {
+        return Err(format!(
+            "the backup is data format {}; this edgerun reads format {FORMAT_VERSION}",
+            info.format
+        ));
+    }
+    let file: SnapshotFile =
+        edgerun_model::decode(payload).map_err(|e| format!("the snapshot does not decode: {e}"))?;
+    if file.version != FORMAT_VERSION {
+        return Err(format!(
+            "the snapshot is data format {}; this edgerun reads format {FORMAT_VERSION}",
+            file.version
+        ));
+    }
+    Ok((info, file))
+}
+
+/// Seed the database at `db_path` (which must not hold one) from a verified backup, as node
+/// `id`. Nothing is written unless the whole file checks out.
+pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, String> {
+    let (info, file) = verify(bytes)?;
+    let nonempty = std::fs::read_dir(db_path)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if nonempty {
+        return Err(format!(
+            "{} already holds a database; restore into an empty data directory (move this one away first)",
+            db_path.display()
+        ));
+    }
+    if !file.membership.membership().nodes().any(|(n, _)| *n == id) {
+        let members: Vec<String> = file
+            .membership
+            .membership()
+            .nodes()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        return Err(format!(
+            "node {id} is not a member in this backup (members: {}); restore each member with its own id",
+            members.join(", ")
+        ));
+    }
+    let db = crate::open_db(db_path, 16).map_err(|e| e.to_string())?;
+    let last: Option<LogId> = file.last_applied;
+    let meta = SnapshotMeta {
+        last_log_id: last,
+        last_membership: file.membership.clone(),
+        snapshot_id: format!("restored-{}-{}", info.last_term, info.last_index),
+    };
+    let payload = &bytes[bytes.len() - info.bytes as usize..];
+    crate::state_machine::write_current(&db, &meta, payload).map_err(|e| e.to_string())?;
+    if let Some(l) = last {
+        crate::log_store::seed(&db, l, openraft::Vote::new(l.leader_id.term, id))
+            .map_err(|e| e.to_string())?;
+    }
+    db.flush().map_err(|e| e.to_string())?;
+    Ok(info)
+}
+
+/// Write `bytes` to `path` atomically (a temporary file beside it, synced, then renamed).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.partial",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("backup")
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// Scheduled backups in `dir`: `edgerun-<created_ms>.backup`, keeping the newest `keep`.
+pub fn write_rotated(
+    dir: &Path,
+    info: &BackupInfo,
+    bytes: &[u8],
+    keep: usize,
+) -> Result<PathBuf, String> {
+    let path = dir.join(format!("edgerun-{:013}.backup", info.created_ms));
+    write_file(&path, bytes)?;
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("edgerun-") && n.ends_with(".backup"))
+        })
+        .collect();
+    all.sort();
+    let excess = all.len().saturating_sub(keep.max(1));
+    for old in &all[..excess] {
+        if let Err(e) = std::fs::remove_file(old) {
+            tracing::warn!(file = %old.display(), error = %e, "removing an old backup failed");
+        }
+    }
+    Ok(path)
+}

@@ -1,0 +1,265 @@
+//! What is in a data directory, and whether it is whole: `edgerun doctor` prints the full
+//! [`Report`]; a node checks the same at start ([`check`]) and stops with what is wrong and
+//! how to recover instead of running on damaged state.
+
+use std::path::Path;
+
+use edgerun_model::FORMAT_VERSION;
+use serde::Serialize;
+
+use crate::state_machine::SnapshotFile;
+use crate::{Entry, LogId, NodeId};
+
+/// How to get a node with damaged state back.
+pub const RECOVERY: &str = "to recover, restore the data directory from a backup \
+(edgerun restore --from FILE --data-dir DIR --id N, into an empty directory), or move it away and \
+join this node as a new member (a new node.id, added with edgerun cluster add-learner and then \
+promoted): the other members still hold the state";
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Bytes of every file under the data directory.
+    pub data_dir_bytes: u64,
+    /// sled's files on disk.
+    pub db_bytes: u64,
+    /// Keys and values the database holds.
+    pub live_bytes: u64,
+    /// db_bytes / live_bytes.
+    pub space_amplification: f64,
+    pub format: Option<u16>,
+    pub vote_term: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub last_purged_index: Option<u64>,
+    pub log_first_index: Option<u64>,
+    pub log_last_index: Option<u64>,
+    pub log_entries: u64,
+    pub snapshot_index: Option<u64>,
+    pub snapshot_bytes: Option<u64>,
+    pub tasks_in_snapshot: Option<u64>,
+    /// What is wrong; empty when the state is whole.
+    pub problems: Vec<String>,
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Look at everything in `db` (every log entry decoded when `full`; the first and the last
+/// otherwise).
+pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
+    let mut r = Report {
+        data_dir_bytes: dir_bytes(data_dir),
+        db_bytes: db.size_on_disk().unwrap_or(0),
+        ..Report::default()
+    };
+    let mut problems = Vec::new();
+    let mut live = 0u64;
+    for name in db.tree_names() {
+        if let Ok(t) = db.open_tree(&name) {
+            for (k, v) in t.iter().flatten() {
+                live += (k.len() + v.len()) as u64;
+            }
+        }
+    }
+    match db.get(crate::start::FORMAT_KEY) {
+        Ok(Some(v)) if v.len() == 2 => r.format = Some(u16::from_be_bytes([v[0], v[1]])),
+        Ok(Some(v)) => problems.push(format!("the format stamp is {} bytes, not 2", v.len())),
+        Ok(None) => problems.push("the database has no format stamp".into()),
+        Err(e) => problems.push(format!("reading the format stamp: {e}")),
+    }
+    if let Some(f) = r.format.filter(|f| *f != FORMAT_VERSION) {
+        problems.push(format!(
+            "written in data format {f}; this edgerun reads {FORMAT_VERSION}"
+        ));
+    }
+    let meta = db.open_tree("raft_meta");
+    let log = db.open_tree("raft_log");
+    let snap = db.open_tree("snapshot");
+    match (&meta, &log, &snap) {
+        (Ok(meta), Ok(log), Ok(snap)) => {
+            let get = |k: &[u8]| meta.get(k).map_err(|e| e.to_string());
+            match get(b"vote") {
+                Ok(Some(v)) => match edgerun_model::decode::<openraft::Vote<NodeId>>(&v) {
+                    Ok(v) => r.vote_term = Some(v.leader_id.term),
+                    Err(e) => problems.push(format!("the saved vote does not decode: {e}")),
+                },
+                Ok(None) => {}
+                Err(e) => problems.push(format!("reading the vote: {e}")),
+            }
+            match get(b"committed") {
+                Ok(Some(v)) => match edgerun_model::decode::<Option<LogId>>(&v) {
+                    Ok(c) => r.committed_index = c.map(|c| c.index),
+                    Err(e) => problems.push(format!("the committed index does not decode: {e}")),
+                },
+                Ok(None) => {}
+                Err(e) => problems.push(format!("reading the committed index: {e}")),
+            }
+            match get(b"last_purged") {
+                Ok(Some(v)) => match edgerun_model::decode::<LogId>(&v) {
+                    Ok(c) => r.last_purged_index = Some(c.index),
+                    Err(e) => problems.push(format!("the purged index does not decode: {e}")),
+                },
+                Ok(None) => {}
+                Err(e) => problems.push(format!("reading the purged index: {e}")),
+            }
+            check_log(log, full, &mut r, &mut problems);
+            match snap.get(b"current") {
+                Ok(Some(raw)) => check_snapshot(&raw, &mut r, &mut problems),
+                Ok(None) => {}
+                Err(e) => problems.push(format!("reading the snapshot: {e}")),
+            }
+        }
+        _ => problems.push("the database's trees cannot be opened".into()),
+    }
+    // The pieces must fit together.
+    if let (Some(p), Some(first)) = (r.last_purged_index, r.log_first_index) {
+        if first != p + 1 {
+            problems.push(format!(
+                "the log starts at {first} but entries up to {p} were purged: entries are missing"
+            ));
+        }
+    }
+    let last = r.log_last_index.or(r.last_purged_index);
+    if let (Some(p), s) = (r.last_purged_index, r.snapshot_index) {
+        if s.is_none_or(|s| s < p) {
+            problems.push(format!(
+                "entries up to {p} were purged but the snapshot covers only up to {}: state is missing",
+                s.map_or("nothing".into(), |s| s.to_string())
+            ));
+        }
+    }
+    if let (Some(c), Some(l)) = (r.committed_index, last) {
+        if c > l {
+            problems.push(format!(
+                "the committed index {c} is past the last entry {l}"
+            ));
+        }
+    }
+    r.live_bytes = live;
+    r.space_amplification = if live > 0 {
+        r.db_bytes as f64 / live as f64
+    } else {
+        0.0
+    };
+    r.problems = problems;
+    r
+}
+
+fn check_log(log: &sled::Tree, full: bool, r: &mut Report, problems: &mut Vec<String>) {
+    let decode = |k: &[u8], v: &[u8]| -> Result<Entry, String> {
+        let key = <[u8; 8]>::try_from(k)
+            .map(u64::from_be_bytes)
+            .map_err(|_| format!("a log key is {} bytes, not 8", k.len()))?;
+        let e: Entry = edgerun_model::decode(v)
+            .map_err(|e| format!("log entry {key} does not decode: {e}"))?;
+        if e.log_id.index != key {
+            return Err(format!("log entry {key} holds index {}", e.log_id.index));
+        }
+        Ok(e)
+    };
+    if full {
+        let mut prev: Option<LogId> = None;
+        for kv in log.iter() {
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => {
+                    problems.push(format!("reading the log: {e}"));
+                    return;
+                }
+            };
+            match decode(&k, &v) {
+                Ok(e) => {
+                    if let Some(p) = prev {
+                        if e.log_id.index != p.index + 1 {
+                            problems.push(format!(
+                                "the log jumps from {} to {}",
+                                p.index, e.log_id.index
+                            ));
+                        }
+                        if e.log_id.leader_id.term < p.leader_id.term {
+                            problems.push(format!(
+                                "log entry {} has term {} after term {}",
+                                e.log_id.index, e.log_id.leader_id.term, p.leader_id.term
+                            ));
+                        }
+                    }
+                    r.log_first_index.get_or_insert(e.log_id.index);
+                    r.log_last_index = Some(e.log_id.index);
+                    r.log_entries += 1;
+                    prev = Some(e.log_id);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        return;
+    }
+    for (which, kv) in [("first", log.first()), ("last", log.last())] {
+        match kv {
+            Ok(Some((k, v))) => match decode(&k, &v) {
+                Ok(e) if which == "first" => r.log_first_index = Some(e.log_id.index),
+                Ok(e) => r.log_last_index = Some(e.log_id.index),
+                Err(e) => problems.push(e),
+            },
+            Ok(None) => {}
+            Err(e) => problems.push(format!("reading the {which} log entry: {e}")),
+        }
+    }
+    if let (Some(a), Some(b)) = (r.log_first_index, r.log_last_index) {
+        r.log_entries = b - a + 1;
+        let n = log.len() as u64;
+        if n != r.log_entries {
+            problems.push(format!(
+                "the log holds {n} entries between {a} and {b}, not {}: entries are missing",
+                r.log_entries
+            ));
+        }
+    }
+}
+
+fn check_snapshot(raw: &[u8], r: &mut Report, problems: &mut Vec<String>) {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        meta: crate::SnapshotMeta,
+        data: Vec<u8>,
+    }
+    let stored: Stored = match edgerun_model::decode(raw) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!("the snapshot does not decode: {e}"));
+            return;
+        }
+    };
+    r.snapshot_index = stored.meta.last_log_id.map(|l| l.index);
+    r.snapshot_bytes = Some(stored.data.len() as u64);
+    match edgerun_model::decode::<SnapshotFile>(&stored.data) {
+        Ok(f) if f.version != FORMAT_VERSION => problems.push(format!(
+            "the snapshot is data format {}; this edgerun reads {FORMAT_VERSION}",
+            f.version
+        )),
+        Ok(f) => r.tasks_in_snapshot = Some(f.state.tasks.len() as u64),
+        Err(e) => problems.push(format!("the snapshot's state does not decode: {e}")),
+    }
+}
+
+/// At start: the quick checks; an error says what is wrong and how to recover.
+pub fn check(db: &sled::Db, data_dir: &Path) -> Result<(), String> {
+    let r = inspect(db, data_dir, false);
+    if r.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the data directory {} is damaged: {}; {RECOVERY}",
+            data_dir.display(),
+            r.problems.join("; ")
+        ))
+    }
+}
