@@ -151,6 +151,14 @@ enum Cmd {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Benchmarks on loopback with real processes: submit (beside etcd), e2e, failover,
+    /// memory, startup, scheduler. Each prints a table and writes bench-<scenario>.json.
+    ///
+    /// Example: edgerun bench submit --clients 16 --secs 5
+    Bench {
+        #[command(subcommand)]
+        scenario: crate::perf::BenchCmd,
+    },
     /// Measure each kernel's throughput and matmul GFLOP/s on this machine.
     BenchKernels,
     /// Measure the per-task overhead of each isolation mode (and of `runc run`) on this machine.
@@ -435,6 +443,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Dev(a) => crate::dev::run(a),
         Cmd::Cert { out, hosts, days } => crate::cert::run(&out, &hosts, days),
+        Cmd::Bench { scenario } => crate::perf::run(scenario),
         Cmd::BenchKernels => crate::bench_kernels::run(),
         Cmd::BenchSandbox { n, dir, runc } => crate::bench::run(n, dir, runc),
         Cmd::KernelExec {

@@ -18,6 +18,7 @@ mod control;
 mod dev;
 mod logging;
 mod output;
+mod perf;
 mod sandbox;
 mod top;
 mod wiring;
