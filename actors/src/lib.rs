@@ -40,7 +40,7 @@ pub mod supervisor;
 pub mod worker;
 
 pub use child::{ChildSpec, Slot};
-pub use cluster::{change_membership, read_barrier};
+pub use cluster::{change_membership, read_barrier, wait_applied};
 pub use edgerun_raft::{faults, Member, MembershipChange};
 pub use scheduler::{Policy, Retention};
 pub use shard::{ProposeError, Proposer};

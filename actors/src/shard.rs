@@ -77,7 +77,7 @@ pub enum ShardMsg {
         /// Whether a follower may forward this to the leader (false for writes that were
         /// forwarded here already, so they never bounce between nodes).
         forward: bool,
-        reply: RpcReplyPort<Result<Response, ProposeError>>,
+        reply: Reply,
     },
     /// A write handed to Raft has finished.
     WriteDone,
@@ -93,7 +93,8 @@ pub struct ShardArgs {
     pub forward_timeout: Duration,
 }
 
-type Reply = RpcReplyPort<Result<Response, ProposeError>>;
+/// The answer to a proposal and the log index of the entry that carried it.
+type Reply = RpcReplyPort<Result<(Response, u64), ProposeError>>;
 
 pub struct ShardState {
     node: RaftNode,
@@ -126,7 +127,7 @@ async fn write(
     req: RaftRequest,
     forward: bool,
     timeout: Duration,
-) -> Result<Response, ProposeError> {
+) -> Result<(Response, u64), ProposeError> {
     let leader = node.leader();
     if let (true, Some((l, Some(member)))) = (forward, &leader) {
         if *l != node.id {
@@ -140,7 +141,7 @@ async fn write(
         Err(_) => return Err(ProposeError::NotCommitted { after: timeout }),
     };
     match written {
-        Ok(w) => Ok(w.data),
+        Ok(w) => Ok((w.data, w.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             match (forward, f.leader_id, f.leader_node) {
                 (true, Some(l), Some(member)) if l != node.id => {
@@ -163,7 +164,7 @@ async fn forward_to(
     rpc: &str,
     req: RaftRequest,
     timeout: Duration,
-) -> Result<Response, ProposeError> {
+) -> Result<(Response, u64), ProposeError> {
     // A forwarded write waits for the leader's answer; when another node becomes leader
     // meanwhile (the old one is cut off or dead), waiting out the timeout would hold this
     // node's writes back long after the cluster recovered. Give up then: the write may or may
@@ -241,10 +242,10 @@ impl ShardState {
             let me = myself.clone();
             tokio::spawn(async move {
                 match write(&node, RaftRequest::new(cmd), forward, timeout).await {
-                    Ok(data) => match (combined, data) {
+                    Ok((data, index)) => match (combined, data) {
                         (true, Response::Batch(rs)) if rs.len() == replies.len() => {
                             for (reply, r) in replies.into_iter().zip(rs) {
-                                let _ = reply.send(Ok(r));
+                                let _ = reply.send(Ok((r, index)));
                             }
                         }
                         (true, other) => {
@@ -255,7 +256,7 @@ impl ShardState {
                         }
                         (false, r) => {
                             for reply in replies {
-                                let _ = reply.send(Ok(r.clone()));
+                                let _ = reply.send(Ok((r.clone(), index)));
                             }
                         }
                     },
@@ -335,15 +336,21 @@ impl Proposer {
     /// Propose one command and wait until it is committed and applied (on the leader, which
     /// this node forwards to when it is a follower).
     pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
+        self.send(cmd, true).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Proposer::propose`], with the log index of the entry that carried the write:
+    /// a node that waits until it has applied that index reads what it wrote.
+    pub async fn propose_indexed(&self, cmd: Command) -> Result<(Response, u64), ProposeError> {
         self.send(cmd, true).await
     }
 
     /// Propose only if this node is the leader (for writes forwarded here by a follower).
-    pub async fn propose_local(&self, cmd: Command) -> Result<Response, ProposeError> {
+    pub async fn propose_local(&self, cmd: Command) -> Result<(Response, u64), ProposeError> {
         self.send(cmd, false).await
     }
 
-    async fn send(&self, cmd: Command, forward: bool) -> Result<Response, ProposeError> {
+    async fn send(&self, cmd: Command, forward: bool) -> Result<(Response, u64), ProposeError> {
         let Some(shard) = self.shard.get() else {
             return Err(ProposeError::Unavailable);
         };

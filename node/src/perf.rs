@@ -45,6 +45,9 @@ pub enum BenchCmd {
         isolation: Vec<String>,
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// executor.slots of each node (inproc tasks are tiny: many at once).
+        #[arg(long, default_value_t = 32)]
+        slots: u32,
         #[command(flatten)]
         common: Common,
     },
@@ -133,8 +136,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             tasks,
             isolation,
             clients,
+            slots,
             ..
-        } => e2e(&dir, tasks, &isolation, clients)?,
+        } => e2e(&dir, tasks, &isolation, clients, slots)?,
         BenchCmd::Failover { rounds, .. } => failover(&dir, rounds)?,
         BenchCmd::Memory { tasks, .. } => memory(&dir, tasks)?,
         BenchCmd::Startup { rounds, .. } => startup(&dir, rounds)?,
@@ -736,7 +740,7 @@ fn submit(
 
 // ---- e2e --------------------------------------------------------------------------------
 
-fn e2e(dir: &Path, tasks: usize, modes: &[String], clients: usize) -> anyhow::Result<Value> {
+fn e2e(dir: &Path, tasks: usize, modes: &[String], clients: usize, slots: u32) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     for mode in modes {
         let procs = edgerun_cluster(
@@ -745,6 +749,7 @@ fn e2e(dir: &Path, tasks: usize, modes: &[String], clients: usize) -> anyhow::Re
             &[
                 format!("executor.isolation=\"{mode}\""),
                 "cache.enabled=false".into(),
+                format!("executor.slots={slots}"),
             ],
         )?;
         let a = agent();
@@ -819,7 +824,7 @@ fn e2e(dir: &Path, tasks: usize, modes: &[String], clients: usize) -> anyhow::Re
             }
         }
         let row = json!({
-            "isolation": mode, "tasks": tasks, "clients": clients,
+            "isolation": mode, "tasks": tasks, "clients": clients, "slots": slots,
             "tasks_per_second": tasks as f64 / secs, "secs": secs,
             "submitted_in_secs": submitted, "not_succeeded": failed,
             "latency": percentiles(&mut lat),

@@ -95,7 +95,9 @@ pub enum RemoteError {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AppResponse {
-    Proposed(Result<Response, RemoteError>),
+    /// The answer and the log index of the entry that carried the write (a follower waits
+    /// until it has applied that far before it reads what it wrote).
+    Proposed(Result<(Response, u64), RemoteError>),
     ReadIndex(Result<u64, RemoteError>),
     Heartbeat(Result<(), RemoteError>),
     Membership(Result<(), RemoteError>),

@@ -66,8 +66,16 @@ pub enum SchedulerMsg {
     Fired(JobId),
     /// A Collect proposal finished.
     Collected,
+    /// A plan held back by the throttle is due.
+    Replan,
     Fail,
 }
+
+/// A plan that placed nothing and took this long or more holds the next one back for
+/// `PLAN_QUIET_FACTOR` times as long: a backlog no node can take (tasks for an edge site that
+/// is offline) costs a bounded share of a core instead of a full scan per applied write.
+const PLAN_QUIET_MIN: Duration = Duration::from_millis(1);
+const PLAN_QUIET_FACTOR: u32 = 4;
 
 /// `[retention]`, in the units the scheduler uses.
 #[derive(Clone, Copy, Debug)]
@@ -131,6 +139,10 @@ pub struct SchedulerState {
     /// When retention last ran, and whether its Collect is in flight.
     last_collect: Option<Instant>,
     collecting: bool,
+    /// No plan before this (the last one placed nothing and was slow), and whether a Replan
+    /// is already on its way.
+    quiet_until: Option<Instant>,
+    replan_due: bool,
 }
 
 impl SchedulerState {
@@ -251,6 +263,13 @@ impl SchedulerState {
             return;
         }
         let now = Instant::now();
+        if let Some(until) = self.quiet_until.filter(|u| now < *u) {
+            if !self.replan_due {
+                self.replan_due = true;
+                myself.send_after(until - now, || SchedulerMsg::Replan);
+            }
+            return;
+        }
         let wall = now_ms();
         let backoff = &mut self.backoff;
         let started = Instant::now();
@@ -274,7 +293,10 @@ impl SchedulerState {
                 },
             )
         });
-        metrics::histogram!(m::SCHEDULER_PLAN_SECONDS).record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!(m::SCHEDULER_PLAN_SECONDS).record(took.as_secs_f64());
+        self.quiet_until = (plan.is_empty() && preempt.is_empty() && took >= PLAN_QUIET_MIN)
+            .then(|| Instant::now() + took * PLAN_QUIET_FACTOR);
         // Forget the waits of tasks that are no longer waiting.
         if !backoff.is_empty() {
             self.node.view.read(|s| {
@@ -538,6 +560,8 @@ impl Actor for Scheduler {
             applied_samples: std::collections::VecDeque::new(),
             marking: HashSet::new(),
             backoff: HashMap::new(),
+            quiet_until: None,
+            replan_due: false,
         })
     }
 
@@ -575,6 +599,10 @@ impl Actor for Scheduler {
                 state.firing.remove(&job);
             }
             SchedulerMsg::Collected => state.collecting = false,
+            SchedulerMsg::Replan => {
+                state.replan_due = false;
+                state.place(&myself);
+            }
             SchedulerMsg::Heartbeat(hb) => state.heartbeat(&myself, hb),
             SchedulerMsg::Marked(node) => {
                 state.marking.remove(&node);

@@ -183,9 +183,9 @@ pub async fn submit(
     let trace = crate::trace::of_request(&req);
     spec.trace_id = trace.clone();
     tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id, "submit received");
-    let resp = ctx
+    let (resp, index) = ctx
         .proposer
-        .propose(Command::Submit {
+        .propose_indexed(Command::Submit {
             now_ms: now_ms(),
             tasks: vec![spec],
             admission: ctx.admission,
@@ -196,8 +196,9 @@ pub async fn submit(
         metrics::counter!(edgerun_actors::metrics_names::TASKS_SUBMITTED).increment(1);
     }
     if ctx.view().read(|st| st.task(s.id).is_none()) {
-        // Applied on the leader (this node forwarded the write): catch up before answering.
-        ctx.barrier(None).await?;
+        // Applied on the leader (this node forwarded the write): catch up to the entry that
+        // carried it before answering.
+        edgerun_actors::wait_applied(&ctx.node, index, ctx.read_timeout).await?;
     }
     let status = if s.created {
         actix_web::http::StatusCode::CREATED
