@@ -327,7 +327,11 @@ async fn leader_read_index(node: &RaftNode) -> Result<u64, ProposeError> {
 /// index; a follower asks the leader for it and waits to apply up to it.
 /// Wait until this node has applied the log up to `index` (a write it proposed was committed
 /// there): then it reads what it wrote, without asking the leader.
-pub async fn wait_applied(node: &RaftNode, index: u64, timeout: Duration) -> Result<(), ProposeError> {
+pub async fn wait_applied(
+    node: &RaftNode,
+    index: u64,
+    timeout: Duration,
+) -> Result<(), ProposeError> {
     let mut applied = node.view.applied();
     let reached = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index)).await;
     match reached {

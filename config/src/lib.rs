@@ -375,6 +375,9 @@ impl Default for ExecutorConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RaftConfig {
     pub heartbeat_ms: u64,
+    /// A follower that stops hearing from its leader campaigns after a timeout in this range;
+    /// each node takes its own slot of it (1.5 heartbeats wide, by node id) so that two
+    /// survivors never keep campaigning in the same instant.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Build a snapshot after this many applied entries since the last one.
@@ -397,9 +400,9 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 550,
             snapshot_after_logs: 5000,
             keep_logs_after_snapshot: 1000,
             cache_capacity_mb: 64,

@@ -740,7 +740,13 @@ fn submit(
 
 // ---- e2e --------------------------------------------------------------------------------
 
-fn e2e(dir: &Path, tasks: usize, modes: &[String], clients: usize, slots: u32) -> anyhow::Result<Value> {
+fn e2e(
+    dir: &Path,
+    tasks: usize,
+    modes: &[String],
+    clients: usize,
+    slots: u32,
+) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     for mode in modes {
         let procs = edgerun_cluster(
@@ -891,6 +897,17 @@ fn failover(dir: &Path, rounds: usize) -> anyhow::Result<Value> {
             Duration::from_millis(5),
             || count_status(&a, &other, "running").filter(|n| *n > 0),
         )?;
+        let waiting: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                a.get(&format!("{other}/v1/tasks/{id}?stale=true"))
+                    .call()
+                    .ok()
+                    .and_then(|r| r.into_json::<Value>().ok())
+                    .is_some_and(|v| v["status"] == "pending")
+            })
+            .collect();
         let t0 = Instant::now();
         procs[li].kill();
         let survivors: Vec<&Proc> = procs.iter().filter(|p| p.id != leader).collect();
@@ -901,7 +918,8 @@ fn failover(dir: &Path, rounds: usize) -> anyhow::Result<Value> {
             || agreed_leader(&a, &survivors).filter(|l| *l != leader),
         )?;
         let t_leader = t0.elapsed().as_secs_f64() * 1000.0;
-        // A task submitted after the kill: when is it placed?
+        // The first placement the cluster makes after the kill: a task that was waiting
+        // when the leader died, or one submitted after it (high priority: first in line).
         let probe = poll(
             "a submission to be taken",
             Duration::from_secs(60),
@@ -910,24 +928,29 @@ fn failover(dir: &Path, rounds: usize) -> anyhow::Result<Value> {
                 post_json(
                     &a,
                     &format!("{other}/v1/tasks"),
-                    &json!({"kernel": "stats", "input": {"values": [round, 999]}}),
+                    &json!({"kernel": "stats", "input": {"values": [round, 999]}, "priority": 100}),
                 )
                 .ok()
                 .and_then(|v| v["id"].as_u64())
             },
         )?;
+        let mut watch = waiting.clone();
+        watch.push(probe);
         poll(
-            "the new task to be placed",
+            "a first placement",
             Duration::from_secs(60),
             Duration::from_millis(2),
             || {
-                let v: Value = a
-                    .get(&format!("{other}/v1/tasks/{probe}?stale=true"))
-                    .call()
-                    .ok()?
-                    .into_json()
-                    .ok()?;
-                v["node"].as_u64().map(|_| ())
+                watch
+                    .iter()
+                    .any(|id| {
+                        a.get(&format!("{other}/v1/tasks/{id}?stale=true"))
+                            .call()
+                            .ok()
+                            .and_then(|r| r.into_json::<Value>().ok())
+                            .is_some_and(|v| v["node"].as_u64().is_some())
+                    })
+                    .then_some(())
             },
         )?;
         let t_place = t0.elapsed().as_secs_f64() * 1000.0;
@@ -958,12 +981,30 @@ fn failover(dir: &Path, rounds: usize) -> anyhow::Result<Value> {
         to_done.push(t_done);
         procs[li].spawn()?;
         let all: Vec<&Proc> = procs.iter().collect();
+        // Back, and caught up: a survivor of the next round that is still replaying the log
+        // cannot win an election, which would measure the restart, not the failover.
         poll(
-            "the killed node back in the cluster",
+            "the killed node back in the cluster and caught up",
             Duration::from_secs(60),
             Duration::from_millis(10),
-            || agreed_leader(&a, &all),
+            || {
+                agreed_leader(&a, &all)?;
+                let applied: Vec<u64> = all
+                    .iter()
+                    .map(|p| {
+                        a.get(&format!("{}/readyz", p.url))
+                            .call()
+                            .ok()
+                            .and_then(|r| r.into_json::<Value>().ok())
+                            .and_then(|v| v["applied"].as_u64())
+                    })
+                    .collect::<Option<_>>()?;
+                let (lo, hi) = (applied.iter().min()?, applied.iter().max()?);
+                (lo == hi).then_some(())
+            },
         )?;
+        // Every member's circuits to the restarted node closed again (their cooldown).
+        std::thread::sleep(Duration::from_secs(1));
     }
     let (ml, mp, md) = (
         median(&mut to_leader),

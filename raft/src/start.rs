@@ -78,14 +78,29 @@ pub fn open_db(path: &Path, cache_capacity_mb: u64) -> Result<sled::Db, RaftStor
     Ok(db)
 }
 
+/// This node's election timeout range: one tick-wide slot (openraft checks timeouts every 1.5
+/// heartbeats) of `[min, max)` chosen by node id. openraft draws a node's timeout once, at
+/// start, and waits the leader lease (`max`) plus that timeout after losing its leader; two
+/// survivors whose timeouts fall in the same tick campaign in the same tick, split the vote,
+/// and do it again every round (seen in `edgerun bench failover`: up to 3.5 s without a
+/// leader). Slots by id keep members of a small cluster at least a tick apart.
+pub fn election_window(node: NodeId, r: &edgerun_config::RaftConfig) -> (u64, u64) {
+    let tick = (r.heartbeat_ms * 3 / 2).max(1);
+    let spread = r.election_timeout_max_ms - r.election_timeout_min_ms;
+    let slots = (spread / tick).max(1);
+    let lo = r.election_timeout_min_ms + (node % slots) * tick;
+    (lo, lo + tick.min(spread).max(1))
+}
+
 /// openraft's config from ours.
 pub fn raft_config(cfg: &NodeConfig) -> Result<Arc<openraft::Config>, RaftStoreError> {
     let r = &cfg.raft;
+    let (election_min, election_max) = election_window(cfg.node.id, r);
     let c = openraft::Config {
         cluster_name: "edgerun".into(),
         heartbeat_interval: r.heartbeat_ms,
-        election_timeout_min: r.election_timeout_min_ms,
-        election_timeout_max: r.election_timeout_max_ms,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_logs),
         max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
         max_payload_entries: r.max_payload_entries,
@@ -172,4 +187,30 @@ pub async fn start_raft(
         view,
         peers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::election_window;
+
+    #[test]
+    fn members_of_a_small_cluster_get_distinct_election_slots() {
+        let r = edgerun_config::RaftConfig::default();
+        let tick = r.heartbeat_ms * 3 / 2;
+        let w: Vec<(u64, u64)> = (1..=4).map(|id| election_window(id, &r)).collect();
+        for (i, a) in w.iter().enumerate() {
+            assert!(a.0 >= r.election_timeout_min_ms && a.1 <= r.election_timeout_max_ms + tick);
+            assert_eq!(a.1 - a.0, tick);
+            for b in &w[i + 1..] {
+                assert!(a.0.abs_diff(b.0) >= tick, "{w:?}");
+            }
+        }
+        // A narrow range still gives a valid window.
+        let narrow = edgerun_config::RaftConfig {
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 301,
+            ..r
+        };
+        assert_eq!(election_window(7, &narrow), (300, 301));
+    }
 }
