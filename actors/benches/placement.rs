@@ -7,43 +7,15 @@
 use std::collections::{HashMap, HashSet};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use edgerun_actors::scheduler::{plan, Policy};
-use edgerun_model::{
-    Admission, ClusterState, Command, NodeInfo, Placement, RaftRequest, TaskSpec, Tier,
-};
+use edgerun_actors::scheduler::{plan, simulated_cluster, Policy};
+use edgerun_model::{Admission, ClusterState, Command, Placement, RaftRequest, TaskSpec, Tier};
 
 fn apply(s: &mut ClusterState, c: Command) {
     s.apply(&RaftRequest::new(c), &mut Vec::new());
 }
 
 fn cluster(nodes: u64, busy_per_node: u64) -> ClusterState {
-    let mut s = ClusterState::new();
-    for i in 1..=nodes {
-        apply(
-            &mut s,
-            Command::RegisterNode {
-                now_ms: 0,
-                node: NodeInfo {
-                    id: i,
-                    tier: if i % 2 == 0 { Tier::Edge } else { Tier::Cloud },
-                    labels: [(
-                        "rack".to_string(),
-                        ["a", "b", "c"][(i % 3) as usize].to_string(),
-                    )]
-                    .into_iter()
-                    .collect(),
-                    api: String::new(),
-                    rpc: String::new(),
-                    slots: 8,
-                    cpu_millis: 8000,
-                    memory_mb: 16_384,
-                    registered_at_ms: 0,
-                    up: true,
-                    down_since_ms: None,
-                },
-            },
-        );
-    }
+    let mut s = simulated_cluster(nodes);
     // Fill some slots so the nodes differ.
     let mut fill = TaskSpec::kernel("stats", "{}");
     fill.resources.memory_mb = Some(512);

@@ -377,15 +377,7 @@ pub async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(), Prop
             }
         },
     };
-    let mut applied = node.view.applied();
-    let reached = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index)).await;
-    match reached {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err(ProposeError::Lagging {
-            index,
-            after: timeout,
-        }),
-    }
+    wait_applied(node, index, timeout).await
 }
 
 pub enum ClusterRpcMsg {

@@ -1153,38 +1153,12 @@ fn startup(dir: &Path, rounds: usize) -> anyhow::Result<Value> {
 
 fn scheduler(nodes: u64, tasks: usize, rounds: usize) -> Value {
     use edgerun_actors::scheduler::{plan, Policy};
-    use edgerun_model::{Admission, ClusterState, Command, NodeInfo, RaftRequest, TaskSpec, Tier};
+    use edgerun_model::{Admission, ClusterState, Command, RaftRequest, TaskSpec};
     use std::collections::{HashMap, HashSet};
     let apply = |s: &mut ClusterState, c: Command| {
         s.apply(&RaftRequest::new(c), &mut Vec::new());
     };
-    let mut s = ClusterState::new();
-    for i in 1..=nodes {
-        apply(
-            &mut s,
-            Command::RegisterNode {
-                now_ms: 0,
-                node: NodeInfo {
-                    id: i,
-                    tier: if i % 2 == 0 { Tier::Edge } else { Tier::Cloud },
-                    labels: [(
-                        "rack".to_string(),
-                        ["a", "b", "c"][(i % 3) as usize].to_string(),
-                    )]
-                    .into_iter()
-                    .collect(),
-                    api: String::new(),
-                    rpc: String::new(),
-                    slots: 8,
-                    cpu_millis: 8000,
-                    memory_mb: 16_384,
-                    registered_at_ms: 0,
-                    up: true,
-                    down_since_ms: None,
-                },
-            },
-        );
-    }
+    let mut s = edgerun_actors::scheduler::simulated_cluster(nodes);
     let mut spec = TaskSpec::kernel("stats", "{}");
     spec.resources.memory_mb = Some(256);
     spec.resources.cpu_millis = Some(500);

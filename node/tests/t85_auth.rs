@@ -35,20 +35,6 @@ fn start(dir: &Path) -> Node {
     Node::must_start(dir, &refs)
 }
 
-fn token(node: &Node, key: &str) -> String {
-    let a = node.must_call(
-        "POST",
-        "/v1/auth/token",
-        None,
-        Some(&json!({ "api_key": key })),
-    );
-    assert_eq!(a.status, 200, "{}", a.body);
-    a.body["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token: {}", a.body))
-        .to_string()
-}
-
 #[derive(serde::Serialize)]
 struct Claims {
     sub: String,
@@ -68,9 +54,9 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
         .unwrap_or(0);
     assert_eq!(mode, 0o600, "the JWT secret file mode is {mode:o}");
 
-    let admin = token(&node, KEYS[0].1);
-    let operator = token(&node, KEYS[1].1);
-    let viewer = token(&node, KEYS[2].1);
+    let admin = must_token(&node, KEYS[0].1);
+    let operator = must_token(&node, KEYS[1].1);
+    let viewer = must_token(&node, KEYS[2].1);
     let bad = node.must_call(
         "POST",
         "/v1/auth/token",

@@ -197,17 +197,6 @@ fn wait_page(b: &Browser, what: &str, script: &str, ok: impl Fn(&Value) -> bool)
     })
 }
 
-fn token(node: &Node, key: &str) -> String {
-    let a = node.must_call(
-        "POST",
-        "/v1/auth/token",
-        None,
-        Some(&json!({ "api_key": key })),
-    );
-    assert_eq!(a.status, 200, "{}", a.body);
-    a.body["token"].as_str().unwrap_or_default().to_string()
-}
-
 #[test]
 fn the_dashboard_shows_the_cluster_live_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -227,7 +216,7 @@ fn the_dashboard_shows_the_cluster_live_in_a_real_browser() {
     let mut c = Cluster::must_start(&d.join("cluster"), 3, &refs);
     let leader = c.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
     let entry = (1..=3).find(|i| *i != leader).unwrap_or(1);
-    let admin = token(c.node(entry), ADMIN_KEY);
+    let admin = must_token(c.node(entry), ADMIN_KEY);
 
     let driver = start_driver(d);
     let b = Browser::open(&driver);

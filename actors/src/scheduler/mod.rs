@@ -42,7 +42,7 @@ use edgerun_raft::{Heartbeat, RaftNode, StateEvent};
 pub mod cron;
 pub mod plan;
 
-pub use plan::{pending_reason, plan, Plan, Policy};
+pub use plan::{pending_reason, plan, simulated_cluster, Plan, Policy};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::metrics_names as m;

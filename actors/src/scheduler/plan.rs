@@ -447,6 +447,45 @@ pub fn pending_reason(
     })
 }
 
+/// A cluster of `nodes` registered nodes as the replicated state holds them (half cloud, half
+/// edge, racks a/b/c, 8 slots, 8 CPUs, 16 GiB), for measuring the planner
+/// (`cargo bench --bench placement`, `edgerun bench scheduler`).
+pub fn simulated_cluster(nodes: u64) -> ClusterState {
+    let mut s = ClusterState::new();
+    for i in 1..=nodes {
+        let node = edgerun_model::NodeInfo {
+            id: i,
+            tier: if i % 2 == 0 {
+                edgerun_model::Tier::Edge
+            } else {
+                edgerun_model::Tier::Cloud
+            },
+            labels: [(
+                "rack".to_string(),
+                ["a", "b", "c"][(i % 3) as usize].to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            api: String::new(),
+            rpc: String::new(),
+            slots: 8,
+            cpu_millis: 8000,
+            memory_mb: 16_384,
+            registered_at_ms: 0,
+            up: true,
+            down_since_ms: None,
+        };
+        s.apply(
+            &edgerun_model::RaftRequest::new(edgerun_model::Command::RegisterNode {
+                now_ms: 0,
+                node,
+            }),
+            &mut Vec::new(),
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

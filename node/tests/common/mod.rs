@@ -459,6 +459,21 @@ impl Node {
     }
 }
 
+/// A bearer token for `key` (POST /v1/auth/token).
+pub fn must_token(node: &Node, key: &str) -> String {
+    let a = node.must_call(
+        "POST",
+        "/v1/auth/token",
+        None,
+        Some(&serde_json::json!({ "api_key": key })),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {}", a.body))
+        .to_string()
+}
+
 impl Node {
     /// The cgroup parent of this node's containers, from its log (container isolation only).
     pub fn cgroup_parent(&self) -> Option<String> {
