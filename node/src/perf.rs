@@ -1079,7 +1079,7 @@ fn memory(dir: &Path, tasks: usize) -> anyhow::Result<Value> {
     for p in &procs {
         let data = p.dir.join("data");
         let db = sled::Config::new().path(data.join("db")).open()?;
-        let r = edgerun_raft::doctor::inspect(&db, &data, false);
+        let r = edgerun_raft::doctor::inspect(&db, &data, true);
         disk.push(json!({"node": p.id, "db_bytes": r.db_bytes, "live_bytes": r.live_bytes, "space_amplification": r.space_amplification}));
     }
     let mib = |k: &u64| *k as f64 / 1024.0;

@@ -304,7 +304,17 @@ pub async fn run_node(
     let outbox = edgerun_raft::Outbox::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
     tracing::info!(path = %db_path.display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
 
-    let node = edgerun_raft::start_raft(&cfg, &db, &flusher).await?;
+    let node = edgerun_raft::start_raft(&cfg, &db, &flusher)
+        .await
+        .map_err(|e| match e {
+            // The snapshot or the log did not decode: damaged state.
+            edgerun_raft::RaftStoreError::Storage(_) => anyhow::anyhow!(
+                "{e}; the data directory {} may be damaged: {}",
+                cfg.node.data_dir.display(),
+                edgerun_raft::doctor::RECOVERY
+            ),
+            e => e.into(),
+        })?;
     tracing::info!(id = node.id, "raft started");
 
     let (executor, containers) = match choose_executor(&cfg, kernels.clone()).await {

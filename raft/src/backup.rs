@@ -151,7 +151,6 @@ pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, S
             members.join(", ")
         ));
     }
-    let db = crate::open_db(db_path, 16).map_err(|e| e.to_string())?;
     let last: Option<LogId> = file.last_applied;
     let meta = SnapshotMeta {
         last_log_id: last,
@@ -159,12 +158,20 @@ pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, S
         snapshot_id: format!("restored-{}-{}", info.last_term, info.last_index),
     };
     let payload = &bytes[bytes.len() - info.bytes as usize..];
-    crate::state_machine::write_current(&db, &meta, payload).map_err(|e| e.to_string())?;
-    if let Some(l) = last {
-        crate::log_store::seed(&db, l, openraft::Vote::new(l.leader_id.term, id))
-            .map_err(|e| e.to_string())?;
+    let written = (|| -> Result<(), String> {
+        let db = crate::open_db(db_path, 16).map_err(|e| e.to_string())?;
+        crate::state_machine::write_current(&db, &meta, payload)?;
+        if let Some(l) = last {
+            crate::log_store::seed(&db, l, openraft::Vote::new(l.leader_id.term, id))?;
+        }
+        db.flush().map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        // The directory was empty: leave it so, not half restored.
+        let _ = std::fs::remove_dir_all(db_path);
+        return Err(format!("writing {}: {e}", db_path.display()));
     }
-    db.flush().map_err(|e| e.to_string())?;
     Ok(info)
 }
 

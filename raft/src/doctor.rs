@@ -53,20 +53,22 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
-/// Look at everything in `db` (every log entry decoded when `full`; the first and the last
-/// otherwise).
+/// Look at `db`. `full` (doctor): sizes, every log entry and the snapshot's state decoded.
+/// Otherwise (every start, which must stay quick at any size): the stamps, the first and last
+/// log entries and the entry count, the snapshot's metadata; the state itself is decoded right
+/// after by the state machine, whose error carries the same advice.
 pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
-    let mut r = Report {
-        data_dir_bytes: dir_bytes(data_dir),
-        db_bytes: db.size_on_disk().unwrap_or(0),
-        ..Report::default()
-    };
+    let mut r = Report::default();
     let mut problems = Vec::new();
     let mut live = 0u64;
-    for name in db.tree_names() {
-        if let Ok(t) = db.open_tree(&name) {
-            for (k, v) in t.iter().flatten() {
-                live += (k.len() + v.len()) as u64;
+    if full {
+        r.data_dir_bytes = dir_bytes(data_dir);
+        r.db_bytes = db.size_on_disk().unwrap_or(0);
+        for name in db.tree_names() {
+            if let Ok(t) = db.open_tree(&name) {
+                for (k, v) in t.iter().flatten() {
+                    live += (k.len() + v.len()) as u64;
+                }
             }
         }
     }
@@ -113,7 +115,7 @@ pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
             }
             check_log(log, full, &mut r, &mut problems);
             match snap.get(b"current") {
-                Ok(Some(raw)) => check_snapshot(&raw, &mut r, &mut problems),
+                Ok(Some(raw)) => check_snapshot(&raw, full, &mut r, &mut problems),
                 Ok(None) => {}
                 Err(e) => problems.push(format!("reading the snapshot: {e}")),
             }
@@ -225,7 +227,7 @@ fn check_log(log: &sled::Tree, full: bool, r: &mut Report, problems: &mut Vec<St
     }
 }
 
-fn check_snapshot(raw: &[u8], r: &mut Report, problems: &mut Vec<String>) {
+fn check_snapshot(raw: &[u8], full: bool, r: &mut Report, problems: &mut Vec<String>) {
     #[derive(serde::Deserialize)]
     struct Stored {
         meta: crate::SnapshotMeta,
@@ -240,6 +242,9 @@ fn check_snapshot(raw: &[u8], r: &mut Report, problems: &mut Vec<String>) {
     };
     r.snapshot_index = stored.meta.last_log_id.map(|l| l.index);
     r.snapshot_bytes = Some(stored.data.len() as u64);
+    if !full {
+        return;
+    }
     match edgerun_model::decode::<SnapshotFile>(&stored.data) {
         Ok(f) if f.version != FORMAT_VERSION => problems.push(format!(
             "the snapshot is data format {}; this edgerun reads {FORMAT_VERSION}",
