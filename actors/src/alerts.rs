@@ -94,7 +94,7 @@ pub fn evaluate(
     if rules.failure_rate_percent > 0.0 {
         let since = now_ms.saturating_sub(rules.failure_window_ms);
         let (mut ended, mut bad) = (0u64, 0u64);
-        for t in state.tasks.values() {
+        for t in state.finished() {
             if t.finished_at_ms.is_some_and(|f| f >= since) {
                 match t.status {
                     TaskStatus::Succeeded => ended += 1,

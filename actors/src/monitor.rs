@@ -76,6 +76,9 @@ pub struct MonitorState {
     register: tokio::task::JoinHandle<()>,
     /// The heartbeat in flight, if any (one at a time).
     sending: Option<tokio::task::JoinHandle<()>>,
+    /// When free memory was last handed back to the system.
+    last_trim: std::time::Instant,
+    trimming: Option<tokio::task::JoinHandle<()>>,
     backups: Option<BackupPlan>,
     /// When the next scheduled backup is due (ms since the epoch).
     next_backup: Option<u64>,
@@ -83,7 +86,30 @@ pub struct MonitorState {
     backing_up: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How often the Monitor hands the allocator's free pages back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
 impl MonitorState {
+    /// Every [`TRIM_EVERY`], on a blocking thread: freed memory goes back to the system, so
+    /// resident memory follows what the node holds instead of its highest peak.
+    fn maybe_trim(&mut self) {
+        if self.last_trim.elapsed() < TRIM_EVERY
+            || self.trimming.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        self.last_trim = std::time::Instant::now();
+        self.trimming = Some(tokio::task::spawn_blocking(|| {
+            let started = std::time::Instant::now();
+            let released = edgerun_cpp::release_free_memory();
+            tracing::trace!(
+                released,
+                ms = started.elapsed().as_millis() as u64,
+                "free memory handed back"
+            );
+        }));
+    }
+
     /// Start a scheduled backup when one is due (and none is being written).
     fn maybe_back_up(&mut self) {
         let Some(plan) = self.backups.clone() else {
@@ -228,6 +254,8 @@ impl Actor for Monitor {
             beater,
             register,
             sending: None,
+            last_trim: std::time::Instant::now(),
+            trimming: None,
             backups: args.backups,
             next_backup: None,
             backing_up: None,
@@ -252,6 +280,7 @@ impl Actor for Monitor {
         match msg {
             MonitorMsg::Tick => {
                 state.maybe_back_up();
+                state.maybe_trim();
                 let counts: Vec<(TaskStatus, u64)> = state.node.view.read(|s| {
                     TaskStatus::ALL
                         .iter()

@@ -37,4 +37,8 @@ rust::Vec<WindowOut> window_agg(rust::Slice<const int64_t> t, rust::Slice<const 
                                 int64_t window, int64_t slide, double z_threshold,
                                 rust::Vec<Outlier>& outliers);
 
+// Hand the allocator's free pages back to the system (glibc malloc_trim); false where the C
+// library has no such call or had nothing to return.
+bool release_free_memory();
+
 }  // namespace edgerun

@@ -2,6 +2,9 @@
 #include "edgerun-cpp/src/lib.rs.h"
 
 #include <algorithm>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -402,6 +405,14 @@ rust::Vec<WindowOut> window_agg(rust::Slice<const int64_t> t, rust::Slice<const 
     ++index;
   }
   return result;
+}
+
+bool release_free_memory() {
+#if defined(__GLIBC__)
+  return malloc_trim(0) != 0;
+#else
+  return false;
+#endif
 }
 
 }  // namespace edgerun

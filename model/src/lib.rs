@@ -18,12 +18,14 @@ pub mod command;
 pub mod job;
 pub mod node;
 pub mod state;
+pub mod store;
 pub mod task;
 
 pub use command::*;
 pub use job::*;
 pub use node::*;
 pub use state::*;
+pub use store::{EndedBrief, TaskStore};
 pub use task::*;
 
 /// Version tag written into every Raft request and snapshot. A node refuses to apply a
@@ -52,6 +54,19 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Decode a value written by [`encode`]. Corrupt or truncated input is an error, never a panic.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     bincode::deserialize(bytes).map_err(|e| CodecError(e.to_string()))
+}
+
+/// [`encode`] into a writer (a buffered file: no copy of the whole value in memory).
+pub fn encode_into<T: serde::Serialize>(
+    w: &mut impl std::io::Write,
+    value: &T,
+) -> Result<(), CodecError> {
+    bincode::serialize_into(w, value).map_err(|e| CodecError(e.to_string()))
+}
+
+/// [`decode`] from a reader.
+pub fn decode_from<T: serde::de::DeserializeOwned>(r: impl std::io::Read) -> Result<T, CodecError> {
+    bincode::deserialize_from(r).map_err(|e| CodecError(e.to_string()))
 }
 
 /// A value could not be encoded or decoded.

@@ -7,6 +7,7 @@
 //! node, counts per status). They are not serialized; [`ClusterState::rebuild_indexes`]
 //! recreates them after a snapshot is loaded.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::*;
 use crate::job::{FireRecord, Job, JobSpec, SlotDecision, RECENT_FIRES};
 use crate::node::{NodeId, NodeInfo};
+use crate::store::{EndedBrief, TaskStore};
 use crate::task::*;
 
 /// A change to one task, reported by `apply` so that actors (Scheduler, Worker, waiters)
@@ -29,7 +31,8 @@ pub struct TaskEvent {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct ClusterState {
-    pub tasks: BTreeMap<TaskId, Task>,
+    /// Live tasks as they are, ended ones packed (see [`TaskStore`]).
+    pub tasks: TaskStore,
     /// The id the next submitted task gets.
     pub next_id: TaskId,
     /// Key → (task, when the key was first used).
@@ -52,9 +55,6 @@ pub struct ClusterState {
     /// Task → unfinished tasks waiting for it (`after`).
     #[serde(skip)]
     dependents: BTreeMap<TaskId, BTreeSet<TaskId>>,
-    /// Ended tasks, oldest id first (retention).
-    #[serde(skip)]
-    finished: BTreeSet<TaskId>,
     /// The dead-letter queue.
     #[serde(skip)]
     dlq: BTreeSet<TaskId>,
@@ -79,28 +79,40 @@ impl ClusterState {
         self.counts = [0; 7];
         self.pending_by_submitter.clear();
         self.dependents.clear();
-        self.finished.clear();
         self.dlq.clear();
         self.keys_by_age = self
             .idempotency
             .iter()
             .map(|(k, (_, at))| (*at, k.clone()))
             .collect();
-        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-        for id in ids {
+        let live: Vec<TaskId> = self.tasks.live_tasks().map(|t| t.id).collect();
+        for id in live {
             self.index_insert(id);
-            if let Some(t) = self.tasks.get(&id) {
-                if !t.status.is_terminal() {
-                    for d in &t.waiting_on {
-                        self.dependents.entry(*d).or_default().insert(id);
-                    }
+            if let Some(t) = self.tasks.live(id) {
+                for d in &t.waiting_on {
+                    self.dependents.entry(*d).or_default().insert(id);
                 }
+            }
+        }
+        let ended: Vec<EndedBrief> = self.tasks.ended_briefs().collect();
+        for b in ended {
+            self.counts[b.status.index()] += 1;
+            if b.dead_letter {
+                self.dlq.insert(b.id);
             }
         }
     }
 
     fn index_insert(&mut self, id: TaskId) {
-        let Some(t) = self.tasks.get(&id) else { return };
+        let Some(t) = self.tasks.live(id) else {
+            if let Some(b) = self.tasks.ended_brief(id) {
+                self.counts[b.status.index()] += 1;
+                if b.dead_letter {
+                    self.dlq.insert(id);
+                }
+            }
+            return;
+        };
         self.counts[t.status.index()] += 1;
         match t.status {
             TaskStatus::Pending => {
@@ -116,7 +128,6 @@ impl ClusterState {
                 }
             }
             _ => {
-                self.finished.insert(id);
                 if t.dead_letter {
                     self.dlq.insert(id);
                 }
@@ -125,7 +136,13 @@ impl ClusterState {
     }
 
     fn index_remove(&mut self, id: TaskId) {
-        let Some(t) = self.tasks.get(&id) else { return };
+        let Some(t) = self.tasks.live(id) else {
+            if let Some(b) = self.tasks.ended_brief(id) {
+                self.counts[b.status.index()] = self.counts[b.status.index()].saturating_sub(1);
+                self.dlq.remove(&id);
+            }
+            return;
+        };
         self.counts[t.status.index()] = self.counts[t.status.index()].saturating_sub(1);
         match t.status {
             TaskStatus::Pending => {
@@ -148,7 +165,6 @@ impl ClusterState {
                 }
             }
             _ => {
-                self.finished.remove(&id);
                 self.dlq.remove(&id);
             }
         }
@@ -163,12 +179,12 @@ impl ClusterState {
         events: &mut Vec<TaskEvent>,
         f: impl FnOnce(&mut Task),
     ) -> bool {
-        let Some(was_terminal) = self.tasks.get(&id).map(|t| t.status.is_terminal()) else {
+        let Some(was_terminal) = self.tasks.status(id).map(|s| s.is_terminal()) else {
             return false;
         };
         self.index_remove(id);
         let mut ended = None;
-        if let Some(t) = self.tasks.get_mut(&id) {
+        let record = |t: &mut Task| {
             f(t);
             events.push(TaskEvent {
                 id,
@@ -179,6 +195,14 @@ impl ClusterState {
             if !was_terminal && t.status.is_terminal() {
                 ended = Some(t.status);
             }
+        };
+        if let Some(t) = self.tasks.live_mut(id) {
+            record(t);
+            self.tasks.settle(id);
+        } else if let Some(mut t) = self.tasks.remove(id) {
+            // An ended task changing (a requeue): unpacked, changed, stored as it now is.
+            record(&mut t);
+            self.tasks.insert(t);
         }
         self.index_insert(id);
         if let Some(status) = ended {
@@ -200,11 +224,11 @@ impl ClusterState {
         };
         for w in waiting {
             if status == TaskStatus::Succeeded {
-                if let Some(t) = self.tasks.get_mut(&w) {
+                if let Some(t) = self.tasks.live_mut(w) {
                     t.waiting_on.retain(|d| *d != dep);
                 }
                 // An event so the scheduler looks again.
-                if let Some(t) = self.tasks.get(&w) {
+                if let Some(t) = self.tasks.live(w) {
                     events.push(TaskEvent {
                         id: w,
                         status: t.status,
@@ -226,20 +250,28 @@ impl ClusterState {
         }
     }
 
-    pub fn task(&self, id: TaskId) -> Option<&Task> {
-        self.tasks.get(&id)
+    /// A task: borrowed while it is live, unpacked once it ended.
+    pub fn task(&self, id: TaskId) -> Option<Cow<'_, Task>> {
+        self.tasks.get(id)
+    }
+
+    /// A task's status (cheap for an ended task too).
+    pub fn task_status(&self, id: TaskId) -> Option<TaskStatus> {
+        self.tasks.status(id)
     }
 
     /// Pending tasks in placement order.
     pub fn pending(&self) -> impl Iterator<Item = &Task> + '_ {
-        self.pending.iter().filter_map(|(_, id)| self.tasks.get(id))
+        self.pending
+            .iter()
+            .filter_map(|(_, id)| self.tasks.live(*id))
     }
 
     /// Pending tasks of one priority, oldest first.
     pub fn pending_at(&self, priority: i32) -> impl Iterator<Item = &Task> + '_ {
         self.pending
             .range((Reverse(priority), 0)..=(Reverse(priority), TaskId::MAX))
-            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter_map(|(_, id)| self.tasks.live(*id))
     }
 
     /// The priorities that have pending tasks, highest first.
@@ -263,7 +295,7 @@ impl ClusterState {
             .get(&node)
             .into_iter()
             .flat_map(|s| s.iter())
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.tasks.live(*id))
     }
 
     pub fn active_count(&self, node: NodeId) -> usize {
@@ -281,19 +313,19 @@ impl ClusterState {
             .unwrap_or(0)
     }
 
-    /// Ended tasks, oldest id first.
-    pub fn finished(&self) -> impl Iterator<Item = &Task> + '_ {
-        self.finished.iter().filter_map(|id| self.tasks.get(id))
+    /// Ended tasks, oldest id first: id, status and finish time, without unpacking them.
+    pub fn finished(&self) -> impl DoubleEndedIterator<Item = EndedBrief> + '_ {
+        self.tasks.ended_briefs()
     }
 
     pub fn finished_count(&self) -> usize {
-        self.finished.len()
+        self.tasks.ended_len()
     }
 
     /// The dead-letter queue, oldest first, from after `after`.
-    pub fn dead_letters(&self, after: Option<TaskId>) -> impl Iterator<Item = &Task> + '_ {
+    pub fn dead_letters(&self, after: Option<TaskId>) -> impl Iterator<Item = Cow<'_, Task>> + '_ {
         let lower = after.map_or(0, |a| a.saturating_add(1));
-        self.dlq.range(lower..).filter_map(|id| self.tasks.get(id))
+        self.dlq.range(lower..).filter_map(|id| self.tasks.get(*id))
     }
 
     /// Tasks newest first, optionally of one status, starting below `before` (a cursor).
@@ -302,15 +334,9 @@ impl ClusterState {
         status: Option<TaskStatus>,
         before: Option<TaskId>,
         limit: usize,
-    ) -> Vec<&Task> {
+    ) -> Vec<Cow<'_, Task>> {
         let upper = before.unwrap_or(TaskId::MAX);
-        self.tasks
-            .range(..upper)
-            .rev()
-            .map(|(_, t)| t)
-            .filter(|t| status.is_none_or(|s| t.status == s))
-            .take(limit)
-            .collect()
+        self.tasks.newest_below(upper, status).take(limit).collect()
     }
 
     /// Apply one command. Deterministic; never panics on any command.
@@ -393,7 +419,7 @@ impl ClusterState {
         let mut waiting_on = Vec::new();
         let mut broken: Option<TaskError> = None;
         for dep in &spec.after {
-            match self.tasks.get(dep).map(|t| t.status) {
+            match self.tasks.status(*dep) {
                 Some(TaskStatus::Succeeded) => {}
                 Some(s) if s.is_terminal() => {
                     broken.get_or_insert(TaskError {
@@ -421,33 +447,30 @@ impl ClusterState {
         for dep in &waiting_on {
             self.dependents.entry(*dep).or_default().insert(id);
         }
-        self.tasks.insert(
+        self.tasks.insert(Task {
             id,
-            Task {
-                id,
-                spec: spec.clone(),
-                status,
-                attempt: 0,
-                node: None,
-                last_node: None,
-                created_at_ms: now_ms,
-                scheduled_at_ms: None,
-                started_at_ms: None,
-                finished_at_ms,
-                retry_delay_ms: None,
-                result: None,
-                error: broken,
-                isolation: None,
-                attempts_uncounted: 0,
-                preemptions: 0,
-                dead_letter: false,
-                waiting_on,
-                job,
-                result_ref: None,
-                attempts_log: Vec::new(),
-                cached: false,
-            },
-        );
+            spec: spec.clone(),
+            status,
+            attempt: 0,
+            node: None,
+            last_node: None,
+            created_at_ms: now_ms,
+            scheduled_at_ms: None,
+            started_at_ms: None,
+            finished_at_ms,
+            retry_delay_ms: None,
+            result: None,
+            error: broken,
+            isolation: None,
+            attempts_uncounted: 0,
+            preemptions: 0,
+            dead_letter: false,
+            waiting_on,
+            job,
+            result_ref: None,
+            attempts_log: Vec::new(),
+            cached: false,
+        });
         self.index_insert(id);
         ev.push(TaskEvent {
             id,
@@ -479,8 +502,8 @@ impl ClusterState {
             let overlapping = job.spec.overlap == crate::job::Overlap::Forbid
                 && job
                     .last_task
-                    .and_then(|t| self.tasks.get(&t))
-                    .is_some_and(|t| !t.status.is_terminal());
+                    .and_then(|t| self.tasks.status(t))
+                    .is_some_and(|s| !s.is_terminal());
             let skip = d
                 .skip
                 .clone()
@@ -585,7 +608,7 @@ impl ClusterState {
             } => {
                 let mut out = Vec::with_capacity(assignments.len());
                 for a in assignments {
-                    let ok = self.tasks.get(&a.task).is_some_and(|t| {
+                    let ok = self.tasks.live(a.task).is_some_and(|t| {
                         t.status == TaskStatus::Pending
                             && t.attempt + 1 == a.attempt
                             && t.waiting_on.is_empty()
@@ -608,7 +631,7 @@ impl ClusterState {
             Command::Start { now_ms, starts } => {
                 let mut out = Vec::with_capacity(starts.len());
                 for s in starts {
-                    let ok = self.tasks.get(&s.task).is_some_and(|t| {
+                    let ok = self.tasks.live(s.task).is_some_and(|t| {
                         t.status == TaskStatus::Scheduled
                             && t.attempt == s.attempt
                             && t.node == Some(s.node)
@@ -630,7 +653,7 @@ impl ClusterState {
                 let mut out = Vec::with_capacity(completions.len());
                 for c in completions {
                     let a = c.attempt;
-                    let ok = self.tasks.get(&a.task).is_some_and(|t| {
+                    let ok = self.tasks.live(a.task).is_some_and(|t| {
                         matches!(t.status, TaskStatus::Scheduled | TaskStatus::Running)
                             && t.attempt == a.attempt
                             && t.node == Some(a.node)
@@ -645,7 +668,7 @@ impl ClusterState {
             Command::Cancel { now_ms, ids } => {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
-                    match self.tasks.get(id).map(|t| t.status) {
+                    match self.tasks.status(*id) {
                         None => out.push(None),
                         Some(s) if s.is_terminal() => out.push(Some(s)),
                         Some(_) => {
@@ -721,7 +744,7 @@ impl ClusterState {
             Command::Preempt { now_ms, victims } => {
                 let mut out = Vec::with_capacity(victims.len());
                 for v in victims {
-                    let ok = self.tasks.get(&v.task).is_some_and(|t| {
+                    let ok = self.tasks.live(v.task).is_some_and(|t| {
                         matches!(t.status, TaskStatus::Scheduled | TaskStatus::Running)
                             && t.attempt == v.attempt
                             && t.node == Some(v.node)
@@ -752,8 +775,9 @@ impl ClusterState {
                 for id in ids {
                     match self
                         .tasks
-                        .get(id)
-                        .map(|t| t.dead_letter && t.status.is_terminal())
+                        .ended_brief(*id)
+                        .map(|b| b.dead_letter)
+                        .or_else(|| self.tasks.contains(*id).then_some(false))
                     {
                         None => out.push(None),
                         Some(false) => out.push(Some(false)),
@@ -776,11 +800,11 @@ impl ClusterState {
             Command::Collect { ids, .. } => {
                 let mut n = 0;
                 for id in ids {
-                    if !self.tasks.get(id).is_some_and(|t| t.status.is_terminal()) {
+                    if !self.tasks.status(*id).is_some_and(|s| s.is_terminal()) {
                         continue;
                     }
                     self.index_remove(*id);
-                    if let Some(t) = self.tasks.remove(id) {
+                    if let Some(t) = self.tasks.remove(*id) {
                         if let Some(key) = &t.spec.idempotency_key {
                             if let Some((kid, at)) = self.idempotency.get(key).copied() {
                                 if kid == *id {

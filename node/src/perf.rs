@@ -1068,10 +1068,28 @@ fn memory(dir: &Path, tasks: usize) -> anyhow::Result<Value> {
         || count_status(&a, &urls[0], "succeeded").filter(|n| *n >= tasks as u64),
     )?;
     let secs = started.elapsed().as_secs_f64();
-    let loaded: Vec<u64> = procs
-        .iter()
-        .filter_map(|p| p.pid().and_then(rss_kib))
-        .collect();
+    let rss = |procs: &[Proc]| -> Vec<u64> {
+        procs
+            .iter()
+            .filter_map(|p| p.pid().and_then(rss_kib))
+            .collect()
+    };
+    let loaded = rss(&procs);
+    // Settled: the Monitor hands freed memory back every 10 s; wait until no node's resident
+    // size has dropped for 12 s (at most a minute).
+    let mut settled = loaded.clone();
+    let mut last_drop = Instant::now();
+    let settle_start = Instant::now();
+    while last_drop.elapsed() < Duration::from_secs(12)
+        && settle_start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = rss(&procs);
+        if now.iter().zip(&settled).any(|(n, s)| *n + 1024 < *s) {
+            last_drop = Instant::now();
+        }
+        settled = now;
+    }
     for p in procs.iter_mut() {
         p.kill();
     }
@@ -1080,26 +1098,28 @@ fn memory(dir: &Path, tasks: usize) -> anyhow::Result<Value> {
         let data = p.dir.join("data");
         let db = sled::Config::new().path(data.join("db")).open()?;
         let r = edgerun_raft::doctor::inspect(&db, &data, true);
-        disk.push(json!({"node": p.id, "db_bytes": r.db_bytes, "live_bytes": r.live_bytes, "space_amplification": r.space_amplification}));
+        disk.push(json!({"node": p.id, "data_dir_bytes": r.data_dir_bytes, "snapshot_bytes": r.snapshot_bytes, "db_bytes": r.db_bytes, "live_bytes": r.live_bytes, "space_amplification": r.space_amplification}));
     }
     let mib = |k: &u64| *k as f64 / 1024.0;
     println!("memory: 3 nodes, {tasks} tasks run in {secs:.1} s");
     println!(
-        "{:<5} {:>10} {:>16} {:>12} {:>8}",
-        "NODE", "IDLE MiB", "AFTER TASKS MiB", "SLED MiB", "SPACE AMP"
+        "{:<5} {:>10} {:>16} {:>12} {:>12} {:>10} {:>10}",
+        "NODE", "IDLE MiB", "AFTER TASKS MiB", "SETTLED MiB", "SLED MiB", "SPACE AMP", "DATA MiB"
     );
     for (i, p) in procs.iter().enumerate() {
         println!(
-            "{:<5} {:>10.1} {:>16.1} {:>12.1} {:>8.2}",
+            "{:<5} {:>10.1} {:>16.1} {:>12.1} {:>12.1} {:>10.2} {:>10.1}",
             p.id,
             idle.get(i).map_or(0.0, mib),
             loaded.get(i).map_or(0.0, mib),
+            settled.get(i).map_or(0.0, mib),
             disk[i]["db_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
-            disk[i]["space_amplification"].as_f64().unwrap_or(0.0)
+            disk[i]["space_amplification"].as_f64().unwrap_or(0.0),
+            disk[i]["data_dir_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
         );
     }
     Ok(
-        json!({"tasks": tasks, "secs": secs, "idle_rss_kib": idle, "after_rss_kib": loaded, "disk": disk}),
+        json!({"tasks": tasks, "secs": secs, "idle_rss_kib": idle, "after_rss_kib": loaded, "settled_rss_kib": settled, "disk": disk}),
     )
 }
 

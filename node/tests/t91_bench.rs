@@ -85,6 +85,11 @@ fn every_scenario_runs_and_reports() {
     let r = bench(d, &["memory", "--tasks", "500"]);
     assert_eq!(r["idle_rss_kib"].as_array().map(Vec::len), Some(3), "{r}");
     assert_eq!(r["after_rss_kib"].as_array().map(Vec::len), Some(3), "{r}");
+    assert_eq!(
+        r["settled_rss_kib"].as_array().map(Vec::len),
+        Some(3),
+        "{r}"
+    );
     for disk in r["disk"].as_array().into_iter().flatten() {
         assert!(
             num(&disk["db_bytes"]) > 0.0 && num(&disk["space_amplification"]) > 0.0,

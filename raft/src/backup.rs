@@ -130,10 +130,13 @@ pub fn verify(bytes: &[u8]) -> Result<(BackupInfo, SnapshotFile), String> {
 /// `id`. Nothing is written unless the whole file checks out.
 pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, String> {
     let (info, file) = verify(bytes)?;
-    let nonempty = std::fs::read_dir(db_path)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if nonempty {
+    let snapshot_dir = snapshot_dir_beside(db_path);
+    let nonempty = |p: &Path| {
+        std::fs::read_dir(p)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    };
+    if nonempty(db_path) || nonempty(&snapshot_dir) {
         return Err(format!(
             "{} already holds a database; restore into an empty data directory (move this one away first)",
             db_path.display()
@@ -160,7 +163,7 @@ pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, S
     let payload = &bytes[bytes.len() - info.bytes as usize..];
     let written = (|| -> Result<(), String> {
         let db = crate::open_db(db_path, 16).map_err(|e| e.to_string())?;
-        crate::state_machine::write_current(&db, &meta, payload)?;
+        crate::state_machine::write_current(&snapshot_dir, &meta, payload)?;
         if let Some(l) = last {
             crate::log_store::seed(&db, l, openraft::Vote::new(l.leader_id.term, id))?;
         }
@@ -170,9 +173,15 @@ pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, S
     if let Err(e) = written {
         // The directory was empty: leave it so, not half restored.
         let _ = std::fs::remove_dir_all(db_path);
+        let _ = std::fs::remove_dir_all(&snapshot_dir);
         return Err(format!("writing {}: {e}", db_path.display()));
     }
     Ok(info)
+}
+
+/// The snapshot directory of the data directory that holds `db_path` (`<data>/db`).
+fn snapshot_dir_beside(db_path: &Path) -> std::path::PathBuf {
+    crate::snapshot_files::SnapshotDir::of_data_dir(db_path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Write `bytes` to `path` atomically (a temporary file beside it, synced, then renamed).
@@ -238,7 +247,8 @@ mod tests {
     fn a_backup_of_a_store_verifies_and_damage_is_named() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let db = crate::open_db(&dir.path().join("db"), 8).unwrap_or_else(|e| panic!("{e}"));
-        let sm = crate::StateMachineStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        let sm = crate::StateMachineStore::open(&db, &dir.path().join("snapshot"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let (info, bytes) = take(&sm.view(), 1, 42).unwrap_or_else(|e| panic!("{e}"));
         // The borrowed encoding decodes as a SnapshotFile.
         let (again, file) = verify(&bytes).unwrap_or_else(|e| panic!("{e}"));

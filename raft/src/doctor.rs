@@ -114,10 +114,18 @@ pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
                 Err(e) => problems.push(format!("reading the purged index: {e}")),
             }
             check_log(log, full, &mut r, &mut problems);
-            match snap.get(b"current") {
-                Ok(Some(raw)) => check_snapshot(&raw, full, &mut r, &mut problems),
-                Ok(None) => {}
-                Err(e) => problems.push(format!("reading the snapshot: {e}")),
+            let dir = crate::snapshot_files::SnapshotDir::at(
+                &crate::snapshot_files::SnapshotDir::of_data_dir(data_dir),
+            );
+            match (dir.current(), snap.get(b"current")) {
+                (Err(e), _) => problems.push(format!("reading the snapshot: {e}")),
+                (Ok(Some((meta, path))), _) => {
+                    check_snapshot_file(&meta, &path, full, &mut r, &mut problems)
+                }
+                // Kept in the database by an earlier edgerun (moved out at the next start).
+                (Ok(None), Ok(Some(raw))) => check_snapshot(&raw, full, &mut r, &mut problems),
+                (Ok(None), Ok(None)) => {}
+                (Ok(None), Err(e)) => problems.push(format!("reading the snapshot: {e}")),
             }
         }
         _ => problems.push("the database's trees cannot be opened".into()),
@@ -227,6 +235,45 @@ fn check_log(log: &sled::Tree, full: bool, r: &mut Report, problems: &mut Vec<St
     }
 }
 
+fn check_snapshot_file(
+    meta: &crate::SnapshotMeta,
+    path: &Path,
+    full: bool,
+    r: &mut Report,
+    problems: &mut Vec<String>,
+) {
+    r.snapshot_index = meta.last_log_id.map(|l| l.index);
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(format!("the snapshot file {}: {e}", path.display()));
+            return;
+        }
+    };
+    r.snapshot_bytes = f.metadata().ok().map(|m| m.len());
+    if !full {
+        return;
+    }
+    match crate::snapshot_files::decode_file::<SnapshotFile>(&f) {
+        Ok(s) => snapshot_state(&s, r, problems),
+        Err(e) => problems.push(format!(
+            "the snapshot's state ({}) does not decode: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn snapshot_state(f: &SnapshotFile, r: &mut Report, problems: &mut Vec<String>) {
+    if f.version != FORMAT_VERSION {
+        problems.push(format!(
+            "the snapshot is data format {}; this edgerun reads {FORMAT_VERSION}",
+            f.version
+        ));
+    } else {
+        r.tasks_in_snapshot = Some(f.state.tasks.len() as u64);
+    }
+}
+
 fn check_snapshot(raw: &[u8], full: bool, r: &mut Report, problems: &mut Vec<String>) {
     #[derive(serde::Deserialize)]
     struct Stored {
@@ -246,11 +293,7 @@ fn check_snapshot(raw: &[u8], full: bool, r: &mut Report, problems: &mut Vec<Str
         return;
     }
     match edgerun_model::decode::<SnapshotFile>(&stored.data) {
-        Ok(f) if f.version != FORMAT_VERSION => problems.push(format!(
-            "the snapshot is data format {}; this edgerun reads {FORMAT_VERSION}",
-            f.version
-        )),
-        Ok(f) => r.tasks_in_snapshot = Some(f.state.tasks.len() as u64),
+        Ok(f) => snapshot_state(&f, r, problems),
         Err(e) => problems.push(format!("the snapshot's state does not decode: {e}")),
     }
 }

@@ -5,7 +5,7 @@
 //! - [`TypeConfig`] and aliases (this file).
 //! - [`log_store`]: `LogStore`, the Raft log and vote in sled; appends are acknowledged only
 //!   after sled has flushed them.
-//! - [`state_machine`]: `StateMachineStore` (in-memory `ClusterState`, snapshots in sled) and
+//! - [`state_machine`]: `StateMachineStore` (in-memory `ClusterState`, snapshots in files) and
 //!   `StateView`, the read handle the rest of the node uses.
 //! - [`rpc`]: cluster RPC, length-delimited bincode frames over TCP with pooled connections;
 //!   [`server`] answers it. [`network`]: openraft's RaftNetwork on top of it.
@@ -17,7 +17,7 @@
 //!                                 └──apply──▶ StateMachineStore ──events──▶ StateView subscribers
 //!                                                 │ build/install snapshot
 //!                                                 ▼
-//!                                             sled "snapshot"
+//!                                             <data>/snapshot/ (files)
 //! ```
 //!
 //! Durability: the log is the record. The state machine lives in memory and is rebuilt at
@@ -27,8 +27,6 @@
 
 // openraft's StorageError is large by design and every storage trait returns it.
 #![allow(clippy::result_large_err)]
-
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +41,7 @@ pub mod results;
 pub mod rpc;
 pub mod secure;
 pub mod server;
+pub mod snapshot_files;
 pub mod start;
 pub mod state_machine;
 
@@ -72,7 +71,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -149,7 +149,10 @@ pub async fn start_raft(
         path: cfg.db_path().display().to_string(),
         message: e.to_string(),
     })?;
-    let sm = StateMachineStore::open(db)?;
+    let sm = StateMachineStore::open(
+        db,
+        &crate::snapshot_files::SnapshotDir::of_data_dir(cfg.data_dir()),
+    )?;
     let view = sm.view();
     let key = crate::secure::ClusterKey::load(&cfg.cluster_secret_file())
         .map_err(RaftStoreError::Fatal)?;

@@ -1,14 +1,16 @@
-//! The state machine store: `model::ClusterState` in memory, snapshots in sled.
+//! The state machine store: `model::ClusterState` in memory, snapshots in files.
 //!
 //! `apply` runs the deterministic `ClusterState::apply` for each entry and publishes the
 //! resulting task events; [`StateView`] is the read side the rest of the node holds (reads
 //! take a short read lock; nothing is awaited under it).
 //!
 //! Snapshots are the bincode [`SnapshotFile`] (format version, last applied log id,
-//! membership, state). The current one is kept in sled tree `snapshot` and flushed, so a
-//! restart loads it and openraft re-applies the committed entries after it.
+//! membership, state), written straight to a file in the data directory's `snapshot/`
+//! ([`crate::snapshot_files`]) and synced, so a restart loads it and openraft re-applies the
+//! committed entries after it.
 
-use std::io::Cursor;
+use std::io::{Seek, SeekFrom};
+use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use edgerun_model::{ClusterState, Response, TaskEvent, FORMAT_VERSION};
@@ -18,11 +20,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::log_store::sm_error;
+use crate::snapshot_files::{decode_file, SnapshotDir};
 use crate::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-
-const CURRENT: &[u8] = b"current";
 
 /// What changed, for subscribers (Scheduler, Worker, waiters).
 #[derive(Debug, Clone)]
@@ -42,12 +43,6 @@ pub struct SnapshotFile {
     pub state: ClusterState,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
 /// [`SnapshotFile`] borrowing the state: encodes to the same bytes without a copy of the
 /// state (which, at 100k tasks, is hundreds of megabytes at the snapshot's peak).
 #[derive(Serialize)]
@@ -56,13 +51,6 @@ struct SnapshotFileRef<'a> {
     last_applied: &'a Option<LogId>,
     membership: &'a StoredMembership,
     state: &'a ClusterState,
-}
-
-/// [`StoredSnapshot`] borrowing the data: the same bytes, one copy fewer.
-#[derive(Serialize)]
-struct StoredSnapshotRef<'a> {
-    meta: &'a SnapshotMeta,
-    data: &'a [u8],
 }
 
 struct SmData {
@@ -130,26 +118,23 @@ impl StateView {
     }
 }
 
-/// Make `data` (an encoded [`SnapshotFile`]) the current snapshot in `db` (restore).
-pub(crate) fn write_current(db: &sled::Db, meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
-    let stored = StoredSnapshotRef { meta, data };
-    let bytes = edgerun_model::encode(&stored).map_err(|e| e.to_string())?;
-    db.open_tree("snapshot")
-        .and_then(|t| t.insert(CURRENT, bytes))
-        .map_err(|e| e.to_string())?;
+/// Make `data` (an encoded [`SnapshotFile`]) the current snapshot in `dir` (restore).
+pub(crate) fn write_current(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
+    let snaps = SnapshotDir::open(dir)?;
+    let w = snaps.write_data(|f| std::io::Write::write_all(f, data).map_err(|e| e.to_string()))?;
+    snaps.commit(meta, w)?;
     Ok(())
 }
 
-/// openraft's state machine, backed by memory and sled snapshots.
+/// openraft's state machine, backed by memory and snapshot files.
 #[derive(Clone)]
 pub struct StateMachineStore {
     shared: Arc<Shared>,
-    snapshots: sled::Tree,
-    db: sled::Db,
+    snaps: SnapshotDir,
 }
 
-fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
-    let f: SnapshotFile = edgerun_model::decode(bytes).map_err(|e| e.to_string())?;
+fn decode_snapshot(f: &std::fs::File) -> Result<SnapshotFile, String> {
+    let f: SnapshotFile = decode_file(f)?;
     if f.version != FORMAT_VERSION {
         return Err(format!(
             "snapshot format {} is not {FORMAT_VERSION}, the one this build reads",
@@ -160,25 +145,21 @@ fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
 }
 
 impl StateMachineStore {
-    /// Open the store, loading the last snapshot if there is one.
-    pub fn open(db: &sled::Db) -> Result<StateMachineStore, StorageError> {
-        let snapshots = db
-            .open_tree("snapshot")
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?;
+    /// Open the store on `db` with its snapshots in `snapshot_dir`, loading the last
+    /// snapshot if there is one (one kept in sled by an earlier edgerun is moved out first).
+    pub fn open(db: &sled::Db, snapshot_dir: &Path) -> Result<StateMachineStore, StorageError> {
+        let read_err = |e: String| sm_error(ErrorVerb::Read, std::io::Error::other(e));
+        let snaps = SnapshotDir::open(snapshot_dir).map_err(read_err)?;
+        snaps.adopt_sled(db).map_err(read_err)?;
         let mut data = SmData {
             last_applied: None,
             membership: StoredMembership::default(),
             state: ClusterState::new(),
         };
-        if let Some(raw) = snapshots
-            .get(CURRENT)
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?
-        {
-            let stored: StoredSnapshot =
-                edgerun_model::decode(&raw).map_err(|e| sm_error(ErrorVerb::Read, e))?;
-            let f = decode_snapshot(&stored.data).map_err(|e| {
+        if let Some((meta, file, _)) = snaps.open_current().map_err(read_err)? {
+            let f = decode_snapshot(&file).map_err(|e| {
                 StorageError::from(StorageIOError::<NodeId>::read_snapshot(
-                    Some(stored.meta.signature()),
+                    Some(meta.signature()),
                     &std::io::Error::other(e),
                 ))
             })?;
@@ -196,8 +177,7 @@ impl StateMachineStore {
                 events,
                 applied,
             }),
-            snapshots,
-            db: db.clone(),
+            snaps,
         })
     }
 
@@ -206,28 +186,19 @@ impl StateMachineStore {
             shared: self.shared.clone(),
         }
     }
-
-    fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let stored = StoredSnapshotRef { meta, data };
-        let bytes = edgerun_model::encode(&stored).map_err(|e| {
-            StorageError::from(StorageIOError::<NodeId>::write_snapshot(
-                Some(meta.signature()),
-                &e,
-            ))
-        })?;
-        self.snapshots.insert(CURRENT, bytes).map_err(|e| {
-            StorageError::from(StorageIOError::<NodeId>::write_snapshot(
-                Some(meta.signature()),
-                &e,
-            ))
-        })?;
-        Ok(())
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (bytes, meta) = {
+        let write_err = |sig: Option<openraft::storage::SnapshotSignature<NodeId>>, e: String| {
+            StorageError::from(StorageIOError::<NodeId>::write_snapshot(
+                sig,
+                &std::io::Error::other(e),
+            ))
+        };
+        // Encoded under the read lock (a consistent state, no copy of it), straight into a
+        // buffered file.
+        let (written, last_applied, membership) = {
             let d = self.shared.read();
             let file = SnapshotFileRef {
                 version: FORMAT_VERSION,
@@ -235,28 +206,30 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 membership: &d.membership,
                 state: &d.state,
             };
-            let bytes = edgerun_model::encode(&file).map_err(|e| sm_error(ErrorVerb::Write, e))?;
-            let id = match d.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, bytes.len()),
-                None => format!("0-0-{}", bytes.len()),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: d.last_applied,
-                last_membership: d.membership.clone(),
-                snapshot_id: id,
-            };
-            (bytes, meta)
+            let w = self
+                .snaps
+                .write_data(|f| edgerun_model::encode_into(f, &file).map_err(|e| e.to_string()))
+                .map_err(|e| write_err(None, e))?;
+            (w, d.last_applied, d.membership.clone())
         };
-        self.store_snapshot(&meta, &bytes)?;
-        self.db.flush_async().await.map_err(|e| {
-            StorageError::from(StorageIOError::<NodeId>::write_snapshot(
-                Some(meta.signature()),
-                &e,
-            ))
-        })?;
+        let id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, written.bytes),
+            None => format!("0-0-{}", written.bytes),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id: id,
+        };
+        let path = self
+            .snaps
+            .commit(&meta, written)
+            .map_err(|e| write_err(Some(meta.signature()), e))?;
+        let f = std::fs::File::open(&path)
+            .map_err(|e| write_err(Some(meta.signature()), format!("{}: {e}", path.display())))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
         })
     }
 }
@@ -322,36 +295,48 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let f = self
+            .snaps
+            .receiving_file()
+            .map_err(|e| sm_error(ErrorVerb::Write, std::io::Error::other(e)))?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let mut f = decode_snapshot(&bytes).map_err(|e| {
+        let err = |e: String| {
             StorageError::from(StorageIOError::<NodeId>::read_snapshot(
                 Some(meta.signature()),
                 &std::io::Error::other(e),
             ))
-        })?;
+        };
+        // Everything openraft wrote lands first; then the received bytes are copied into a
+        // snapshot file of ours, decoded from it, and only a snapshot that decodes becomes
+        // current.
+        let mut received = snapshot.into_std().await;
+        received
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| err(e.to_string()))?;
+        let written = self
+            .snaps
+            .write_data(|w| crate::snapshot_files::copy_into(&mut received, w).map(|_| ()))
+            .map_err(err)?;
+        let mut f = {
+            let file = written.open().map_err(err)?;
+            decode_snapshot(&file).map_err(err)?
+        };
         f.state.rebuild_indexes();
-        self.store_snapshot(meta, &bytes)?;
+        self.snaps.commit(meta, written).map_err(err)?;
         {
             let mut d = self.shared.write();
             d.last_applied = meta.last_log_id;
             d.membership = meta.last_membership.clone();
             d.state = f.state;
         }
-        self.db.flush_async().await.map_err(|e| {
-            StorageError::from(StorageIOError::<NodeId>::write_snapshot(
-                Some(meta.signature()),
-                &e,
-            ))
-        })?;
         let _ = self.shared.events.send(StateEvent::Reset);
         self.shared
             .applied
@@ -360,18 +345,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let Some(raw) = self
-            .snapshots
-            .get(CURRENT)
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?
+        let Some((meta, file, _)) = self
+            .snaps
+            .open_current()
+            .map_err(|e| sm_error(ErrorVerb::Read, std::io::Error::other(e)))?
         else {
             return Ok(None);
         };
-        let stored: StoredSnapshot =
-            edgerun_model::decode(&raw).map_err(|e| sm_error(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }

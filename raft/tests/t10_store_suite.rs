@@ -11,10 +11,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let db = edgerun_raft::open_db(dir.path(), 16).unwrap_or_else(|e| panic!("open_db: {e}"));
+        let db = edgerun_raft::open_db(&dir.path().join("db"), 16)
+            .unwrap_or_else(|e| panic!("open_db: {e}"));
         let log = LogStore::new(&db, edgerun_raft::Flusher::new(db.clone()))
             .unwrap_or_else(|e| panic!("log store: {e}"));
-        let sm = StateMachineStore::open(&db)?;
+        let sm = StateMachineStore::open(&db, &dir.path().join("snapshot"))?;
         Ok((dir, log, sm))
     }
 }

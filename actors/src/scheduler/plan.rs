@@ -163,7 +163,7 @@ fn rooms<'a>(state: &'a ClusterState, inflight: &HashMap<TaskId, NodeId>) -> Vec
             continue;
         };
         if let Some(r) = index.get(node).and_then(|i| out.get_mut(*i)) {
-            let (c, m) = demand(t);
+            let (c, m) = demand(&t);
             r.slots -= 1;
             r.cpu -= c;
             r.mem -= m;

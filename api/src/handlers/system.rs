@@ -11,10 +11,26 @@ pub async fn healthz(ctx: web::Data<ClusterCtx>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok", "node": ctx.node.id }))
 }
 
-/// Ready when a leader is known and this node's state machine has applied entries.
+/// Ready when a leader is known, this node's state machine has applied entries and (on a
+/// follower) calls to the leader are not failing fast: right after the leader came back, the
+/// circuit to it stays open until the next heartbeat's probe gets through, and until then a
+/// forwarded write or read would be refused.
 pub async fn readyz(ctx: web::Data<ClusterCtx>) -> Result<HttpResponse, ApiError> {
     let m = ctx.node.raft.metrics().borrow().clone();
+    let circuit_open = match ctx.node.leader() {
+        Some((leader, Some(member))) if leader != ctx.node.id => {
+            ctx.node.peers.pool(&member.rpc).circuit_open()
+        }
+        _ => false,
+    };
     match (m.current_leader, m.last_applied) {
+        (Some(leader), Some(_)) if circuit_open => Err(ApiError::Unavailable {
+            code: "not_ready",
+            message: format!(
+                "calls to the leader (node {leader}) are failing; waiting for it to answer again"
+            ),
+            details: json!({ "leader": leader }),
+        }),
         (Some(leader), Some(applied)) => Ok(HttpResponse::Ok()
             .json(json!({ "status": "ready", "leader": leader, "applied": applied.index }))),
         (leader, _) => Err(ApiError::Unavailable {

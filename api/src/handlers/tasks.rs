@@ -76,7 +76,7 @@ pub fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
 }
 
 fn render(view: &StateView, id: TaskId) -> Result<Vec<u8>, ApiError> {
-    view.read(|s| s.task(id).map(task_json))
+    view.read(|s| s.task(id).map(|t| task_json(&t)))
         .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
 }
 
@@ -96,7 +96,7 @@ async fn render_full(ctx: &TasksCtx, id: TaskId) -> Result<Vec<u8>, ApiError> {
     ctx.view()
         .read(|s| {
             s.task(id)
-                .map(|t| task_json_explained(s, t, &ctx.policy, fetched.as_deref()))
+                .map(|t| task_json_explained(s, &t, &ctx.policy, fetched.as_deref()))
         })
         .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
 }
@@ -320,7 +320,7 @@ pub async fn wait(
         applied.borrow_and_update();
         let (done, body) = ctx
             .view()
-            .read(|s| s.task(id).map(|t| (t.status.is_terminal(), task_json(t))))
+            .read(|s| s.task(id).map(|t| (t.status.is_terminal(), task_json(&t))))
             .ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
         let body = body?;
         if done {
@@ -388,7 +388,10 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 }
 
 /// `{"tasks": [...], "next": cursor}`; a full page has a cursor (its last id).
-fn page_json(page: Vec<&edgerun_model::Task>, limit: usize) -> Result<Vec<u8>, ApiError> {
+fn page_json(
+    page: Vec<std::borrow::Cow<'_, edgerun_model::Task>>,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let next = if page.len() == limit {
         page.last().map(|t| t.id)
     } else {

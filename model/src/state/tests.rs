@@ -98,7 +98,7 @@ fn a_task_goes_through_its_life_and_stale_attempts_are_fenced() {
     assert_eq!(accepted(r), vec![false, true, false]);
     let t = s
         .task(1)
-        .cloned()
+        .map(std::borrow::Cow::into_owned)
         .unwrap_or_else(|| panic!("task 1 missing"));
     assert_eq!(t.status, TaskStatus::Succeeded);
     assert_eq!(t.finished_at_ms, Some(13));
@@ -182,7 +182,7 @@ fn retryable_failure_requeues_until_attempts_run_out() {
             // The wait is a duration, not a wall-clock time: no node's clock can stretch it.
             let t = s
                 .task(1)
-                .cloned()
+                .map(std::borrow::Cow::into_owned)
                 .unwrap_or_else(|| panic!("task 1 missing"));
             assert_eq!(t.status, TaskStatus::Pending);
             assert_eq!(t.retry_delay_ms, Some(100));
@@ -190,7 +190,7 @@ fn retryable_failure_requeues_until_attempts_run_out() {
     }
     let t = s
         .task(1)
-        .cloned()
+        .map(std::borrow::Cow::into_owned)
         .unwrap_or_else(|| panic!("task 1 missing"));
     assert_eq!(t.status, TaskStatus::Failed);
     assert_eq!(t.attempt, 2);
@@ -396,7 +396,10 @@ fn assign(s: &mut ClusterState, task: TaskId, node: NodeId) {
 }
 
 fn complete(s: &mut ClusterState, task: TaskId, outcome: Outcome) {
-    let t = s.task(task).cloned().expect("task");
+    let t = s
+        .task(task)
+        .map(std::borrow::Cow::into_owned)
+        .expect("task");
     let r = run(
         s,
         Command::Complete {
