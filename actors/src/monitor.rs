@@ -316,11 +316,7 @@ impl Actor for Monitor {
                 }
                 let (nodes, pending) = state.node.view.read(|s| {
                     let nodes: Vec<(u64, bool)> = s.nodes.values().map(|n| (n.id, n.up)).collect();
-                    let mut pending: std::collections::BTreeMap<i32, u64> = Default::default();
-                    for t in s.pending() {
-                        *pending.entry(t.spec.priority).or_default() += 1;
-                    }
-                    (nodes, pending)
+                    (nodes, s.pending_counts().clone())
                 });
                 for (id, up) in nodes {
                     metrics::gauge!(m::NODE_UP, "node" => id.to_string()).set(if up {

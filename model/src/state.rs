@@ -52,6 +52,9 @@ pub struct ClusterState {
     /// Pending tasks per submitter (admission control).
     #[serde(skip)]
     pending_by_submitter: BTreeMap<String, u64>,
+    /// Pending tasks per priority (the Monitor's gauges, without a walk over the queue).
+    #[serde(skip)]
+    pending_by_priority: BTreeMap<i32, u64>,
     /// Task → unfinished tasks waiting for it (`after`).
     #[serde(skip)]
     dependents: BTreeMap<TaskId, BTreeSet<TaskId>>,
@@ -78,6 +81,7 @@ impl ClusterState {
         self.active.clear();
         self.counts = [0; 7];
         self.pending_by_submitter.clear();
+        self.pending_by_priority.clear();
         self.dependents.clear();
         self.dlq.clear();
         self.keys_by_age = self
@@ -117,6 +121,7 @@ impl ClusterState {
         match t.status {
             TaskStatus::Pending => {
                 self.pending.insert((Reverse(t.spec.priority), id));
+                *self.pending_by_priority.entry(t.spec.priority).or_default() += 1;
                 *self
                     .pending_by_submitter
                     .entry(t.spec.submitter.clone())
@@ -147,6 +152,12 @@ impl ClusterState {
         match t.status {
             TaskStatus::Pending => {
                 self.pending.remove(&(Reverse(t.spec.priority), id));
+                if let Some(n) = self.pending_by_priority.get_mut(&t.spec.priority) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.pending_by_priority.remove(&t.spec.priority);
+                    }
+                }
                 if let Some(n) = self.pending_by_submitter.get_mut(&t.spec.submitter) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
@@ -287,6 +298,11 @@ impl ClusterState {
                 .map(|(q, _)| q.0);
         }
         out
+    }
+
+    /// How many tasks are pending at each priority (only priorities with some).
+    pub fn pending_counts(&self) -> &BTreeMap<i32, u64> {
+        &self.pending_by_priority
     }
 
     /// Scheduled or running tasks on `node`.

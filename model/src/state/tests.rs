@@ -794,3 +794,51 @@ fn retry_delay_grows_is_capped_and_jitter_is_deterministic_and_bounded() {
     assert!(d.iter().any(|x| *x != d[0]), "jitter varies by task");
     assert_eq!(j.delay_after(7, 3), j.delay_after(7, 3));
 }
+
+#[test]
+fn pending_counts_per_priority_follow_every_change_and_a_snapshot() {
+    let mut s = ClusterState::new();
+    let prio = |p: i32| {
+        let mut t = TaskSpec::kernel("stats", "{}");
+        t.priority = p;
+        t
+    };
+    submit(&mut s, vec![prio(0), prio(5), prio(5), prio(-2)]);
+    let walk = |s: &ClusterState| {
+        let mut m: BTreeMap<i32, u64> = BTreeMap::new();
+        for t in s.pending() {
+            *m.entry(t.spec.priority).or_default() += 1;
+        }
+        m
+    };
+    assert_eq!(s.pending_counts(), &walk(&s));
+    assert_eq!(s.pending_counts().get(&5), Some(&2));
+    let mut ev = Vec::new();
+    s.apply(
+        &req(Command::Assign {
+            now_ms: 11,
+            assignments: vec![Assignment {
+                task: 2,
+                node: 1,
+                attempt: 1,
+            }],
+        }),
+        &mut ev,
+    );
+    s.apply(
+        &req(Command::Cancel {
+            now_ms: 12,
+            ids: vec![3, 4],
+        }),
+        &mut ev,
+    );
+    assert_eq!(s.pending_counts(), &walk(&s));
+    assert_eq!(
+        s.pending_counts().iter().collect::<Vec<_>>(),
+        vec![(&0, &1)],
+        "priorities without pending tasks are gone"
+    );
+    let mut back: ClusterState = decode(&encode(&s).expect("encode")).expect("decode");
+    back.rebuild_indexes();
+    assert_eq!(back.pending_counts(), s.pending_counts());
+}
