@@ -425,7 +425,7 @@ impl ClusterState {
     /// Store a new pending task (its dependencies resolved against what exists now).
     fn create_task(
         &mut self,
-        spec: &TaskSpec,
+        spec: TaskSpec,
         now_ms: u64,
         job: Option<JobFire>,
         ev: &mut Vec<TaskEvent>,
@@ -465,7 +465,7 @@ impl ClusterState {
         }
         self.tasks.insert(Task {
             id,
-            spec: spec.clone(),
+            spec,
             status,
             attempt: 0,
             node: None,
@@ -531,7 +531,7 @@ impl ClusterState {
                     // One trace per fired slot, the same on every node.
                     spec.trace_id = slot_trace_id(job_id, d.slot_ms);
                     Some(self.create_task(
-                        &spec,
+                        spec,
                         now_ms,
                         Some(JobFire {
                             job: job_id,
@@ -590,34 +590,69 @@ impl ClusterState {
         Response::JobCreated(id)
     }
 
+    /// Submit: admission, idempotency keys, then one task per spec (moved in when owned).
+    fn submit(
+        &mut self,
+        now_ms: u64,
+        tasks: Cow<'_, [TaskSpec]>,
+        admission: &Admission,
+        ev: &mut Vec<TaskEvent>,
+    ) -> Response {
+        self.expire_keys(now_ms, admission.idempotency_window_ms);
+        if let Err(rejected) = self.admit(&tasks, admission) {
+            return rejected;
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for spec in tasks.into_owned() {
+            if let Some(key) = &spec.idempotency_key {
+                if let Some(&(id, _)) = self.idempotency.get(key) {
+                    out.push(Submitted { id, created: false });
+                    continue;
+                }
+            }
+            let key = spec.idempotency_key.clone();
+            let id = self.create_task(spec, now_ms, None, ev);
+            if let Some(key) = key {
+                self.idempotency.insert(key.clone(), (id, now_ms));
+                self.keys_by_age.insert((now_ms, key));
+            }
+            out.push(Submitted { id, created: true });
+        }
+        Response::Submitted(out)
+    }
+
+    /// [`ClusterState::apply`] on a request it may take apart: submitted specs move into their
+    /// tasks instead of being copied (the same result, tested).
+    pub fn apply_owned(&mut self, req: RaftRequest, events: &mut Vec<TaskEvent>) -> Response {
+        if req.version != crate::FORMAT_VERSION {
+            return Response::UnsupportedVersion(req.version);
+        }
+        self.apply_command_owned(req.command, events)
+    }
+
+    fn apply_command_owned(&mut self, cmd: Command, ev: &mut Vec<TaskEvent>) -> Response {
+        match cmd {
+            Command::Submit {
+                now_ms,
+                tasks,
+                admission,
+            } => self.submit(now_ms, Cow::Owned(tasks), &admission, ev),
+            Command::Batch(cmds) => Response::Batch(
+                cmds.into_iter()
+                    .map(|c| self.apply_command_owned(c, ev))
+                    .collect(),
+            ),
+            other => self.apply_command(&other, ev),
+        }
+    }
+
     fn apply_command(&mut self, cmd: &Command, ev: &mut Vec<TaskEvent>) -> Response {
         match cmd {
             Command::Submit {
                 now_ms,
                 tasks,
                 admission,
-            } => {
-                self.expire_keys(*now_ms, admission.idempotency_window_ms);
-                if let Err(rejected) = self.admit(tasks, admission) {
-                    return rejected;
-                }
-                let mut out = Vec::with_capacity(tasks.len());
-                for spec in tasks {
-                    if let Some(key) = &spec.idempotency_key {
-                        if let Some(&(id, _)) = self.idempotency.get(key) {
-                            out.push(Submitted { id, created: false });
-                            continue;
-                        }
-                    }
-                    let id = self.create_task(spec, *now_ms, None, ev);
-                    if let Some(key) = &spec.idempotency_key {
-                        self.idempotency.insert(key.clone(), (id, *now_ms));
-                        self.keys_by_age.insert((*now_ms, key.clone()));
-                    }
-                    out.push(Submitted { id, created: true });
-                }
-                Response::Submitted(out)
-            }
+            } => self.submit(*now_ms, Cow::Borrowed(tasks), admission, ev),
             Command::Assign {
                 now_ms,
                 assignments,

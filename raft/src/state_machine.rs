@@ -255,7 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 d.last_applied = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => out.push(Response::Empty),
-                    EntryPayload::Normal(req) => out.push(d.state.apply(&req, &mut events)),
+                    EntryPayload::Normal(req) => out.push(d.state.apply_owned(req, &mut events)),
                     EntryPayload::Membership(m) => {
                         d.membership = StoredMembership::new(Some(e.log_id), m);
                         out.push(Response::Empty);

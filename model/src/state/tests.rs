@@ -842,3 +842,54 @@ fn pending_counts_per_priority_follow_every_change_and_a_snapshot() {
     back.rebuild_indexes();
     assert_eq!(back.pending_counts(), s.pending_counts());
 }
+
+#[test]
+fn apply_owned_reaches_the_same_state_and_answers_as_apply() {
+    let mut keyed = TaskSpec::kernel("stats", "{\"values\":[1]}");
+    keyed.idempotency_key = Some("k1".into());
+    let mut after = TaskSpec::kernel("stats", "{}");
+    after.after = vec![1];
+    let cmds = vec![
+        Command::Submit {
+            now_ms: 10,
+            tasks: vec![keyed.clone(), TaskSpec::kernel("stats", "{}"), after],
+            admission: Admission::default(),
+        },
+        Command::Batch(vec![
+            Command::Submit {
+                now_ms: 11,
+                tasks: vec![keyed.clone()],
+                admission: Admission::default(),
+            },
+            Command::Assign {
+                now_ms: 12,
+                assignments: vec![Assignment {
+                    task: 1,
+                    node: 1,
+                    attempt: 1,
+                }],
+            },
+        ]),
+        Command::Cancel {
+            now_ms: 13,
+            ids: vec![1, 2],
+        },
+        Command::Submit {
+            now_ms: 14,
+            tasks: vec![TaskSpec::kernel("stats", "{}")],
+            admission: Admission {
+                max_pending: 1,
+                ..Admission::default()
+            },
+        },
+    ];
+    let (mut a, mut b) = (ClusterState::new(), ClusterState::new());
+    for c in cmds {
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        let ra = a.apply(&req(c.clone()), &mut ea);
+        let rb = b.apply_owned(req(c), &mut eb);
+        assert_eq!(format!("{ra:?}"), format!("{rb:?}"));
+        assert_eq!(ea, eb);
+    }
+    assert_eq!(encode(&a).expect("a"), encode(&b).expect("b"));
+}
