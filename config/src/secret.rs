@@ -27,9 +27,9 @@ pub struct Secret {
 
 /// Read a secret file, or create it (mode 0600) with `make()` when it does not exist.
 ///
-/// The new contents are written whole to a temporary file and then hard-linked into place,
-/// so nodes that share the file and start together either create it or read the complete
-/// one (never half of it). `what` names the secret in errors ("the cluster secret").
+/// The new contents are written whole to a temporary file of a name no other process uses
+/// and then hard-linked into place, so nodes that share the file and start together either
+/// create it or read the complete one (never half of it, never another's). `what` names the secret in errors ("the cluster secret").
 pub fn read_or_create(
     path: &Path,
     what: &str,
@@ -46,11 +46,16 @@ pub fn read_or_create(
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("{what} {}: {e}", path.display()))?;
             }
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // Unique per attempt, not per process: nodes in containers all run as PID 1, and a
+            // shared name let one node link another's bytes into place and keep its own.
+            let tmp = path.with_extension(format!(
+                "tmp{}-{}",
+                std::process::id(),
+                hex(&random_bytes(8)?)
+            ));
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| format!("creating {what} {}: {e}", tmp.display()))?;
@@ -93,6 +98,34 @@ mod tests {
         assert_eq!(b.bytes, b"first");
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn creators_racing_in_one_process_all_end_with_the_bytes_on_disk() {
+        // Same PID for every creator, as for nodes in containers (all PID 1).
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let path = dir.path().join("cluster.secret");
+            let got: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8u8)
+                    .map(|i| {
+                        let path = path.clone();
+                        s.spawn(move || {
+                            read_or_create(&path, "the test secret", || Ok(vec![i; 32]))
+                                .map(|x| x.bytes)
+                                .unwrap_or_else(|e| panic!("{e}"))
+                        })
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| panic!("thread")))
+                    .collect()
+            });
+            let on_disk = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+            for g in got {
+                assert_eq!(g, on_disk, "round {round}");
+            }
+        }
     }
 
     #[test]
