@@ -44,6 +44,11 @@ pub struct Written {
 }
 
 impl Written {
+    /// Remove a written snapshot that will not be committed.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
     /// The written data, to read back before it is committed.
     pub fn open(&self) -> Result<File, String> {
         File::open(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))

@@ -197,20 +197,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             ))
         };
         // Encoded under the read lock (a consistent state, no copy of it), straight into a
-        // buffered file.
-        let (written, last_applied, membership) = {
-            let d = self.shared.read();
-            let file = SnapshotFileRef {
-                version: FORMAT_VERSION,
-                last_applied: &d.last_applied,
-                membership: &d.membership,
-                state: &d.state,
-            };
-            let w = self
-                .snaps
-                .write_data(|f| edgerun_model::encode_into(f, &file).map_err(|e| e.to_string()))
-                .map_err(|e| write_err(None, e))?;
-            (w, d.last_applied, d.membership.clone())
+        // buffered file; the lock is released before the last buffer is written and the file
+        // is synced, so applying entries waits for the encoding only, not for the disk.
+        let shared = self.shared.clone();
+        let mut taken = None;
+        let written = self
+            .snaps
+            .write_data(|f| {
+                let d = shared.read();
+                let file = SnapshotFileRef {
+                    version: FORMAT_VERSION,
+                    last_applied: &d.last_applied,
+                    membership: &d.membership,
+                    state: &d.state,
+                };
+                edgerun_model::encode_into(f, &file).map_err(|e| e.to_string())?;
+                taken = Some((d.last_applied, d.membership.clone()));
+                Ok(())
+            })
+            .map_err(|e| write_err(None, e))?;
+        let Some((last_applied, membership)) = taken else {
+            return Err(write_err(None, "the snapshot was not encoded".into()));
         };
         let id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, written.bytes),
@@ -325,9 +332,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .snaps
             .write_data(|w| crate::snapshot_files::copy_into(&mut received, w).map(|_| ()))
             .map_err(err)?;
-        let mut f = {
-            let file = written.open().map_err(err)?;
-            decode_snapshot(&file).map_err(err)?
+        let decoded = written.open().and_then(|file| decode_snapshot(&file));
+        let mut f = match decoded {
+            Ok(f) => f,
+            Err(e) => {
+                // Not current, so nothing refers to it.
+                written.discard();
+                return Err(err(e));
+            }
         };
         f.state.rebuild_indexes();
         self.snaps.commit(meta, written).map_err(err)?;
