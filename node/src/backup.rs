@@ -107,10 +107,11 @@ pub fn doctor(data_dir: &Path, o: Output) -> anyhow::Result<()> {
                 r.format.map_or("-".into(), |f| f.to_string())
             );
             println!(
-                "raft log        entries {} ({}..{}), purged up to {}, committed {}, vote term {}",
+                "raft log        entries {} ({}..{}), {} bytes, purged up to {}, committed {}, vote term {}",
                 r.log_entries,
                 opt(r.log_first_index),
                 opt(r.log_last_index),
+                r.log_bytes,
                 opt(r.last_purged_index),
                 opt(r.committed_index),
                 opt(r.vote_term)

@@ -326,6 +326,11 @@ pub async fn run_node(
                 cfg.node.data_dir.display(),
                 edgerun_raft::doctor::RECOVERY
             ),
+            edgerun_raft::RaftStoreError::Damaged { .. } => anyhow::anyhow!(
+                "the data directory {} is damaged: {e}; {}",
+                cfg.node.data_dir.display(),
+                edgerun_raft::doctor::RECOVERY
+            ),
             e => e.into(),
         })?;
     tracing::info!(id = node.id, "raft started");

@@ -251,18 +251,22 @@ fn scheduled_backups_rotate_and_a_damaged_data_dir_stops_the_node() {
     assert!(r["space_amplification"].as_f64() > Some(0.0), "{r}");
     assert_eq!(r["problems"], json!([]));
 
-    // A damaged log entry: doctor says so, the node refuses to start and says how to recover.
+    // A damaged log entry (one byte of the last segment's first record flipped): doctor
+    // says so, the node refuses to start and says how to recover.
     {
-        let db = sled::open(data.join("db")).unwrap_or_else(|e| panic!("{e}"));
-        let log = db.open_tree("raft_log").unwrap_or_else(|e| panic!("{e}"));
-        let (k, _) = log
-            .last()
-            .ok()
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(data.join("log"))
+            .unwrap_or_else(|e| panic!("{e}"))
             .flatten()
-            .unwrap_or_else(|| panic!("no log"));
-        log.insert(k, &b"\x07garbage"[..])
-            .unwrap_or_else(|e| panic!("{e}"));
-        db.flush().unwrap_or_else(|e| panic!("{e}"));
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segs.sort();
+        let seg = segs.last().unwrap_or_else(|| panic!("no log segment"));
+        let mut bytes = std::fs::read(seg).unwrap_or_else(|e| panic!("{e}"));
+        // 8 bytes of file header, 16 of record header, then the entry.
+        assert!(bytes.len() > 30, "{} bytes", bytes.len());
+        bytes[26] ^= 0xff;
+        std::fs::write(seg, &bytes).unwrap_or_else(|e| panic!("{e}"));
     }
     let o = edgerun(&["doctor", "--data-dir", &data.display().to_string()]);
     assert_eq!(o.status.code(), Some(1), "{}", said(&o));

@@ -7,6 +7,9 @@ use std::path::Path;
 use edgerun_model::FORMAT_VERSION;
 use serde::Serialize;
 
+use crate::log_files::{self, Depth};
+use crate::start::{DIR_FORMAT, LEGACY_DIR_FORMAT};
+
 use crate::state_machine::SnapshotFile;
 use crate::{Entry, LogId, NodeId};
 
@@ -33,6 +36,8 @@ pub struct Report {
     pub log_first_index: Option<u64>,
     pub log_last_index: Option<u64>,
     pub log_entries: u64,
+    /// The Raft log's segment files.
+    pub log_bytes: u64,
     pub snapshot_index: Option<u64>,
     pub snapshot_bytes: Option<u64>,
     pub tasks_in_snapshot: Option<u64>,
@@ -78,13 +83,16 @@ pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
         Ok(None) => problems.push("the database has no format stamp".into()),
         Err(e) => problems.push(format!("reading the format stamp: {e}")),
     }
-    if let Some(f) = r.format.filter(|f| *f != FORMAT_VERSION) {
+    if let Some(f) = r
+        .format
+        .filter(|f| *f != DIR_FORMAT && *f != LEGACY_DIR_FORMAT)
+    {
         problems.push(format!(
-            "written in data format {f}; this edgerun reads {FORMAT_VERSION}"
+            "written in data format {f}; this edgerun reads {LEGACY_DIR_FORMAT} and {DIR_FORMAT}"
         ));
     }
     let meta = db.open_tree("raft_meta");
-    let log = db.open_tree("raft_log");
+    let log = db.open_tree(crate::log_store::LEGACY_LOG_TREE);
     let snap = db.open_tree("snapshot");
     match (&meta, &log, &snap) {
         (Ok(meta), Ok(log), Ok(snap)) => {
@@ -113,7 +121,16 @@ pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
                 Ok(None) => {}
                 Err(e) => problems.push(format!("reading the purged index: {e}")),
             }
-            check_log(log, full, &mut r, &mut problems);
+            let files = log_files::scan(
+                &log_files::dir_of(data_dir),
+                if full { Depth::Decode } else { Depth::Headers },
+            );
+            if files.segments.is_empty() && !log.is_empty() {
+                // Kept in sled by an earlier edgerun (moved to files at the next start).
+                check_log(log, full, &mut r, &mut problems);
+            } else {
+                check_log_files(files, &mut r, &mut problems);
+            }
             let dir = crate::snapshot_files::SnapshotDir::at(
                 &crate::snapshot_files::SnapshotDir::of_data_dir(data_dir),
             );
@@ -162,6 +179,22 @@ pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
     };
     r.problems = problems;
     r
+}
+
+fn check_log_files(files: log_files::Scan, r: &mut Report, problems: &mut Vec<String>) {
+    r.log_bytes = files.bytes;
+    problems.extend(files.problems);
+    // Entries up to the purge point may still be in a file (a purge cut short): not counted.
+    let purged = r.last_purged_index;
+    let kept = files
+        .records
+        .iter()
+        .filter(|f| purged.is_none_or(|p| f.index > p));
+    for f in kept {
+        r.log_first_index.get_or_insert(f.index);
+        r.log_last_index = Some(f.index);
+        r.log_entries += 1;
+    }
 }
 
 fn check_log(log: &sled::Tree, full: bool, r: &mut Report, problems: &mut Vec<String>) {

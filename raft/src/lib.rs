@@ -1,10 +1,10 @@
-//! Raft for edgerun: openraft's type configuration, a sled log store, the state machine
+//! Raft for edgerun: openraft's type configuration, a log store (segment files), the state machine
 //! store around `model::ClusterState`, and the node-to-node network.
 //!
 //! # Layout
 //! - [`TypeConfig`] and aliases (this file).
-//! - [`log_store`]: `LogStore`, the Raft log and vote in sled; appends are acknowledged only
-//!   after sled has flushed them.
+//! - [`log_store`]: `LogStore`: the Raft log in segment files ([`log_files`]), the vote and
+//!   purge/commit markers in sled; appends are acknowledged only after `fdatasync`.
 //! - [`state_machine`]: `StateMachineStore` (in-memory `ClusterState`, snapshots in files) and
 //!   `StateView`, the read handle the rest of the node uses.
 //! - [`rpc`]: cluster RPC, length-delimited bincode frames over TCP with pooled connections;
@@ -12,7 +12,7 @@
 //! - [`start`]: opens the database and starts a Raft node from the config.
 //!
 //! ```text
-//!  proposer ──client_write──▶ openraft ──append──▶ LogStore (sled "raft_log", flushed)
+//!  proposer ──client_write──▶ openraft ──append──▶ LogStore (<data>/log/*.seg, fdatasync)
 //!                                 │
 //!                                 └──apply──▶ StateMachineStore ──events──▶ StateView subscribers
 //!                                                 │ build/install snapshot
@@ -35,6 +35,7 @@ pub mod breaker;
 pub mod doctor;
 pub mod faults;
 pub mod flush;
+pub mod log_files;
 pub mod log_store;
 pub mod network;
 pub mod results;
@@ -100,6 +101,9 @@ pub enum RaftStoreError {
     },
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// The Raft log's files are damaged (a checksum, a gap, a file cut short mid-log).
+    #[error("{path}: {message}")]
+    Damaged { path: String, message: String },
     #[error("raft config: {0}")]
     Config(String),
     #[error("raft: {0}")]

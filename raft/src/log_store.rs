@@ -1,32 +1,38 @@
-//! The Raft log and vote in sled.
+//! The Raft log in segment files ([`crate::log_files`]), the vote and markers in sled.
 //!
-//! Trees: `raft_log` (big-endian index → bincode `Entry`) and `raft_meta` (`vote`,
-//! `committed`, `last_purged`). `append` writes a batch and reports it flushed only after
-//! `flush_async` returns: an entry openraft counts toward a quorum is on disk. Votes are
-//! flushed before `save_vote` returns. Failure policy: any sled or decoding error is a
-//! `StorageError`, which openraft treats as fatal for this node.
+//! sled's `raft_meta` tree holds `vote`, `committed` and `last_purged`. `append` writes the
+//! entries to the last segment and reports them flushed only after the sync thread's
+//! `fdatasync` covered them: an entry openraft counts toward a quorum is on disk. Votes are
+//! flushed (sled) before `save_vote` returns; a purge makes its new `last_purged` durable
+//! before removing files. Failure policy: any I/O or decoding error is a `StorageError`,
+//! which openraft treats as fatal for this node.
+//!
+//! A data directory written by an earlier edgerun keeps its log in sled's `raft_log` tree
+//! (big-endian index → bincode `Entry`): [`LogStore::open`] moves it into a segment file
+//! (written whole, synced, renamed into place) and only then empties the tree.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError, Vote};
 
+use crate::log_files::LogFiles;
 use crate::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+/// The tree an earlier edgerun kept the log in.
+pub(crate) const LEGACY_LOG_TREE: &str = "raft_log";
 
 #[derive(Clone)]
 pub struct LogStore {
     flusher: crate::Flusher,
-    log: sled::Tree,
     meta: sled::Tree,
-}
-
-fn key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+    files: Arc<LogFiles>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -42,11 +48,31 @@ fn vote_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    pub fn new(db: &sled::Db, flusher: crate::Flusher) -> Result<LogStore, sled::Error> {
+    /// Open the log in `log_dir` and the markers in `db`, moving a log an earlier edgerun
+    /// kept in sled into the files first.
+    pub fn open(
+        db: &sled::Db,
+        flusher: crate::Flusher,
+        log_dir: &Path,
+    ) -> Result<LogStore, String> {
+        let meta = db.open_tree("raft_meta").map_err(|e| e.to_string())?;
+        move_out_of_sled(db, log_dir)?;
+        let purged = match meta.get(LAST_PURGED).map_err(|e| e.to_string())? {
+            None => None,
+            Some(v) => Some(
+                edgerun_model::decode::<LogId>(&v)
+                    .map_err(|e| format!("the purged index does not decode: {e}"))?
+                    .index,
+            ),
+        };
+        let (files, notes) = LogFiles::open(log_dir, purged)?;
+        for n in notes {
+            tracing::warn!("{n}");
+        }
         Ok(LogStore {
             flusher,
-            log: db.open_tree("raft_log")?,
-            meta: db.open_tree("raft_meta")?,
+            meta,
+            files: Arc::new(files),
         })
     }
 
@@ -65,26 +91,40 @@ impl LogStore {
         self.meta.insert(k, bytes).map_err(write_err)?;
         Ok(())
     }
+}
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        match self.log.last().map_err(read_err)? {
-            None => Ok(None),
-            Some((_, v)) => {
-                let e: Entry = edgerun_model::decode(&v).map_err(read_err)?;
-                Ok(Some(e.log_id))
-            }
-        }
+/// Move a log kept in sled (an earlier edgerun) into `dir`. The segment is complete and
+/// durable before the tree is emptied; a crash in between leaves both, and the next open
+/// keeps the files (the tree is emptied again).
+fn move_out_of_sled(db: &sled::Db, dir: &Path) -> Result<(), String> {
+    let names = db.tree_names();
+    if !names
+        .iter()
+        .any(|n| n.as_ref() == LEGACY_LOG_TREE.as_bytes())
+    {
+        return Ok(());
     }
-
-    /// Remove every entry with index in `from..=to`.
-    fn remove_range(&self, from: Bound<[u8; 8]>, to: Bound<[u8; 8]>) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range::<[u8; 8], _>((from, to)) {
-            let (k, _) = kv.map_err(write_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(write_err)
+    let tree = db.open_tree(LEGACY_LOG_TREE).map_err(|e| e.to_string())?;
+    if tree.is_empty() {
+        return Ok(());
     }
+    let have_files = !crate::log_files::scan(dir, crate::log_files::Depth::Headers)
+        .segments
+        .is_empty();
+    if !have_files {
+        let mut entries = Vec::new();
+        for kv in tree.iter() {
+            let (_, v) = kv.map_err(|e| e.to_string())?;
+            let e: Entry = edgerun_model::decode(&v)
+                .map_err(|e| format!("the Raft log kept in sled does not decode: {e}"))?;
+            entries.push(e);
+        }
+        let n = crate::log_files::write_fresh(dir, entries)?;
+        tracing::info!(entries = n, dir = %dir.display(), "moved the Raft log out of sled into segment files");
+    }
+    tree.clear().map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -92,22 +132,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+        let from = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+        let to = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        let mut out = Vec::new();
-        for kv in self.log.range::<[u8; 8], _>((start, end)) {
-            let (_, v) = kv.map_err(read_err)?;
-            out.push(edgerun_model::decode(&v).map_err(read_err)?);
-        }
-        Ok(out)
+        self.files
+            .read(from, to)
+            .map_err(|e| read_err(std::io::Error::other(e)))
     }
 }
 
@@ -116,7 +153,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last = self.last_entry_id()?.or(last_purged);
+        let last = self.files.last().or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -166,30 +203,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            let bytes = edgerun_model::encode(&e).map_err(|err| {
-                StorageError::from(StorageIOError::<NodeId>::write_log_entry(e.log_id, &err))
-            })?;
-            batch.insert(&key(e.log_id.index), bytes);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        // openraft counts the entries toward a quorum once the callback fires: flush first.
-        // Completions must arrive in order, so the flush is awaited here rather than spawned.
-        let res = self.flusher.flush().await.map_err(std::io::Error::other);
-        callback.log_io_completed(res);
+        let file = self.files.append(entries).map_err(write_err)?;
+        // openraft counts the entries toward a quorum once the callback fires: after the sync
+        // thread's fdatasync covered them (it runs completions in order).
+        self.files.when_durable(
+            file,
+            Box::new(move |res: std::io::Result<()>| callback.log_io_completed(res)),
+        );
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(Bound::Included(key(log_id.index)), Bound::Unbounded)?;
-        self.flusher.flush().await.map_err(write_err)?;
-        Ok(())
+        self.files.truncate(log_id.index).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The new purge point is durable before any file goes: a crash in between leaves
+        // files whose entries the next open skips and removes.
         self.put_meta(LAST_PURGED, &log_id)?;
-        self.remove_range(Bound::Unbounded, Bound::Included(key(log_id.index)))
+        self.flusher.flush().await.map_err(write_err)?;
+        self.files.purge(log_id.index).map_err(write_err)
     }
 }
 
@@ -211,4 +244,55 @@ pub(crate) fn seed(db: &sled::Db, last: LogId, vote: Vote<NodeId>) -> Result<(),
 /// Give openraft's subject/verb pair a short name in our own errors.
 pub(crate) fn sm_error(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::<NodeId>::new(ErrorSubject::StateMachine, verb, &e).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_sled_moves_into_files_once() {
+        let d = tempfile::tempdir().unwrap();
+        let db = sled::open(d.path().join("db")).unwrap();
+        let tree = db.open_tree(LEGACY_LOG_TREE).unwrap();
+        for i in 1..=5u64 {
+            tree.insert(i.to_be_bytes(), edgerun_model::encode(&entry(i)).unwrap())
+                .unwrap();
+        }
+        let meta = db.open_tree("raft_meta").unwrap();
+        meta.insert(
+            LAST_PURGED,
+            edgerun_model::encode(&LogId::new(CommittedLeaderId::new(1, 1), 0)).unwrap(),
+        )
+        .unwrap();
+        let dir = d.path().join("log");
+        let mut s = LogStore::open(&db, crate::Flusher::new(db.clone()), &dir).unwrap();
+        assert!(tree.is_empty());
+        let got = s.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(5));
+        drop(s);
+        // A crash after the files were written but before the tree was emptied: the files win.
+        tree.insert(
+            9u64.to_be_bytes(),
+            edgerun_model::encode(&entry(9)).unwrap(),
+        )
+        .unwrap();
+        let mut s = LogStore::open(&db, crate::Flusher::new(db.clone()), &dir).unwrap();
+        assert!(tree.is_empty());
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(5));
+    }
 }

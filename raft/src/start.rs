@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use edgerun_config::NodeConfig;
-use edgerun_model::FORMAT_VERSION;
 use openraft::SnapshotPolicy;
 
 use crate::network::Network;
@@ -13,6 +12,22 @@ use crate::rpc::Peers;
 use crate::{LogStore, Member, NodeId, Raft, RaftStoreError, StateMachineStore, StateView};
 
 pub(crate) const FORMAT_KEY: &[u8] = b"edgerun_format";
+
+/// The data directory's format, stamped in the database. 6: the Raft log in segment files
+/// (`<data>/log/`). 5 (earlier builds): the log in sled; still opened, and the log is moved
+/// out at start (then the stamp becomes 6, which those builds refuse: they would find no
+/// log). The state's own encoding is `edgerun_model::FORMAT_VERSION`, versioned apart.
+pub const DIR_FORMAT: u16 = 6;
+/// A data directory whose log is still in sled.
+pub const LEGACY_DIR_FORMAT: u16 = 5;
+
+/// The format stamp of `db`, if it has a readable one.
+pub(crate) fn dir_format(db: &sled::Db) -> Option<u16> {
+    match db.get(FORMAT_KEY) {
+        Ok(Some(v)) if v.len() == 2 => Some(u16::from_be_bytes([v[0], v[1]])),
+        _ => None,
+    }
+}
 
 /// A started Raft node, the read side of its state machine, and the connection pools to its
 /// peers (shared by Raft replication and application RPC).
@@ -62,16 +77,18 @@ pub fn open_db(path: &Path, cache_capacity_mb: u64) -> Result<sled::Db, RaftStor
     };
     match db.get(FORMAT_KEY).map_err(open_err)? {
         None => {
-            db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+            db.insert(FORMAT_KEY, &DIR_FORMAT.to_be_bytes())
                 .map_err(open_err)?;
             db.flush().map_err(open_err)?;
         }
-        Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+        Some(v)
+            if v.as_ref() == DIR_FORMAT.to_be_bytes()
+                || v.as_ref() == LEGACY_DIR_FORMAT.to_be_bytes() => {}
         Some(v) => {
             return Err(RaftStoreError::Format {
                 path: shown,
                 found: format!("{:?}", v.as_ref()),
-                expected: FORMAT_VERSION,
+                expected: DIR_FORMAT,
             })
         }
     }
@@ -145,10 +162,25 @@ pub async fn start_raft(
     db: &sled::Db,
     flusher: &crate::Flusher,
 ) -> Result<RaftNode, RaftStoreError> {
-    let log = LogStore::new(db, flusher.clone()).map_err(|e| RaftStoreError::Open {
-        path: cfg.db_path().display().to_string(),
-        message: e.to_string(),
+    let log_dir = crate::log_files::dir_of(cfg.data_dir());
+    let log = LogStore::open(db, flusher.clone(), &log_dir).map_err(|message| {
+        let path = log_dir.display().to_string();
+        if message.starts_with(crate::log_files::DAMAGED) {
+            RaftStoreError::Damaged { path, message }
+        } else {
+            RaftStoreError::Open { path, message }
+        }
     })?;
+    if dir_format(db) != Some(DIR_FORMAT) {
+        // The log is in files now: an earlier build must not open this directory.
+        let stamp = |e: sled::Error| RaftStoreError::Open {
+            path: cfg.db_path().display().to_string(),
+            message: e.to_string(),
+        };
+        db.insert(FORMAT_KEY, &DIR_FORMAT.to_be_bytes())
+            .map_err(stamp)?;
+        db.flush().map_err(stamp)?;
+    }
     let sm = StateMachineStore::open(
         db,
         &crate::snapshot_files::SnapshotDir::of_data_dir(cfg.data_dir()),

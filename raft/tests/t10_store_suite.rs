@@ -1,27 +1,32 @@
 #![allow(clippy::result_large_err)]
-//! openraft's storage test suite against the sled log store and state machine.
+//! openraft's storage test suite against the log store (segment files, markers in sled) and
+//! the state machine.
 
 use edgerun_raft::{LogStore, StateMachineStore, StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 
-struct SledBuilder;
+struct FilesBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for FilesBuilder {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let db = edgerun_raft::open_db(&dir.path().join("db"), 16)
             .unwrap_or_else(|e| panic!("open_db: {e}"));
-        let log = LogStore::new(&db, edgerun_raft::Flusher::new(db.clone()))
-            .unwrap_or_else(|e| panic!("log store: {e}"));
+        let log = LogStore::open(
+            &db,
+            edgerun_raft::Flusher::new(db.clone()),
+            &dir.path().join("log"),
+        )
+        .unwrap_or_else(|e| panic!("log store: {e}"));
         let sm = StateMachineStore::open(&db, &dir.path().join("snapshot"))?;
         Ok((dir, log, sm))
     }
 }
 
 #[test]
-fn openraft_storage_suite_passes_on_sled() -> Result<(), StorageError> {
-    Suite::test_all(SledBuilder)?;
+fn openraft_storage_suite_passes_on_the_log_store() -> Result<(), StorageError> {
+    Suite::test_all(FilesBuilder)?;
     Ok(())
 }
