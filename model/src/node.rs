@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 pub type NodeId = u64;
 
 /// Cloud nodes are usually voters; edge nodes usually learners.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     #[default]

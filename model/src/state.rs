@@ -41,9 +41,11 @@ pub struct ClusterState {
     pub jobs: BTreeMap<JobId, Job>,
     pub next_job_id: JobId,
 
-    /// Pending tasks in placement order: highest priority first, then oldest.
+    /// Pending tasks in queues of one priority and one [`Shape`], highest priority first,
+    /// each queue oldest first. The scheduler drops a whole queue once its shape found no
+    /// node: a backlog no node can take costs it one look per plan, not one per task.
     #[serde(skip)]
-    pending: BTreeSet<(Reverse<i32>, TaskId)>,
+    pending: BTreeMap<(Reverse<i32>, Shape), BTreeSet<TaskId>>,
     /// Scheduled or running tasks per node.
     #[serde(skip)]
     active: BTreeMap<NodeId, BTreeSet<TaskId>>,
@@ -64,6 +66,25 @@ pub struct ClusterState {
     /// Idempotency keys by age (for the window).
     #[serde(skip)]
     keys_by_age: BTreeSet<(u64, String)>,
+}
+
+/// What decides whether a pending task fits a node: its constraints and its demand. Tasks of
+/// one shape fit the same nodes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shape {
+    pub constraints: Constraints,
+    pub cpu_millis: u32,
+    pub memory_mb: u32,
+}
+
+impl Shape {
+    pub fn of(t: &Task) -> Shape {
+        Shape {
+            constraints: t.spec.constraints.clone(),
+            cpu_millis: t.spec.resources.cpu_millis.unwrap_or(0),
+            memory_mb: t.spec.resources.memory_mb.unwrap_or(0),
+        }
+    }
 }
 
 impl ClusterState {
@@ -120,7 +141,10 @@ impl ClusterState {
         self.counts[t.status.index()] += 1;
         match t.status {
             TaskStatus::Pending => {
-                self.pending.insert((Reverse(t.spec.priority), id));
+                self.pending
+                    .entry((Reverse(t.spec.priority), Shape::of(t)))
+                    .or_default()
+                    .insert(id);
                 *self.pending_by_priority.entry(t.spec.priority).or_default() += 1;
                 *self
                     .pending_by_submitter
@@ -151,7 +175,13 @@ impl ClusterState {
         self.counts[t.status.index()] = self.counts[t.status.index()].saturating_sub(1);
         match t.status {
             TaskStatus::Pending => {
-                self.pending.remove(&(Reverse(t.spec.priority), id));
+                let key = (Reverse(t.spec.priority), Shape::of(t));
+                if let Some(q) = self.pending.get_mut(&key) {
+                    q.remove(&id);
+                    if q.is_empty() {
+                        self.pending.remove(&key);
+                    }
+                }
                 if let Some(n) = self.pending_by_priority.get_mut(&t.spec.priority) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
@@ -271,33 +301,24 @@ impl ClusterState {
         self.tasks.status(id)
     }
 
-    /// Pending tasks in placement order.
+    /// Pending tasks by priority (highest first), then oldest first.
     pub fn pending(&self) -> impl Iterator<Item = &Task> + '_ {
+        let mut ids: Vec<(Reverse<i32>, TaskId)> = self
+            .pending
+            .iter()
+            .flat_map(|((p, _), q)| q.iter().map(move |id| (*p, *id)))
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().filter_map(|(_, id)| self.tasks.live(id))
+    }
+
+    /// The pending queues: (priority, shape, its tasks oldest first), highest priority first.
+    pub fn pending_queues(
+        &self,
+    ) -> impl Iterator<Item = (i32, &Shape, impl Iterator<Item = &Task> + '_)> + '_ {
         self.pending
             .iter()
-            .filter_map(|(_, id)| self.tasks.live(*id))
-    }
-
-    /// Pending tasks of one priority, oldest first.
-    pub fn pending_at(&self, priority: i32) -> impl Iterator<Item = &Task> + '_ {
-        self.pending
-            .range((Reverse(priority), 0)..=(Reverse(priority), TaskId::MAX))
-            .filter_map(|(_, id)| self.tasks.live(*id))
-    }
-
-    /// The priorities that have pending tasks, highest first.
-    pub fn pending_priorities(&self) -> Vec<i32> {
-        let mut out: Vec<i32> = Vec::new();
-        let mut next = self.pending.iter().next().map(|(p, _)| p.0);
-        while let Some(p) = next {
-            out.push(p);
-            next = self
-                .pending
-                .range((Reverse(p), TaskId::MAX)..)
-                .find(|(q, _)| q.0 != p)
-                .map(|(q, _)| q.0);
-        }
-        out
+            .map(|((p, shape), q)| (p.0, shape, q.iter().filter_map(|id| self.tasks.live(*id))))
     }
 
     /// How many tasks are pending at each priority (only priorities with some).

@@ -98,7 +98,7 @@ pub enum Work {
 }
 
 /// Placement constraints: a task only runs on a node that matches all of them.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Constraints {
     pub tier: Option<Tier>,
     /// Label key → the values accepted: one value is equality, several are set membership.

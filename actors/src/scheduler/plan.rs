@@ -3,9 +3,12 @@
 //! compute the same thing.
 //!
 //! 1. Order: effective priority first (the task's priority plus one point per `aging` of
-//!    waiting, at most 100), then oldest. Each priority's queue is already oldest-first, and
-//!    within a queue the oldest has aged most, so the queues are merged with a heap: no sort of
-//!    the whole backlog per tick.
+//!    waiting, at most 100), then oldest. The state keeps one queue per priority and shape
+//!    (constraints + demand), oldest first, and within a queue the oldest has aged most, so
+//!    the queues are merged with a heap: no sort of the whole backlog per tick. Once a task
+//!    finds no node, the rest of its queue would not either (room only shrinks within a
+//!    plan): without preemption the queue is dropped from the merge, so a backlog no node can
+//!    take costs one look per plan instead of one per task.
 //! 2. Filter: up nodes that match the constraints (tier; each label one of the values given)
 //!    and have a free slot and the task's cpu_millis and memory_mb free (capacity from the node's
 //!    registration, use from the tasks the state has on it, plus this tick's own placements).
@@ -172,35 +175,76 @@ fn rooms<'a>(state: &'a ClusterState, inflight: &HashMap<TaskId, NodeId>) -> Vec
     out
 }
 
+type TaskIter<'a> = std::iter::Peekable<Box<dyn Iterator<Item = &'a Task> + 'a>>;
+
+/// The pending queues merged in effective-priority order (see the module doc), lazily; a
+/// queue can be dropped from the merge.
+struct Ordered<'a> {
+    queues: Vec<(TaskIter<'a>, bool)>,
+    heap: BinaryHeap<(i32, Reverse<TaskId>, usize)>,
+    now_ms: u64,
+    aging_ms: u64,
+}
+
+impl<'a> Ordered<'a> {
+    fn new(state: &'a ClusterState, now_ms: u64, aging_ms: u64) -> Ordered<'a> {
+        let mut o = Ordered {
+            queues: Vec::new(),
+            heap: BinaryHeap::new(),
+            now_ms,
+            aging_ms,
+        };
+        for (_, _, tasks) in state.pending_queues() {
+            let it: Box<dyn Iterator<Item = &'a Task> + 'a> = Box::new(tasks);
+            let mut it = it.peekable();
+            if let Some(t) = it.peek() {
+                let i = o.queues.len();
+                o.heap
+                    .push((effective_priority(t, now_ms, aging_ms), Reverse(t.id), i));
+            }
+            o.queues.push((it, false));
+        }
+        o
+    }
+
+    /// The next task and the queue it came from.
+    fn next(&mut self) -> Option<(usize, &'a Task)> {
+        loop {
+            let (_, _, i) = self.heap.pop()?;
+            let Some((q, dropped)) = self.queues.get_mut(i) else {
+                continue;
+            };
+            if *dropped {
+                continue;
+            }
+            let Some(t) = q.next() else { continue };
+            if let Some(n) = q.peek() {
+                self.heap.push((
+                    effective_priority(n, self.now_ms, self.aging_ms),
+                    Reverse(n.id),
+                    i,
+                ));
+            }
+            return Some((i, t));
+        }
+    }
+
+    /// Take no more tasks from queue `i`.
+    fn drop_queue(&mut self, i: usize) {
+        if let Some(q) = self.queues.get_mut(i) {
+            q.1 = true;
+        }
+    }
+}
+
 /// Pending tasks in effective-priority order (see the module doc), lazily.
 pub fn in_order<'a>(
     state: &'a ClusterState,
     now_ms: u64,
     aging_ms: u64,
 ) -> impl Iterator<Item = &'a Task> + 'a {
-    let mut queues: Vec<std::iter::Peekable<Box<dyn Iterator<Item = &'a Task> + 'a>>> = state
-        .pending_priorities()
-        .into_iter()
-        .map(|p| {
-            let it: Box<dyn Iterator<Item = &'a Task> + 'a> = Box::new(state.pending_at(p));
-            it.peekable()
-        })
-        .collect();
-    let mut heap = BinaryHeap::new();
-    for (i, q) in queues.iter_mut().enumerate() {
-        if let Some(t) = q.peek() {
-            heap.push((effective_priority(t, now_ms, aging_ms), Reverse(t.id), i));
-        }
-    }
-    std::iter::from_fn(move || {
-        let (_, _, i) = heap.pop()?;
-        let q = queues.get_mut(i)?;
-        let t = q.next()?;
-        if let Some(n) = q.peek() {
-            heap.push((effective_priority(n, now_ms, aging_ms), Reverse(n.id), i));
-        }
-        Some(t)
-    })
+    let mut o = Ordered::new(state, now_ms, aging_ms);
+    std::iter::from_fn(move || o.next().map(|(_, t)| t))
 }
 
 /// Pick placements (and evictions) for pending tasks. `inflight` tasks (proposed, not yet
@@ -226,7 +270,8 @@ pub fn plan(
     // tick, so the same shape is not tried again.
     let mut failed: Vec<(&Constraints, (i64, i64))> = Vec::new();
     let mut victims: HashSet<TaskId> = evicting.clone();
-    for t in in_order(state, now_ms, policy.aging_ms) {
+    let mut order = Ordered::new(state, now_ms, policy.aging_ms);
+    while let Some((queue, t)) = order.next() {
         if out.assignments.len() >= limit || (free_slots <= 0 && !policy.preemption) {
             break;
         }
@@ -241,6 +286,9 @@ pub fn plan(
         {
             if policy.preemption {
                 preempt(state, t, &rooms, policy, &mut victims, &mut out.preempt);
+            } else {
+                // Every task in this queue has this shape: none of them fits either.
+                order.drop_queue(queue);
             }
             continue;
         }
@@ -275,6 +323,8 @@ pub fn plan(
                 failed.push((c, d));
                 if policy.preemption {
                     preempt(state, t, &rooms, policy, &mut victims, &mut out.preempt);
+                } else {
+                    order.drop_queue(queue);
                 }
             }
         }
@@ -591,6 +641,55 @@ mod tests {
             skip4.assignments[0].task, 2,
             "a task in its backoff is passed over"
         );
+    }
+
+    #[test]
+    fn a_backlog_no_node_takes_is_looked_at_once_per_plan() {
+        // 5,000 high-priority tasks for the edge (no edge node), then cloud tasks of two
+        // priorities behind them.
+        let mut edge = prio(9);
+        edge.constraints.tier = Some(Tier::Edge);
+        let mut specs = vec![edge; 5000];
+        specs.extend([prio(1), prio(5)]);
+        let s = state(vec![node(1, 4, Tier::Cloud, &[])], specs);
+        let mut looked = 0;
+        let p = plan(
+            &s,
+            &HashMap::new(),
+            &HashSet::new(),
+            100,
+            0,
+            &Policy::default(),
+            |_| {
+                looked += 1;
+                true
+            },
+        );
+        assert_eq!(
+            p.assignments.iter().map(|a| a.task).collect::<Vec<_>>(),
+            vec![5002, 5001],
+            "the cloud tasks are placed, by priority"
+        );
+        assert_eq!(looked, 3, "one edge task, then the two cloud tasks");
+        // With preemption on, every task is still considered (each may evict).
+        let mut looked = 0;
+        let policy = Policy {
+            preemption: true,
+            ..Policy::default()
+        };
+        plan(
+            &s,
+            &HashMap::new(),
+            &HashSet::new(),
+            100,
+            0,
+            &policy,
+            |_| {
+                looked += 1;
+                true
+            },
+        );
+        assert_eq!(looked, 5002);
     }
 
     #[test]
