@@ -281,6 +281,41 @@ struct Files {
     first: u64,
     locs: VecDeque<Loc>,
     last: Option<LogId>,
+    /// Entries appended and not yet read for applying, as they were handed in: replication
+    /// clones them and the apply takes them, instead of reading and decoding the file (three
+    /// times per entry on a leader). At most [`CACHE_BYTES`] of encoded size.
+    cache: BTreeMap<u64, (Entry, usize)>,
+    cache_bytes: usize,
+}
+
+/// The entry cache's bound, in encoded bytes.
+const CACHE_BYTES: usize = 32 << 20;
+/// The append buffer kept between appends up to this size (reused pages, no fresh faults).
+const KEEP_BUFFER: usize = 16 << 20;
+
+impl Files {
+    fn cache_put(&mut self, index: u64, e: Entry, bytes: usize) {
+        self.cache_bytes += bytes;
+        if let Some((_, old)) = self.cache.insert(index, (e, bytes)) {
+            self.cache_bytes -= old;
+        }
+        while self.cache_bytes > CACHE_BYTES {
+            match self.cache.pop_first() {
+                Some((_, (_, b))) => self.cache_bytes -= b,
+                None => break,
+            }
+        }
+    }
+
+    /// Drop cached entries outside `keep`.
+    fn cache_retain(&mut self, keep: impl Fn(u64) -> bool) {
+        let gone: Vec<u64> = self.cache.keys().copied().filter(|i| !keep(*i)).collect();
+        for i in gone {
+            if let Some((_, b)) = self.cache.remove(&i) {
+                self.cache_bytes -= b;
+            }
+        }
+    }
 }
 
 /// A completion to run once everything written before it is on disk.
@@ -290,6 +325,8 @@ type Done = Box<dyn FnOnce(std::io::Result<()>) + Send>;
 pub struct LogFiles {
     dir: PathBuf,
     files: Mutex<Files>,
+    /// The append buffer, kept between appends.
+    scratch: Mutex<Vec<u8>>,
     sync: Mutex<mpsc::Sender<(Arc<File>, Done)>>,
 }
 
@@ -397,6 +434,8 @@ impl LogFiles {
             first,
             locs,
             last: None,
+            cache: BTreeMap::new(),
+            cache_bytes: 0,
         };
         if let Some(idx) = files.locs.len().checked_sub(1) {
             let e = read_loc(&files, dir, first + idx as u64, files.locs[idx])?;
@@ -411,6 +450,7 @@ impl LogFiles {
             LogFiles {
                 dir: dir.to_path_buf(),
                 files: Mutex::new(files),
+                scratch: Mutex::new(Vec::new()),
                 sync: Mutex::new(tx),
             },
             notes,
@@ -438,12 +478,19 @@ impl LogFiles {
     /// Write `entries` (which must follow the last one) to the end of the log. Returns the
     /// file to sync before they count as durable: hand it to [`LogFiles::when_durable`].
     pub fn append(&self, entries: impl IntoIterator<Item = Entry>) -> std::io::Result<Arc<File>> {
-        let mut buf = Vec::new();
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let buf = &mut *scratch;
+        buf.clear();
+        if buf.capacity() > KEEP_BUFFER {
+            buf.shrink_to(KEEP_BUFFER);
+        }
         let mut ids = Vec::new();
+        let mut owned = Vec::new();
         for e in entries {
             let start = buf.len();
-            frame(&mut buf, &e).map_err(io_err)?;
+            frame(buf, &e).map_err(io_err)?;
             ids.push((e.log_id, start, (buf.len() - start - HEADER) as u32));
+            owned.push(e);
         }
         let mut f = self.lock();
         let Some(&(first_id, _, _)) = ids.first() else {
@@ -498,16 +545,18 @@ impl LogFiles {
             .next_back()
             .ok_or_else(|| io_err("no segment to append to"))?;
         let base = seg.len;
-        seg.file.write_all_at(&buf, base)?;
+        seg.file.write_all_at(buf, base)?;
         seg.len += buf.len() as u64;
         let file = seg.file.clone();
-        for (id, start, len) in ids {
+        drop(scratch);
+        for ((id, start, len), e) in ids.into_iter().zip(owned) {
             f.locs.push_back(Loc {
                 seg: key,
                 offset: base + start as u64,
                 len,
             });
             f.last = Some(id);
+            f.cache_put(id.index, e, len as usize);
         }
         Ok(file)
     }
@@ -525,25 +574,48 @@ impl LogFiles {
         }
     }
 
-    /// Entries with index in `from..to`, read from the files (outside the lock: appends go on).
-    pub fn read(&self, from: u64, to: u64) -> Result<Vec<Entry>, String> {
-        let wanted: Vec<(u64, Arc<File>, Loc)> = {
-            let f = self.lock();
+    /// Entries with index in `from..to`: from the cache (taken out of it when `take`, for the
+    /// apply, the last reader; cloned otherwise), else read from the files (outside the lock:
+    /// appends go on).
+    pub fn read(&self, from: u64, to: u64, take: bool) -> Result<Vec<Entry>, String> {
+        enum Got {
+            Have(Entry),
+            Read(u64, Arc<File>, Loc),
+        }
+        let wanted: Vec<Got> = {
+            let mut f = self.lock();
             let from = from.max(f.first);
             let to = to.min(f.first + f.locs.len() as u64);
-            (from..to)
-                .map(|i| {
-                    let loc = f.locs[(i - f.first) as usize];
-                    f.segments
-                        .get(&loc.seg)
-                        .map(|s| (i, s.file.clone(), loc))
-                        .ok_or_else(|| format!("log entry {i}: its segment {} is gone", loc.seg))
-                })
-                .collect::<Result<_, _>>()?
+            let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+            for i in from..to {
+                let cached = if take {
+                    f.cache.remove(&i).map(|(e, b)| {
+                        f.cache_bytes -= b;
+                        e
+                    })
+                } else {
+                    f.cache.get(&i).map(|(e, _)| e.clone())
+                };
+                if let Some(e) = cached {
+                    out.push(Got::Have(e));
+                    continue;
+                }
+                let loc = f.locs[(i - f.first) as usize];
+                let file = f
+                    .segments
+                    .get(&loc.seg)
+                    .map(|s| s.file.clone())
+                    .ok_or_else(|| format!("log entry {i}: its segment {} is gone", loc.seg))?;
+                out.push(Got::Read(i, file, loc));
+            }
+            out
         };
         wanted
             .into_iter()
-            .map(|(i, file, loc)| read_at(&file, &self.dir, i, loc))
+            .map(|g| match g {
+                Got::Have(e) => Ok(e),
+                Got::Read(i, file, loc) => read_at(&file, &self.dir, i, loc),
+            })
             .collect()
     }
 
@@ -574,6 +646,7 @@ impl LogFiles {
         }
         let keep = (index - f.first) as usize;
         f.locs.truncate(keep);
+        f.cache_retain(|i| i < index);
         f.last = match keep.checked_sub(1) {
             Some(i) => Some(
                 read_loc(&f, &self.dir, f.first + i as u64, f.locs[i])
@@ -596,6 +669,7 @@ impl LogFiles {
         }
         let n = ((index + 1 - f.first) as usize).min(f.locs.len());
         f.locs.drain(..n);
+        f.cache_retain(|i| i > index);
         f.first = index + 1;
         if f.locs.is_empty() {
             f.last = None;

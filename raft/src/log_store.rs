@@ -33,6 +33,9 @@ pub struct LogStore {
     flusher: crate::Flusher,
     meta: sled::Tree,
     files: Arc<LogFiles>,
+    /// The store openraft's core holds reads entries to apply them, the last read of an
+    /// entry: it takes them out of the cache. Readers (replication) get copies.
+    takes: bool,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -73,6 +76,7 @@ impl LogStore {
             flusher,
             meta,
             files: Arc::new(files),
+            takes: true,
         })
     }
 
@@ -143,7 +147,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         self.files
-            .read(from, to)
+            .read(from, to, self.takes)
             .map_err(|e| read_err(std::io::Error::other(e)))
     }
 }
@@ -161,7 +165,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
+        LogStore {
+            takes: false,
+            ..self.clone()
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {

@@ -1,4 +1,16 @@
 use super::*;
+
+impl LogFiles {
+    /// Read as a replication reader would, and also from the files alone.
+    fn read_all(&self, from: u64, to: u64) -> Result<Vec<Entry>, String> {
+        let cached = self.read(from, to, false)?;
+        let saved = std::mem::take(&mut self.lock().cache);
+        let stored = self.read(from, to, false);
+        self.lock().cache = saved;
+        assert_eq!(ids(&cached), ids(stored.as_ref().unwrap()));
+        Ok(cached)
+    }
+}
 use openraft::{CommittedLeaderId, EntryPayload};
 
 fn entry(term: u64, index: u64) -> Entry {
@@ -34,13 +46,13 @@ fn appends_read_back_and_survive_a_reopen() {
     durable(&l, f);
     let f = l.append((10..12).map(|i| entry(2, i))).unwrap();
     durable(&l, f);
-    assert_eq!(ids(&l.read(3, 6).unwrap()), vec![3, 4, 5]);
+    assert_eq!(ids(&l.read_all(3, 6).unwrap()), vec![3, 4, 5]);
     assert_eq!(l.last().map(|x| (x.leader_id.term, x.index)), Some((2, 11)));
     drop(l);
     let (l, notes) = LogFiles::open(d.path(), None).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(
-        ids(&l.read(0, u64::MAX).unwrap()),
+        ids(&l.read_all(0, u64::MAX).unwrap()),
         (0..12).collect::<Vec<_>>()
     );
     assert_eq!(l.last().map(|x| x.index), Some(11));
@@ -67,17 +79,20 @@ fn truncate_and_purge_across_segments() {
     assert_eq!(l.last().map(|x| x.index), Some(6));
     let f = l.append((7..9).map(|i| entry(3, i))).unwrap();
     durable(&l, f);
-    assert_eq!(ids(&l.read(0, 100).unwrap()), (0..9).collect::<Vec<_>>());
-    assert_eq!(l.read(8, 9).unwrap()[0].log_id.leader_id.term, 3);
+    assert_eq!(
+        ids(&l.read_all(0, 100).unwrap()),
+        (0..9).collect::<Vec<_>>()
+    );
+    assert_eq!(l.read_all(8, 9).unwrap()[0].log_id.leader_id.term, 3);
     // Purging up to 5 removes the first segment (0..=4); the one from 5 holds 6..=8.
     l.purge(5).unwrap();
     assert_eq!(segs(), 1, "{:?}", scan(d.path(), Depth::Headers).segments);
     l.purge(6).unwrap();
-    assert_eq!(ids(&l.read(0, 100).unwrap()), vec![7, 8]);
+    assert_eq!(ids(&l.read_all(0, 100).unwrap()), vec![7, 8]);
     drop(l);
     // Reopened with the purge point: the entries before it are not part of the log.
     let (l, _) = LogFiles::open(d.path(), Some(6)).unwrap();
-    assert_eq!(ids(&l.read(0, 100).unwrap()), vec![7, 8]);
+    assert_eq!(ids(&l.read_all(0, 100).unwrap()), vec![7, 8]);
     // Purging past the end (a snapshot installed) empties it; appends go on after it.
     l.purge(20).unwrap();
     assert!(l.is_empty());
@@ -86,7 +101,7 @@ fn truncate_and_purge_across_segments() {
     durable(&l, f);
     drop(l);
     let (l, _) = LogFiles::open(d.path(), Some(20)).unwrap();
-    assert_eq!(ids(&l.read(0, 100).unwrap()), vec![21]);
+    assert_eq!(ids(&l.read_all(0, 100).unwrap()), vec![21]);
 }
 
 #[test]
@@ -134,15 +149,49 @@ fn write_fresh_makes_a_log_open_reads() {
         5
     );
     let (l, _) = LogFiles::open(d.path(), Some(2)).unwrap();
-    assert_eq!(ids(&l.read(0, 100).unwrap()), (3..8).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&l.read_all(0, 100).unwrap()),
+        (3..8).collect::<Vec<_>>()
+    );
     // A purge point past the first entries skips them.
     drop(l);
     let (l, _) = LogFiles::open(d.path(), Some(4)).unwrap();
-    assert_eq!(ids(&l.read(0, 100).unwrap()), vec![5, 6, 7]);
+    assert_eq!(ids(&l.read_all(0, 100).unwrap()), vec![5, 6, 7]);
     // ... but one before them means entries are missing.
     drop(l);
     let d2 = tempfile::tempdir().unwrap();
     write_fresh(d2.path(), (3..8).map(|i| entry(1, i))).unwrap();
     let err = LogFiles::open(d2.path(), Some(0)).err().unwrap();
     assert!(err.contains("missing"), "{err}");
+}
+
+#[test]
+fn the_apply_takes_cached_entries_and_later_reads_come_from_the_files() {
+    let d = tempfile::tempdir().unwrap();
+    let (l, _) = LogFiles::open(d.path(), None).unwrap();
+    let f = l.append((0..6).map(|i| entry(1, i))).unwrap();
+    durable(&l, f);
+    assert_eq!(l.lock().cache.len(), 6);
+    // A replication reader copies; the cache keeps them.
+    assert_eq!(ids(&l.read(0, 3, false).unwrap()), vec![0, 1, 2]);
+    assert_eq!(l.lock().cache.len(), 6);
+    // The apply takes them out.
+    assert_eq!(ids(&l.read(0, 4, true).unwrap()), vec![0, 1, 2, 3]);
+    assert_eq!(
+        l.lock().cache.keys().copied().collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    // A reader that comes late gets them from the files, whole.
+    let late = l.read(0, 6, false).unwrap();
+    assert_eq!(ids(&late), (0..6).collect::<Vec<_>>());
+    assert!(late.iter().all(|e| e.log_id.leader_id.term == 1));
+    // Truncating and purging drop cached entries too.
+    l.truncate(5).unwrap();
+    l.purge(3).unwrap();
+    assert_eq!(l.lock().cache.keys().copied().collect::<Vec<_>>(), vec![4]);
+    let f = l.lock();
+    assert_eq!(
+        f.cache_bytes,
+        f.cache.values().map(|(_, b)| b).sum::<usize>()
+    );
 }
