@@ -26,6 +26,8 @@ pub const HTTP_DURATION: &str = "edgerun_http_request_duration_seconds";
 pub const ALERTS_FIRING: &str = "edgerun_alerts_firing";
 /// Bytes the sled database takes on disk.
 pub const SLED_DISK_BYTES: &str = "edgerun_sled_disk_bytes";
+/// Bytes the Raft log's segment files take on disk.
+pub const RAFT_LOG_BYTES: &str = "edgerun_raft_log_bytes";
 pub const RAFT_PROPOSALS: &str = "edgerun_raft_proposals_total";
 pub const RAFT_BATCH_SIZE: &str = "edgerun_raft_batch_size";
 pub const RAFT_TERM: &str = "edgerun_raft_term";
@@ -178,5 +180,10 @@ pub fn describe_all() {
         SLED_DISK_BYTES,
         Unit::Bytes,
         "Bytes the sled database takes on disk"
+    );
+    describe_gauge!(
+        RAFT_LOG_BYTES,
+        Unit::Bytes,
+        "Bytes the Raft log's segment files take on disk"
     );
 }

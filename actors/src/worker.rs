@@ -478,7 +478,26 @@ async fn deliver(completion: Completion, proposer: Proposer, node: RaftNode, out
                 if !matches!(e, ProposeError::NoLeader | ProposeError::Unavailable) {
                     tracing::warn!(task = at.task, error = %e, "committing a result failed; retrying");
                 }
-                tokio::time::sleep(delay).await;
+                // Back off, but try again at once when a (new) leader is known: after a
+                // leader's loss the backoff had grown to ~1 s by the time the election
+                // ended, and freed slots waited for it (`edgerun bench failover`: first
+                // placement ~600 ms after the new leader).
+                let mut metrics = node.raft.metrics();
+                let seen = metrics.borrow().current_leader;
+                let leader_moved = async {
+                    let moved = metrics
+                        .wait_for(|m| m.current_leader.is_some() && m.current_leader != seen)
+                        .await
+                        .is_ok();
+                    if !moved {
+                        // Raft is stopping: only the sleep ends the wait.
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = leader_moved => {}
+                }
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
         }

@@ -1098,24 +1098,33 @@ fn memory(dir: &Path, tasks: usize) -> anyhow::Result<Value> {
         let data = p.dir.join("data");
         let db = sled::Config::new().path(data.join("db")).open()?;
         let r = edgerun_raft::doctor::inspect(&db, &data, true);
-        disk.push(json!({"node": p.id, "data_dir_bytes": r.data_dir_bytes, "snapshot_bytes": r.snapshot_bytes, "db_bytes": r.db_bytes, "live_bytes": r.live_bytes, "space_amplification": r.space_amplification}));
+        disk.push(json!({"node": p.id, "data_dir_bytes": r.data_dir_bytes, "snapshot_bytes": r.snapshot_bytes, "log_bytes": r.log_bytes, "log_entries": r.log_entries, "db_bytes": r.db_bytes, "live_bytes": r.live_bytes, "space_amplification": r.space_amplification}));
     }
     let mib = |k: &u64| *k as f64 / 1024.0;
     println!("memory: 3 nodes, {tasks} tasks run in {secs:.1} s");
     println!(
-        "{:<5} {:>10} {:>16} {:>12} {:>12} {:>10} {:>10}",
-        "NODE", "IDLE MiB", "AFTER TASKS MiB", "SETTLED MiB", "SLED MiB", "SPACE AMP", "DATA MiB"
+        "{:<5} {:>10} {:>16} {:>12} {:>9} {:>8} {:>9} {:>9}",
+        "NODE",
+        "IDLE MiB",
+        "AFTER TASKS MiB",
+        "SETTLED MiB",
+        "SLED MiB",
+        "LOG MiB",
+        "SNAP MiB",
+        "DATA MiB"
     );
+    let mb = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0) / 1048576.0;
     for (i, p) in procs.iter().enumerate() {
         println!(
-            "{:<5} {:>10.1} {:>16.1} {:>12.1} {:>12.1} {:>10.2} {:>10.1}",
+            "{:<5} {:>10.1} {:>16.1} {:>12.1} {:>9.1} {:>8.1} {:>9.1} {:>9.1}",
             p.id,
             idle.get(i).map_or(0.0, mib),
             loaded.get(i).map_or(0.0, mib),
             settled.get(i).map_or(0.0, mib),
-            disk[i]["db_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
-            disk[i]["space_amplification"].as_f64().unwrap_or(0.0),
-            disk[i]["data_dir_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+            mb(&disk[i], "db_bytes"),
+            mb(&disk[i], "log_bytes"),
+            mb(&disk[i], "snapshot_bytes"),
+            mb(&disk[i], "data_dir_bytes"),
         );
     }
     Ok(

@@ -296,16 +296,31 @@ pub async fn run_node(
     edgerun_raft::doctor::check(&db, &cfg.node.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!("data directory checked");
     {
-        // The database's size on disk, every 10 s (the Monitor has no handle on the files).
+        // The database's and the Raft log's sizes on disk, every 10 s (the Monitor has no
+        // handle on the files).
         let db = db.clone();
+        let log_dir = edgerun_raft::log_files::dir_of(&cfg.node.data_dir);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
                 let db = db.clone();
-                if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || db.size_on_disk()).await
-                {
-                    metrics::gauge!(m::SLED_DISK_BYTES).set(bytes as f64);
+                let log_dir = log_dir.clone();
+                let sizes = tokio::task::spawn_blocking(move || {
+                    let log: u64 = std::fs::read_dir(&log_dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                        .sum();
+                    (db.size_on_disk(), log)
+                })
+                .await;
+                if let Ok((db_bytes, log_bytes)) = sizes {
+                    if let Ok(b) = db_bytes {
+                        metrics::gauge!(m::SLED_DISK_BYTES).set(b as f64);
+                    }
+                    metrics::gauge!(m::RAFT_LOG_BYTES).set(log_bytes as f64);
                 }
             }
         });

@@ -145,13 +145,19 @@ fn metrics_are_complete_and_pass_promtool() {
             "no containers ({isolation}), yet start times"
         );
     }
-    // The database size is exported within its 10 s period.
+    // The database's and the log's sizes are exported within their 10 s period.
     wait_until(
-        "edgerun_sled_disk_bytes",
+        "edgerun_sled_disk_bytes and edgerun_raft_log_bytes",
         Duration::from_secs(15),
-        || match c.node(leader).metric("edgerun_sled_disk_bytes") {
-            Some(v) if v > 0.0 => Ok(()),
-            other => Err(format!("{other:?}")),
+        || {
+            let n = c.node(leader);
+            match (
+                n.metric("edgerun_sled_disk_bytes"),
+                n.metric("edgerun_raft_log_bytes"),
+            ) {
+                (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
         },
     );
 }
