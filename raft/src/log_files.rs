@@ -476,8 +476,12 @@ impl LogFiles {
     }
 
     /// Write `entries` (which must follow the last one) to the end of the log. Returns the
-    /// file to sync before they count as durable: hand it to [`LogFiles::when_durable`].
-    pub fn append(&self, entries: impl IntoIterator<Item = Entry>) -> std::io::Result<Arc<File>> {
+    /// file to sync before they count as durable (hand it to [`LogFiles::when_durable`]);
+    /// none when nothing was written and no segment exists.
+    pub fn append(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> std::io::Result<Option<Arc<File>>> {
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let buf = &mut *scratch;
         buf.clear();
@@ -494,12 +498,8 @@ impl LogFiles {
         }
         let mut f = self.lock();
         let Some(&(first_id, _, _)) = ids.first() else {
-            return f
-                .segments
-                .values()
-                .next_back()
-                .map(|s| s.file.clone())
-                .ok_or_else(|| io_err("nothing to append and no segment"));
+            // Nothing new; what is waiting to be synced is in the last segment, if any.
+            return Ok(f.segments.values().next_back().map(|s| s.file.clone()));
         };
         match f.last {
             Some(l) if first_id.index != l.index + 1 => {
@@ -547,7 +547,7 @@ impl LogFiles {
         let base = seg.len;
         seg.file.write_all_at(buf, base)?;
         seg.len += buf.len() as u64;
-        let file = seg.file.clone();
+        let file = Some(seg.file.clone());
         drop(scratch);
         for ((id, start, len), e) in ids.into_iter().zip(owned) {
             f.locs.push_back(Loc {

@@ -210,13 +210,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let file = self.files.append(entries).map_err(write_err)?;
         // openraft counts the entries toward a quorum once the callback fires: after the sync
         // thread's fdatasync covered them (it runs completions in order).
-        self.files.when_durable(
-            file,
-            Box::new(move |res: std::io::Result<()>| callback.log_io_completed(res)),
-        );
+        match self.files.append(entries).map_err(write_err)? {
+            Some(file) => self.files.when_durable(
+                file,
+                Box::new(move |res: std::io::Result<()>| callback.log_io_completed(res)),
+            ),
+            // Nothing written and no segment: nothing waits to be made durable.
+            None => callback.log_io_completed(Ok(())),
+        }
         Ok(())
     }
 
