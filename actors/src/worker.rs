@@ -104,6 +104,8 @@ struct Job {
     memory_mb: u32,
     cpu_millis: Option<u32>,
     network: bool,
+    /// The task's disk ask; the executor applies the node's default.
+    disk_mb: Option<u32>,
     trace_id: String,
     /// The task allows the result cache.
     cache: bool,
@@ -244,6 +246,7 @@ impl WorkerState {
                     memory_mb: t.spec.resources.memory_mb.unwrap_or(default_memory),
                     cpu_millis: t.spec.resources.cpu_millis,
                     network: t.spec.resources.network,
+                    disk_mb: t.spec.resources.disk_mb,
                     trace_id: t.spec.trace_id.clone(),
                     cache: t.spec.cache,
                 })
@@ -368,6 +371,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
                     memory_mb: job.memory_mb,
                     cpu_millis: job.cpu_millis,
                     network: job.network,
+                    disk_mb: job.disk_mb,
                 })
                 .await;
             if let (Some(c), Some(k), Outcome::Succeeded { result }) =

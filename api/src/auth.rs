@@ -2,16 +2,19 @@
 //!
 //! `POST /v1/auth/token {"api_key"}` trades an API key for an HS256 JWT (claims `sub`, `role`,
 //! `iat`, `exp`). Every other route needs a bearer token whose role is at least the route's
-//! (viewer < operator < admin; see [`required_role`]); `/healthz`, `/readyz`, `/metrics` and
-//! the token route are open. API keys are kept only as SHA-256 hashes and never logged; a
-//! token's subject is the key's id (the first 12 hex digits of that hash), not the key.
+//! (viewer < operator < admin; the table is [`crate::routes::ROUTES`]); `/healthz`,
+//! `/readyz`, `/metrics` and the token route are open. [`authenticate`] (before routing)
+//! only establishes who calls; [`require`], around each route, decides, so the decision is
+//! the matched route's and never the path text's. API keys are kept only as SHA-256 hashes
+//! and never logged; a token's subject is the key's id (the first 12 hex digits of that
+//! hash), not the key, and a token is honoured only while its key is loaded (a reload that
+//! removes the key revokes it).
 //! With `auth.enabled = false` every request acts as an anonymous admin (the node warns at
 //! start).
 
 use std::path::Path;
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use edgerun_config::secret::{hex, random_bytes};
 use edgerun_config::{AuthConfig, AuthRole};
@@ -77,7 +80,9 @@ struct Key {
 pub struct Auth {
     pub enabled: bool,
     secret: Vec<u8>,
-    keys: Vec<Key>,
+    /// The API keys in force: a token is honoured only while the key it was issued for is
+    /// here (a reload that drops or replaces a key revokes its tokens).
+    keys: std::sync::RwLock<Vec<Key>>,
     ttl_secs: u64,
 }
 
@@ -104,6 +109,42 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The configured API keys, or the default admin key in the data dir.
+fn key_specs(cfg: &AuthConfig, data_dir: &Path) -> Vec<edgerun_config::ApiKey> {
+    if cfg.api_keys.is_empty() {
+        vec![edgerun_config::ApiKey {
+            key_file: data_dir.join("admin.key"),
+            role: AuthRole::Admin,
+        }]
+    } else {
+        cfg.api_keys.clone()
+    }
+}
+
+/// Each key file read (created if missing), kept as its hash.
+fn load_keys(api_keys: &[edgerun_config::ApiKey]) -> Result<Vec<Key>, String> {
+    let mut keys = Vec::new();
+    for (i, k) in api_keys.iter().enumerate() {
+        let raw = read_or_create(&k.key_file, "an API key", || {
+            random_bytes(24).map(|b| format!("er_{}", hex(&b)).into_bytes())
+        })?;
+        let key = String::from_utf8_lossy(&raw).trim().to_string();
+        if key.len() < 16 {
+            return Err(format!(
+                "auth.api_keys[{i}].key_file {}: the key is shorter than 16 characters",
+                k.key_file.display()
+            ));
+        }
+        let hash = sha256(key.as_bytes());
+        keys.push(Key {
+            id: format!("key:{}", &hex(&hash)[..12]),
+            hash,
+            role: k.role.into(),
+        });
+    }
+    Ok(keys)
+}
+
 impl Auth {
     /// Everything from `[auth]`: the secret and the keys (created if missing); the defaults
     /// live in `data_dir`.
@@ -113,20 +154,12 @@ impl Auth {
         } else {
             cfg.jwt_secret_file.clone()
         };
-        let default_keys = [edgerun_config::ApiKey {
-            key_file: data_dir.join("admin.key"),
-            role: AuthRole::Admin,
-        }];
-        let api_keys: &[edgerun_config::ApiKey] = if cfg.api_keys.is_empty() {
-            &default_keys
-        } else {
-            &cfg.api_keys
-        };
+        let api_keys = key_specs(cfg, data_dir);
         if !cfg.enabled {
             return Ok(Auth {
                 enabled: false,
                 secret: Vec::new(),
-                keys: Vec::new(),
+                keys: std::sync::RwLock::new(Vec::new()),
                 ttl_secs: cfg.token_ttl_secs,
             });
         }
@@ -141,41 +174,50 @@ impl Auth {
                 secret.len()
             ));
         }
-        let mut keys = Vec::new();
-        for (i, k) in api_keys.iter().enumerate() {
-            let raw = read_or_create(&k.key_file, "an API key", || {
-                random_bytes(24).map(|b| format!("er_{}", hex(&b)).into_bytes())
-            })?;
-            let key = String::from_utf8_lossy(&raw).trim().to_string();
-            if key.len() < 16 {
-                return Err(format!(
-                    "auth.api_keys[{i}].key_file {}: the key is shorter than 16 characters",
-                    k.key_file.display()
-                ));
-            }
-            let hash = sha256(key.as_bytes());
-            keys.push(Key {
-                id: format!("key:{}", &hex(&hash)[..12]),
-                hash,
-                role: k.role.into(),
-            });
-        }
-        for k in api_keys {
+        let keys = load_keys(&api_keys)?;
+        for k in &api_keys {
             tracing::info!(role = ?k.role, key_file = %k.key_file.display(), "API key (trade it for a token at POST /v1/auth/token)");
         }
         Ok(Auth {
             enabled: cfg.enabled,
             secret,
-            keys,
+            keys: std::sync::RwLock::new(keys),
             ttl_secs: cfg.token_ttl_secs,
         })
+    }
+
+    /// Read the API keys again (a reload): tokens of keys no longer there stop working at
+    /// once. True when the set of keys or roles changed. A key file that cannot be read
+    /// changes nothing and says why.
+    pub fn reload_keys(&self, cfg: &AuthConfig, data_dir: &Path) -> Result<bool, String> {
+        if !self.enabled {
+            return Ok(false);
+        }
+        let fresh = load_keys(&key_specs(cfg, data_dir))?;
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let ids = |k: &[Key]| -> Vec<(String, Role)> {
+            let mut v: Vec<_> = k.iter().map(|k| (k.id.clone(), k.role)).collect();
+            v.sort();
+            v
+        };
+        let changed = ids(&keys) != ids(&fresh);
+        if changed {
+            tracing::warn!(
+                before = keys.len(),
+                after = fresh.len(),
+                "API keys changed: tokens of removed keys are refused from now on"
+            );
+        }
+        *keys = fresh;
+        Ok(changed)
     }
 
     /// A token for `api_key`, or none for an unknown key.
     pub fn issue(&self, api_key: &str) -> Result<Option<(String, Role, u64)>, ApiError> {
         let h = sha256(api_key.trim().as_bytes());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         // Compare every key's hash in full (no early exit on the first byte).
-        let found = self.keys.iter().fold(None, |found, k| {
+        let found = keys.iter().fold(None, |found, k| {
             let same = k
                 .hash
                 .iter()
@@ -211,11 +253,21 @@ impl Auth {
         v.leeway = 0;
         v.set_required_spec_claims(&["exp", "sub"]);
         match jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.secret), &v) {
-            Ok(d) => Ok(Principal {
-                subject: d.claims.sub,
-                role: d.claims.role,
-                authenticated: true,
-            }),
+            Ok(d) => {
+                // The key must still be in force; its role now caps the token's.
+                let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+                let Some(k) = keys.iter().find(|k| k.id == d.claims.sub) else {
+                    return Err(unauthorized(
+                        "token_revoked",
+                        "the API key this token was issued for is no longer accepted; get a token for a current key",
+                    ));
+                };
+                Ok(Principal {
+                    subject: d.claims.sub,
+                    role: d.claims.role.min(k.role),
+                    authenticated: true,
+                })
+            }
             Err(e) => Err(match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized(
                     "token_expired",
@@ -234,58 +286,27 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
     }
 }
 
-/// The least role a route needs; `None` = open to anyone.
-pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    let p = path.trim_end_matches('/');
-    if matches!(
-        p,
-        "" | "/healthz" | "/readyz" | "/metrics" | "/v1/auth/token" | "/v1/openapi.json"
-    ) {
-        return None;
-    }
-    let admin =
-        p.starts_with("/v1/cluster/") || p.starts_with("/v1/debug/") || p.starts_with("/v1/admin/");
-    if admin {
-        return Some(Role::Admin);
-    }
-    if *method == Method::GET || *method == Method::HEAD {
-        return Some(Role::Viewer);
-    }
-    Some(Role::Operator)
+/// Why a bearer token was not accepted, kept for the route to answer with if it needs a
+/// token (an open route ignores a bad one).
+#[derive(Clone, Debug)]
+pub struct TokenRefused {
+    pub code: &'static str,
+    pub message: String,
 }
 
-/// Middleware: establish the principal and check the route's role. A refusal is answered here
-/// (401/403 in the usual error shape).
-pub async fn authorize<B: actix_web::body::MessageBody + 'static>(
+/// The role the matched route needs (`None`: open), recorded by [`require`] for the audit.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteNeed(pub Option<Role>);
+
+/// Middleware for every request, before routing: establish who is calling from the bearer
+/// token (or the anonymous admin when auth is off). Nothing is refused here: the route that
+/// matches decides what it needs ([`require`]).
+pub async fn authenticate<B: actix_web::body::MessageBody + 'static>(
     req: ServiceRequest,
     next: actix_web::middleware::Next<B>,
-) -> Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
-    match check(&req) {
-        Ok(p) => {
-            if let Some(p) = p {
-                req.extensions_mut().insert(p);
-            }
-            next.call(req)
-                .await
-                .map(ServiceResponse::map_into_left_body)
-        }
-        Err(e) => {
-            // A refused write is audited too (reads are not audited).
-            if let Some(g) = req.app_data::<web::Data<crate::guard::Guard>>() {
-                if req.method() != Method::GET && req.method() != Method::HEAD {
-                    let status = actix_web::ResponseError::status_code(&e).as_u16();
-                    g.audit_refused(&req, e.code(), status);
-                }
-            }
-            Ok(req.error_response(e).map_into_right_body())
-        }
-    }
-}
-
-fn check(req: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
+) -> Result<ServiceResponse<B>, actix_web::Error> {
     let auth = req.app_data::<web::Data<Auth>>().cloned();
-    let need = required_role(req.method(), req.path());
-    let principal = match &auth {
+    match &auth {
         Some(a) if a.enabled => {
             let bearer = req
                 .headers()
@@ -296,43 +317,77 @@ fn check(req: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
                         .or_else(|| h.strip_prefix("bearer "))
                 })
                 .map(str::trim);
-            match (bearer, need) {
-                (Some(t), _) => match a.verify(t) {
-                    Ok(p) => Some(p),
-                    Err(e) if need.is_some() => return Err(e),
-                    Err(_) => None,
-                },
-                (None, Some(_)) => {
-                    return Err(unauthorized(
-                        "missing_token",
-                        "this call needs a bearer token (Authorization: Bearer <token> from POST /v1/auth/token)",
-                    ))
+            if let Some(t) = bearer {
+                match a.verify(t) {
+                    Ok(p) => {
+                        req.extensions_mut().insert(p);
+                    }
+                    Err(ApiError::Unauthorized { code, message }) => {
+                        req.extensions_mut().insert(TokenRefused { code, message });
+                    }
+                    Err(e) => {
+                        req.extensions_mut().insert(TokenRefused {
+                            code: "invalid_token",
+                            message: e.to_string(),
+                        });
+                    }
                 }
-                (None, None) => None,
             }
         }
-        _ => Some(Principal {
-            subject: req
+        _ => {
+            let subject = req
                 .peer_addr()
                 .map(|a| a.ip().to_string())
-                .unwrap_or_else(|| "unknown".into()),
-            role: Role::Admin,
-            authenticated: false,
-        }),
-    };
-    if let (Some(need), Some(p)) = (need, &principal) {
-        if p.role < need {
-            return Err(ApiError::Forbidden {
-                message: format!(
-                    "this call needs the {} role; the token has {}",
-                    need.as_str(),
-                    p.role.as_str()
-                ),
-                need: need.as_str(),
+                .unwrap_or_else(|| "unknown".into());
+            req.extensions_mut().insert(Principal {
+                subject,
+                role: Role::Admin,
+                authenticated: false,
             });
         }
     }
-    Ok(principal)
+    next.call(req).await
+}
+
+/// Middleware of one route: refuse the call unless the caller has `need` (401 without a
+/// valid token, 403 with too weak a role). `None` lets anyone in.
+pub async fn require<B: actix_web::body::MessageBody + 'static>(
+    need: Option<Role>,
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<B>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
+    req.extensions_mut().insert(RouteNeed(need));
+    if let Err(e) = allowed(need, &req) {
+        return Ok(req.error_response(e).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+fn allowed(need: Option<Role>, req: &ServiceRequest) -> Result<(), ApiError> {
+    let Some(need) = need else { return Ok(()) };
+    let ext = req.extensions();
+    let Some(p) = ext.get::<Principal>() else {
+        return Err(match ext.get::<TokenRefused>() {
+            Some(r) => unauthorized(r.code, &r.message),
+            None => unauthorized(
+                "missing_token",
+                "this call needs a bearer token (Authorization: Bearer <token> from POST /v1/auth/token)",
+            ),
+        });
+    };
+    if p.role < need {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "this call needs the {} role; the token has {}",
+                need.as_str(),
+                p.role.as_str()
+            ),
+            need: need.as_str(),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

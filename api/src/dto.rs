@@ -66,6 +66,9 @@ pub struct ResourcesDto {
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub network: bool,
+    /// Disk the task may write, in MiB (1..=1048576); default `executor.default_disk_mb`.
+    #[schema(minimum = 1, maximum = 1048576)]
+    pub disk_mb: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -178,6 +181,14 @@ impl TaskSubmission {
                 ));
             }
         }
+        if let Some(d) = self.resources.disk_mb {
+            if !(1..=1_048_576).contains(&d) {
+                return Err(bad(
+                    &format!("{at}resources.disk_mb"),
+                    format!("{d} is out of range 1..=1048576"),
+                ));
+            }
+        }
         let mut retry = RetryPolicy::default();
         if let Some(r) = self.retry {
             if let Some(n) = r.max_attempts {
@@ -273,6 +284,7 @@ impl TaskSubmission {
                 cpu_millis: self.resources.cpu_millis,
                 memory_mb: self.resources.memory_mb,
                 network: self.resources.network,
+                disk_mb: self.resources.disk_mb,
             },
             timeout_ms: self.timeout_ms,
             retry,

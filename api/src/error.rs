@@ -53,6 +53,9 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// The request body did not arrive within `api.body_timeout_ms`.
+    #[error("{0}")]
+    BodyTimeout(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -178,6 +182,7 @@ impl ResponseError for ApiError {
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -192,6 +197,10 @@ impl ResponseError for ApiError {
         } = self
         {
             b.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+        }
+        if matches!(self, ApiError::BodyTimeout(_)) {
+            // The rest of the body may still be on its way: do not read it.
+            b.insert_header((header::CONNECTION, "close"));
         }
         if matches!(self, ApiError::Unauthorized { .. }) {
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -218,6 +227,14 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
             "invalid_content_type",
             "expected Content-Type: application/json",
         ),
+        J::Payload(actix_web::error::PayloadError::Io(e))
+            if e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            ApiError::BodyTimeout(format!(
+                "{} (api.body_timeout_ms); send the whole body at once",
+                crate::body::LATE
+            ))
+        }
         other => ApiError::bad_request("invalid_body", format!("request body: {other}")),
     }
 }

@@ -1,19 +1,21 @@
 //! The REST API (actix-web): `/v1` routes of API.md, health, readiness and metrics.
 //!
 //! # Layout
-//! - [`routes`]: the one route table.
+//! - [`routes`]: the one route table, with the role each route needs.
+//! - [`auth`], [`guard`], [`body`]: who calls and whether the matched route lets them;
+//!   rate limits and the audit log; the body-read deadline.
 //! - [`handlers`]: one module per resource; each takes only the context it needs
 //!   (`TasksCtx`, `ClusterCtx`, `DebugCtx`, the Prometheus handle).
 //! - [`dto`]: JSON shapes and their validation into model types.
 //! - [`error`]: `ApiError` and its one mapping to statuses and the error body.
-//! - [`guard`], [`shared_limit`]: rate limits (local or shared through Redis) and the audit
-//!   log.
+//! - [`shared_limit`]: rate limits shared through Redis.
 //! - [`server`]: the Api actor and its `ChildSpec` for the node supervisor.
 //!
 //! Failure policy: every bad request gets a 4xx in API.md's shape and changes nothing;
 //! writes that cannot reach a leader get 503 with Retry-After.
 
 pub mod auth;
+pub mod body;
 pub mod dto;
 pub mod error;
 pub mod guard;

@@ -25,6 +25,8 @@ pub struct ApiParts {
     pub listen: SocketAddr,
     pub workers: usize,
     pub max_body: usize,
+    /// How long a request body may take to arrive (`api.body_timeout_ms`).
+    pub body_timeout: std::time::Duration,
     pub tasks: TasksCtx,
     pub cluster: ClusterCtx,
     pub debug: DebugCtx,
@@ -73,10 +75,15 @@ fn build(parts: ApiParts) -> std::io::Result<actix_web::dev::Server> {
     let p = parts.clone();
     let mut server = HttpServer::new(move || {
         let p = p.clone();
+        // Outermost last: count → per-address limit → who calls → per-subject limit and
+        // audit → body deadline → the router, whose routes each check their role.
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::body::deadline))
             .wrap(actix_web::middleware::from_fn(crate::guard::guard))
-            .wrap(actix_web::middleware::from_fn(crate::auth::authorize))
+            .wrap(actix_web::middleware::from_fn(crate::auth::authenticate))
+            .wrap(actix_web::middleware::from_fn(crate::guard::limit_address))
             .wrap(actix_web::middleware::from_fn(count_requests))
+            .app_data(web::Data::new(crate::body::BodyTimeout(p.body_timeout)))
             .app_data(web::Data::from(p.auth.clone()))
             .app_data(web::Data::from(p.guard.clone()))
             .app_data(web::Data::new(p.tasks))

@@ -242,7 +242,7 @@ impl Cluster {
              [executor]\nisolation = \"{iso}\"\nslots = {slots}\n{exec_x}\n\n\
              [raft]\n{raft_x}\n\n\
              [auth]\nenabled = false\n\n\
-             [limits]\n# the harness's clients all come from one address\nrequests_per_second = 1000000\nburst = 1000000\n\n\
+             [limits]\n# the harness's clients all come from one address\nrequests_per_second = 1000000\nburst = 1000000\naddress_requests_per_second = 1000000\naddress_burst = 1000000\n\n\
              [debug]\nfault_injection = true\nkernel_delay_ms = {delay}\n",
             id = node.id,
             data = node.data_dir().display(),

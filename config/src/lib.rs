@@ -44,6 +44,7 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub audit: AuditConfig,
     pub redis: RedisConfig,
     pub cache: CacheConfig,
     pub backup: BackupConfig,
@@ -91,6 +92,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// actix-web worker threads (0 = one per core).
     pub workers: usize,
+    /// A request body not received in full within this long is answered 408 and its
+    /// connection closed (a client trickling bytes does not hold a connection).
+    pub body_timeout_ms: u64,
     /// PEM certificate chain: with `tls_key_file`, the API speaks HTTPS only.
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
@@ -103,6 +107,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             max_body_bytes: 16 * 1024 * 1024,
             workers: 0,
+            body_timeout_ms: 10_000,
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -223,8 +228,13 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Per token subject (per client address when auth is off), after authentication.
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Per client address, before anything else is looked at (a token is not even
+    /// checked beyond it): what keeps unauthenticated floods off the audit log and the CPU.
+    pub address_requests_per_second: u32,
+    pub address_burst: u32,
     /// Most pending tasks in the cluster; a submission beyond it is answered 429 and nothing
     /// of it is stored. 0 = no limit.
     pub max_pending: u64,
@@ -240,6 +250,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             requests_per_second: 200,
             burst: 400,
+            address_requests_per_second: 1000,
+            address_burst: 2000,
             max_pending: 100_000,
             max_pending_per_submitter: 0,
             idempotency_window_secs: 86_400,
@@ -300,6 +312,31 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The audit log (`<data_dir>/audit.log`): rotated by size, a bounded number kept, so that
+/// it can never fill the disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The file is rotated (`audit.log` → `audit.log.1` → ...) once it holds this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept beside the current one; older ones are removed.
+    pub max_files: u32,
+    /// Refusals of unauthenticated clients (no or bad token, bad API key, over the
+    /// per-address limit) are written once per client address and reason in this many
+    /// seconds, with a count, instead of one line each.
+    pub refusal_window_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_bytes: 16 * 1024 * 1024,
+            max_files: 4,
+            refusal_window_secs: 60,
+        }
+    }
+}
+
 /// Optional Redis for the shared result cache and rate limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -342,9 +379,23 @@ pub struct ExecutorConfig {
     pub default_memory_mb: u32,
     /// Most processes one attempt may have (containers; enforced by the pids cgroup).
     pub default_pids: u32,
-    /// Let exec tasks run without a container (as the node's own user, with only rlimits).
-    /// Off by default: an exec task is arbitrary code.
+    /// Let exec tasks run without a container (process isolation: as `task_user`, without
+    /// capabilities, under seccomp, in a cgroup). Off by default: an exec task is arbitrary
+    /// code.
     pub allow_exec_without_container: bool,
+    /// Let exec tasks run under process isolation even where the node cannot sandbox them
+    /// (it does not run as root, so it cannot change uid; or the kernel has no seccomp):
+    /// they then run as the node's own user and can read what it reads. Off by default.
+    pub allow_unsandboxed_exec: bool,
+    /// The user process-isolated tasks run as: a user name (looked up at start) or
+    /// `uid:gid`. It must not be able to read the data dir (secrets, keys, the Raft log).
+    pub task_user: String,
+    /// Disk one attempt may write when the task gives no `resources.disk_mb`: the size of a
+    /// container's writable `/work` (a tmpfs) and the largest file any task may write
+    /// (`RLIMIT_FSIZE`).
+    pub default_disk_mb: u32,
+    /// Largest kernel result an attempt may return; a bigger one fails `result_too_large`.
+    pub max_result_mb: u32,
     /// Let tasks that ask for it (`resources.network`) use the host's network; containers
     /// otherwise get only a loopback device.
     pub allow_network: bool,
@@ -363,10 +414,46 @@ impl Default for ExecutorConfig {
             default_memory_mb: 512,
             default_pids: 128,
             allow_exec_without_container: false,
+            allow_unsandboxed_exec: false,
+            task_user: "nobody".into(),
+            default_disk_mb: 256,
+            max_result_mb: 16,
             allow_network: false,
             cpu_millis: 0,
             memory_mb: 0,
         }
+    }
+}
+
+impl ExecutorConfig {
+    /// `task_user` as (uid, gid): `uid:gid` numbers, or a user name looked up in the user
+    /// database (getpwnam) for its uid and primary gid. Root (uid or gid 0) is refused: the
+    /// point is a user without the node's rights.
+    pub fn task_ids(&self) -> Result<(u32, u32), ConfigError> {
+        let v = self.task_user.trim();
+        let accepted = || {
+            "a user name that exists on this host (e.g. nobody) or uid:gid numbers (e.g. \
+             65534:65534), not root"
+        };
+        let refuse = || invalid("executor.task_user", &self.task_user, accepted());
+        let ids = if let Some((u, g)) = v.split_once(':') {
+            match (u.parse::<u32>(), g.parse::<u32>()) {
+                (Ok(u), Ok(g)) => (u, g),
+                _ => return Err(refuse()),
+            }
+        } else {
+            if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(refuse());
+            }
+            match nix::unistd::User::from_name(v) {
+                Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
+                Ok(None) | Err(_) => return Err(refuse()),
+            }
+        };
+        if ids.0 == 0 || ids.1 == 0 {
+            return Err(refuse());
+        }
+        Ok(ids)
     }
 }
 
@@ -771,6 +858,21 @@ impl NodeConfig {
                 "8 to 65536",
             ));
         }
+        if !(1..=1_048_576).contains(&self.executor.default_disk_mb) {
+            return Err(invalid(
+                "executor.default_disk_mb",
+                self.executor.default_disk_mb,
+                "1 to 1048576",
+            ));
+        }
+        if !(1..=4096).contains(&self.executor.max_result_mb) {
+            return Err(invalid(
+                "executor.max_result_mb",
+                self.executor.max_result_mb,
+                "1 to 4096",
+            ));
+        }
+        self.executor.task_ids()?;
         if self.scheduler.preemption_min_gap < 1 {
             return Err(invalid(
                 "scheduler.preemption_min_gap",
@@ -888,6 +990,44 @@ impl NodeConfig {
                 "limits.burst",
                 self.limits.burst,
                 "a positive number",
+            ));
+        }
+        if self.limits.address_requests_per_second == 0 {
+            return Err(invalid(
+                "limits.address_requests_per_second",
+                0,
+                "a positive number",
+            ));
+        }
+        if self.limits.address_burst == 0 {
+            return Err(invalid("limits.address_burst", 0, "a positive number"));
+        }
+        if self.audit.max_bytes < 4096 {
+            return Err(invalid(
+                "audit.max_bytes",
+                self.audit.max_bytes,
+                "at least 4096",
+            ));
+        }
+        if self.audit.max_files > 1000 {
+            return Err(invalid(
+                "audit.max_files",
+                self.audit.max_files,
+                "0 to 1000",
+            ));
+        }
+        if self.audit.refusal_window_secs > 86_400 {
+            return Err(invalid(
+                "audit.refusal_window_secs",
+                self.audit.refusal_window_secs,
+                "0 (a line per refusal) to 86400",
+            ));
+        }
+        if !(100..=600_000).contains(&self.api.body_timeout_ms) {
+            return Err(invalid(
+                "api.body_timeout_ms",
+                self.api.body_timeout_ms,
+                "100 to 600000",
             ));
         }
         let url = &self.redis.url;

@@ -154,3 +154,59 @@ fn flags_must_be_key_value() {
         Some(("executor.slots".to_string(), "8".to_string()))
     );
 }
+
+#[test]
+fn the_task_user_is_a_known_user_or_uid_gid_and_never_root() {
+    let with = |v: &str| Sources {
+        overrides: vec![("executor.task_user".into(), format!("{v:?}"))],
+        ..Sources::default()
+    };
+    let c = load(&with("1234:5678")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.executor.task_ids().ok(), Some((1234, 5678)));
+    let c = load(&with("nobody")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        c.executor.task_ids().is_ok_and(|(u, g)| u > 0 && g > 0),
+        "nobody resolves to non-root ids"
+    );
+    for bad in [
+        "no-such-user-xyz",
+        "",
+        "12:",
+        "x:1",
+        "1:2:3",
+        "0:0",
+        "root",
+        "a b",
+    ] {
+        let e = err(&with(bad));
+        assert!(
+            e.contains("executor.task_user")
+                && e.contains(&format!("{bad:?}"))
+                && e.contains("uid:gid"),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn disk_and_result_limits_are_checked() {
+    let c = load(&Sources::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.executor.default_disk_mb, 256);
+    assert_eq!(c.executor.max_result_mb, 16);
+    assert!(!c.executor.allow_unsandboxed_exec);
+    assert_eq!(c.executor.task_user, "nobody");
+    for (key, v, accepted) in [
+        ("executor.default_disk_mb", "0", "1 to 1048576"),
+        ("executor.max_result_mb", "0", "1 to 4096"),
+        ("executor.max_result_mb", "5000", "1 to 4096"),
+    ] {
+        let e = err(&Sources {
+            overrides: vec![(key.into(), v.into())],
+            ..Sources::default()
+        });
+        assert_eq!(
+            e,
+            format!("invalid value for {key}: {v:?}; accepted: {accepted}")
+        );
+    }
+}

@@ -39,7 +39,8 @@ pub use task::*;
 /// 4: a task carries the trace id of the request that submitted it.
 /// 5: result memoization: a task may opt out of the cache (`cache`), a completion and a task
 /// say whether the result came from the cache (`cached`).
-pub const FORMAT_VERSION: u16 = 5;
+/// 6: a task may ask for disk (`resources.disk_mb`).
+pub const FORMAT_VERSION: u16 = 6;
 
 /// The log target of the lines that follow one task through the cluster (submit, forward,
 /// commit, placement, run, completion), each with the task's `trace_id`. At debug level:

@@ -142,6 +142,9 @@ pub struct Resources {
     pub memory_mb: Option<u32>,
     /// The task needs the network (containers get none otherwise; the node must allow it).
     pub network: bool,
+    /// Disk the task may write, in MiB (its writable directory, and the largest file it may
+    /// write); `None` = the node's `executor.default_disk_mb`.
+    pub disk_mb: Option<u32>,
 }
 
 /// How often and how soon a failed or timed-out task is tried again.

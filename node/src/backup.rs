@@ -1,18 +1,33 @@
 //! `edgerun backup`, `edgerun restore` and `edgerun doctor` (see `edgerun_raft::backup` and
-//! `edgerun_raft::doctor` for the file format and the checks).
+//! `edgerun_raft::doctor` for the file format and the checks; `edgerun_raft::private` for the
+//! file modes doctor checks).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use edgerun_config::NodeConfig;
 use serde_json::json;
 
 use crate::client::{exit, fail, Client};
 use crate::output::{short_ms, Output};
 
-/// Download a backup to `out`: written beside it first, checked, then renamed over it.
+/// Paths with group/other bits that doctor names one by one; the rest are counted.
+const LOOSE_SHOWN: usize = 20;
+
+/// Download a backup to the new file `out` (0600; an existing file is refused before anything
+/// is downloaded, and never replaced): checked, written beside it, then linked into place.
 pub fn backup(c: &Client, out: &Path, o: Output) -> anyhow::Result<()> {
     let started = Instant::now();
+    if std::fs::symlink_metadata(out).is_ok() {
+        return Err(fail(
+            exit::INVALID,
+            format!(
+                "{} already exists; a backup never replaces a file (choose a new name, or move the old one away first)",
+                out.display()
+            ),
+        ));
+    }
     let mut bytes = Vec::new();
     c.download("/v1/admin/snapshot", &mut bytes)?;
     let (info, _) = edgerun_raft::backup::verify(&bytes).map_err(|e| {
@@ -21,7 +36,8 @@ pub fn backup(c: &Client, out: &Path, o: Output) -> anyhow::Result<()> {
             format!("the node's backup did not check out ({e}); nothing was written"),
         )
     })?;
-    edgerun_raft::backup::write_file(out, &bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A file made at `out` while downloading is not replaced either.
+    edgerun_raft::backup::write_file(out, &bytes).map_err(|e| fail(exit::INVALID, e))?;
     let took = started.elapsed();
     match o {
         Output::Json => Client::print(&json!({
@@ -63,8 +79,9 @@ pub fn restore(from: &Path, data_dir: &Path, id: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Report on a stopped node's data directory; exit 1 when something is damaged.
-pub fn doctor(data_dir: &Path, o: Output) -> anyhow::Result<()> {
+/// Report on a stopped node's data directory; exit 1 when something is damaged. `cfg`: the
+/// node's config, when given, for the secret files it keeps elsewhere.
+pub fn doctor(data_dir: &Path, cfg: Option<&NodeConfig>, o: Output) -> anyhow::Result<()> {
     let db_path = data_dir.join("db");
     anyhow::ensure!(
         db_path.is_dir(),
@@ -89,8 +106,15 @@ pub fn doctor(data_dir: &Path, o: Output) -> anyhow::Result<()> {
             anyhow::anyhow!("opening {}: {e} ({hint})", db_path.display())
         })?;
     let r = edgerun_raft::doctor::inspect(&db, data_dir, true);
+    let warnings = loose_warnings(data_dir, cfg);
     match o {
-        Output::Json => Client::print(&serde_json::to_value(&r)?)?,
+        Output::Json => {
+            let mut v = serde_json::to_value(&r)?;
+            if let Some(m) = v.as_object_mut() {
+                m.insert("warnings".into(), json!(warnings));
+            }
+            Client::print(&v)?
+        }
         Output::Text => {
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             println!(
@@ -122,6 +146,9 @@ pub fn doctor(data_dir: &Path, o: Output) -> anyhow::Result<()> {
                 opt(r.snapshot_bytes),
                 opt(r.tasks_in_snapshot)
             );
+            for w in &warnings {
+                println!("WARNING         {w}");
+            }
             if r.problems.is_empty() {
                 println!("state           whole");
             } else {
@@ -143,5 +170,66 @@ pub fn doctor(data_dir: &Path, o: Output) -> anyhow::Result<()> {
                 edgerun_raft::doctor::RECOVERY
             ),
         ))
+    }
+}
+
+/// What group or others can read: everything under `data_dir`, and (with the config) the
+/// secret files, TLS key and backup directory it names outside it. One line per path, up to
+/// [`LOOSE_SHOWN`], each with the chmod that fixes it, then a count of the rest.
+fn loose_warnings(data_dir: &Path, cfg: Option<&NodeConfig>) -> Vec<String> {
+    use edgerun_raft::private::{loose_modes, Loose};
+    // The secrets kept elsewhere first: they are few and they must be named.
+    let mut roots = Vec::new();
+    if let Some(c) = cfg {
+        let mut more: Vec<PathBuf> = vec![c.cluster_secret_file()];
+        more.extend(Some(c.auth.jwt_secret_file.clone()).filter(|p| !p.as_os_str().is_empty()));
+        more.extend(c.auth.api_keys.iter().map(|k| k.key_file.clone()));
+        more.extend(c.api.tls_key_file.clone());
+        more.extend(Some(c.backup.dir.clone()).filter(|p| !p.as_os_str().is_empty()));
+        for p in more {
+            if !p.starts_with(data_dir) && !roots.contains(&p) {
+                roots.push(p);
+            }
+        }
+    }
+    roots.push(data_dir.to_path_buf());
+    let mut all = Loose::default();
+    for root in &roots {
+        let l = loose_modes(root, LOOSE_SHOWN.saturating_sub(all.paths.len()));
+        all.total += l.total;
+        all.paths.extend(l.paths);
+    }
+    let mut out: Vec<String> = all
+        .paths
+        .iter()
+        .map(|(p, mode)| {
+            let what = if p.is_dir() { "directory" } else { "file" };
+            format!(
+                "{what} {} is mode {mode:04o}: group or others can reach it; fix: chmod go= {}",
+                p.display(),
+                shell_quote(p)
+            )
+        })
+        .collect();
+    if all.total > all.paths.len() {
+        out.push(format!(
+            "and {} more paths like these; fix all under the data directory: chmod -R go= {}",
+            all.total - all.paths.len(),
+            shell_quote(data_dir)
+        ));
+    }
+    out
+}
+
+/// `p` as one shell word.
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use edgerun_actors::executor::container::{own_cgroup, spec};
+use edgerun_actors::executor::container::{own_cgroup, spec, SpecLimits};
 use edgerun_actors::executor::{
     ContainerConfig, ContainerExecutor, Executor, InprocExecutor, Job, ProcessExecutor,
     ProcessLimits,
@@ -31,6 +31,7 @@ fn job() -> Job {
         memory_mb: 256,
         cpu_millis: None,
         network: false,
+        disk_mb: None,
     }
 }
 
@@ -59,20 +60,13 @@ async fn measure(e: &dyn Executor, n: usize) -> anyhow::Result<Vec<f64>> {
 
 fn runc(exe: &Path, dir: &Path, n: usize) -> anyhow::Result<Vec<f64>> {
     let bundle = dir.join("runc-bundle");
-    let work = bundle.join("work");
+    let input = bundle.join("input.json");
     std::fs::create_dir_all(bundle.join("rootfs"))?;
-    std::fs::create_dir_all(&work)?;
-    std::fs::write(work.join("input.json"), INPUT)?;
-    let args: Vec<String> = [
-        "/edgerun",
-        "kernel-exec",
-        "stats",
-        "--input",
-        "/work/input.json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    std::fs::write(&input, INPUT)?;
+    let args: Vec<String> = ["/edgerun", "kernel-exec", "stats", "--input", "/input.json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let parent = format!(
         "{}/edgerun-bench-runc-{}",
         own_cgroup().trim_end_matches('/'),
@@ -85,10 +79,13 @@ fn runc(exe: &Path, dir: &Path, n: usize) -> anyhow::Result<Vec<f64>> {
         let cfg = spec(
             &args,
             &BTreeMap::new(),
-            &work,
+            Some(&input),
             exe,
             &job(),
-            128,
+            SpecLimits {
+                pids: 128,
+                disk_mb: 256,
+            },
             &format!("{parent}/{id}"),
         );
         std::fs::write(bundle.join("config.json"), cfg.to_string())?;
@@ -148,17 +145,13 @@ pub fn run(n: usize, dir: Option<PathBuf>, with_runc: bool) -> anyhow::Result<()
             measure(
                 &InprocExecutor {
                     kernels: Arc::new(CppKernels),
+                    max_result: 16 * 1024 * 1024,
                 },
                 n,
             )
             .await?,
         ));
-        let process = ProcessExecutor {
-            limits: ProcessLimits {
-                exe: exe.clone(),
-                allow_exec: false,
-            },
-        };
+        let process = ProcessExecutor::new(ProcessLimits::plain(exe.clone()));
         rows.push(("process", measure(&process, n).await?));
         for (label, exec_kernel) in [("container", false), ("container, kernel via exec", true)] {
             let c = ContainerExecutor::new(ContainerConfig {
@@ -174,6 +167,8 @@ pub fn run(n: usize, dir: Option<PathBuf>, with_runc: bool) -> anyhow::Result<()
                 exec_kernel,
                 pool: 1,
                 allow_network: false,
+                default_disk_mb: 256,
+                max_result: 16 * 1024 * 1024,
             });
             c.clean().await?;
             match c.probe().await {

@@ -3,7 +3,7 @@
 //! mint another certificate it vouches for. Clients trust `ca.pem` (`--ca-cert`).
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -24,13 +24,17 @@ fn write(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
+    // A file that was there keeps its mode through `open`: set it (before writing).
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
     f.write_all(contents.as_bytes())
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Make `ca.pem`, `server.pem` and `server.key` (0600) in `dir` for `hosts` (names or IP
-/// addresses). Existing files are replaced.
+/// Make `ca.pem`, `server.pem` and `server.key` in `dir` for `hosts` (names or IP
+/// addresses), all 0600 like every file edgerun writes (the two certificates are not secret:
+/// `chmod 644` them to share). Existing files are replaced.
 pub fn make(dir: &Path, hosts: &[String], days: u32) -> anyhow::Result<Made> {
     anyhow::ensure!(!hosts.is_empty(), "name at least one host (--host)");
     anyhow::ensure!((1..=3650).contains(&days), "--days must be 1 to 3650");
@@ -64,8 +68,8 @@ pub fn make(dir: &Path, hosts: &[String], days: u32) -> anyhow::Result<Made> {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
     };
-    write(&made.ca, &ca_cert.pem(), 0o644)?;
-    write(&made.cert, &leaf_cert.pem(), 0o644)?;
+    write(&made.ca, &ca_cert.pem(), 0o600)?;
+    write(&made.cert, &leaf_cert.pem(), 0o600)?;
     write(&made.key, &leaf_key.serialize_pem(), 0o600)?;
     Ok(made)
 }

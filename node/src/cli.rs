@@ -97,13 +97,16 @@ enum Cmd {
         #[arg(long)]
         frames: Option<u64>,
     },
-    /// Save a backup of the cluster's state (GET /v1/admin/snapshot; admin role) to FILE,
-    /// checked (length, SHA-256, format) before it replaces FILE.
+    /// Save a backup of the cluster's state (GET /v1/admin/snapshot; admin role) to a new
+    /// FILE, checked (length, SHA-256, format) before it is written. FILE is created mode 0600
+    /// (it holds every task's input and result) and never replaced: if it exists, nothing is
+    /// downloaded or written and the command fails (exit 2).
     ///
     /// Example: edgerun backup --out /var/backups/edgerun-$(date +%F).backup
     Backup {
         #[command(flatten)]
         conn: Conn,
+        /// The new backup file (must not exist; missing directories are made 0700).
         #[arg(long)]
         out: PathBuf,
     },
@@ -122,12 +125,18 @@ enum Cmd {
         id: u64,
     },
     /// Report on a stopped node's data directory: sizes, space amplification, log, vote and
-    /// snapshot indexes, and anything damaged (exit 1 then).
+    /// snapshot indexes, and anything damaged (exit 1 then). Warns (exit 0) about files and
+    /// directories group or others can read, with the chmod that fixes each; with --config,
+    /// also about the secret files, TLS key and backup directory the config names elsewhere.
     ///
     /// Example: edgerun doctor --data-dir /var/lib/edgerun
     Doctor {
-        #[arg(long)]
-        data_dir: PathBuf,
+        /// The data directory (default: node.data_dir of --config).
+        #[arg(long, required_unless_present = "config")]
+        data_dir: Option<PathBuf>,
+        /// The node's TOML config file, to check the secret files it names as well.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         #[arg(long, short = 'o', value_enum, default_value = "text")]
         output: Output,
     },
@@ -177,11 +186,11 @@ enum Cmd {
     #[command(hide = true)]
     KernelExec {
         kernel: String,
-        #[arg(long)]
-        memory_mb: Option<u64>,
         /// Read the input from this file instead of standard input.
         #[arg(long)]
         input: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// (internal) Run one container from a bundle (used by the container executor).
     #[command(hide = true)]
@@ -210,11 +219,37 @@ enum Cmd {
     /// (internal) Set limits, then run the command after `--`.
     #[command(hide = true)]
     ExecShim {
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+        /// Confine this process, then exit 0 instead of running the command (the node's
+        /// start-up check of what process isolation can do here).
         #[arg(long)]
-        memory_mb: Option<u64>,
+        probe: bool,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+}
+
+/// How `kernel-exec` and `exec-shim` confine themselves (process isolation; see
+/// `crate::sandbox`).
+#[derive(Args, Debug, Default)]
+pub struct SandboxArgs {
+    /// Memory limit (RLIMIT_DATA), in MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Largest file the task may write (RLIMIT_FSIZE), in MiB.
+    #[arg(long)]
+    pub fsize_mb: Option<u64>,
+    /// Join this cgroup dir first (once per hierarchy).
+    #[arg(long)]
+    pub cgroup: Vec<PathBuf>,
+    /// Run as UID:GID without supplementary groups (the caller must be root).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Drop every capability (bounding set included), set no_new_privs and load the tasks'
+    /// seccomp profile.
+    #[arg(long)]
+    pub seccomp: bool,
 }
 
 #[derive(Args)]
@@ -448,9 +483,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchSandbox { n, dir, runc } => crate::bench::run(n, dir, runc),
         Cmd::KernelExec {
             kernel,
-            memory_mb,
             input,
-        } => crate::sandbox::kernel_exec(&kernel, memory_mb, input.as_deref()),
+            sandbox,
+        } => crate::sandbox::kernel_exec(&kernel, &sandbox, input.as_deref()),
         Cmd::ContainerRun {
             bundle,
             state_root,
@@ -477,11 +512,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout: std::time::Duration::from_millis(timeout_ms),
                 cgroup,
                 exec_kernel,
+                stdout_cap: crate::container::DEFAULT_CAP,
+                stderr_cap: crate::container::DEFAULT_CAP,
             })
         }
-        Cmd::ExecShim { memory_mb, argv } => crate::sandbox::exec_shim(memory_mb, &argv),
+        Cmd::ExecShim {
+            sandbox,
+            probe,
+            argv,
+        } => crate::sandbox::exec_shim(&sandbox, probe, &argv),
         Cmd::Restore { from, data_dir, id } => crate::backup::restore(&from, &data_dir, id),
-        Cmd::Doctor { data_dir, output } => crate::backup::doctor(&data_dir, output),
+        Cmd::Doctor {
+            data_dir,
+            config,
+            output,
+        } => {
+            let cfg = match &config {
+                Some(file) => {
+                    let mut overrides = Vec::new();
+                    if let Some(d) = &data_dir {
+                        overrides.push((
+                            "node.data_dir".to_string(),
+                            toml_string(&d.display().to_string()),
+                        ));
+                    }
+                    Some(edgerun_config::load(&Sources {
+                        file: Some(file.clone()),
+                        env: Sources::process_env(),
+                        overrides,
+                    })?)
+                }
+                None => None,
+            };
+            let data_dir = match (data_dir, &cfg) {
+                (Some(d), _) => d,
+                (None, Some(c)) => c.node.data_dir.clone(),
+                (None, None) => anyhow::bail!("give --data-dir or --config"),
+            };
+            crate::backup::doctor(&data_dir, cfg.as_ref(), output)
+        }
         Cmd::Kernels { .. }
         | Cmd::Events { .. }
         | Cmd::Cluster { .. }

@@ -3,15 +3,19 @@
 //! with other threads running it deadlocks).
 //!
 //! The ContainerExecutor (actors crate) writes the bundle (`config.json`, an empty `rootfs/`,
-//! the task's `work/` dir) and runs this helper, which creates and starts the container with
-//! its stdout/stderr going to `bundle/stdout` and `bundle/stderr`, waits for exactly its init
-//! pid (killing it at the deadline), reads the OOM counter of its cgroup, deletes it, and
-//! prints one JSON line: `{"exit_code", "signal", "timed_out", "oom_killed", "error"}`.
+//! a kernel's `input.json`) and runs this helper, which creates and starts the container with
+//! its stdout/stderr on pipes, copies at most `stdout_cap` / `stderr_cap` bytes of them to
+//! `bundle/stdout` and `bundle/stderr` (counting and dropping the rest: a task cannot fill
+//! the node's disk through its output), waits for exactly its init pid (killing it at the
+//! deadline), reads the OOM counter of its cgroup, deletes it, and prints one JSON line:
+//! `{"exit_code", "signal", "timed_out", "oom_killed", "stdout_bytes", "stderr_bytes",
+//! "error"}`.
 //!
 //! `edgerun container-run --clean-state DIR` deletes every container left in a state dir by a
 //! crashed node.
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -48,7 +52,12 @@ fn kernel_args(spec: &Spec) -> Option<(String, PathBuf)> {
 impl Executor for KernelHook {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         match kernel_args(spec) {
-            Some((kernel, input)) => crate::sandbox::kernel_exec(&kernel, None, Some(&input)),
+            // libcontainer has confined this process already.
+            Some((kernel, input)) => crate::sandbox::kernel_exec(
+                &kernel,
+                &crate::cli::SandboxArgs::default(),
+                Some(&input),
+            ),
             None => DefaultExecutor {}.exec(spec),
         }
     }
@@ -70,6 +79,60 @@ pub struct RunArgs {
     pub timeout: Duration,
     /// The container's cgroup, as in the spec's `cgroupsPath` (for the OOM counter).
     pub cgroup: String,
+    /// Most bytes of the container's stdout / stderr kept in `bundle/stdout` / `stderr`.
+    pub stdout_cap: u64,
+    pub stderr_cap: u64,
+}
+
+/// Bytes kept by default per stream (the executors' output cap).
+pub const DEFAULT_CAP: u64 = edgerun_actors::executor::OUTPUT_CAP as u64;
+
+/// One of the container's output pipes, copied to a file up to a cap.
+struct Capture {
+    pipe: Option<File>,
+    file: File,
+    cap: u64,
+    total: u64,
+}
+
+impl Capture {
+    /// Read what the pipe holds now (it is non-blocking); `true` if anything came.
+    fn pump(&mut self) -> bool {
+        let mut buf = [0u8; 64 * 1024];
+        let mut got = false;
+        while let Some(pipe) = self.pipe.as_mut() {
+            match pipe.read(&mut buf) {
+                Ok(0) => self.pipe = None,
+                Ok(n) => {
+                    got = true;
+                    let room = self.cap.saturating_sub(self.total).min(n as u64) as usize;
+                    if room > 0 && self.file.write_all(&buf[..room]).is_err() {
+                        // Nothing more is kept (the executor sees the count exceed the file).
+                        self.cap = 0;
+                    }
+                    self.total += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}
+
+/// A pipe for one of the container's streams: the read end (non-blocking, for us) and the
+/// write end (for the container). Both close on exec; libcontainer dup2s the write end onto
+/// the container's fd 1 or 2.
+fn output_pipe() -> Result<(File, std::os::fd::OwnedFd), String> {
+    use nix::fcntl::OFlag;
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| format!("making a pipe: {e}"))?;
+    // The container blocks when the pipe is full; the read end must not. pipe2 sets
+    // O_NONBLOCK on both ends, so the container's end is made blocking again.
+    use std::os::fd::AsRawFd;
+    nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| format!("making the pipe's write end blocking: {e}"))?;
+    Ok((File::from(r), w))
 }
 
 fn print(v: serde_json::Value) {
@@ -108,10 +171,15 @@ fn oom_kills(cgroup: &str) -> u64 {
     0
 }
 
-/// Wait for `pid` until `deadline`; `None` if it is still running then.
-fn wait_until(pid: nix::unistd::Pid, deadline: Instant) -> Option<WaitStatus> {
+/// Wait for `pid` until `deadline`, copying its output meanwhile; `None` if it is still
+/// running then.
+fn wait_until(
+    pid: nix::unistd::Pid,
+    deadline: Instant,
+    streams: &mut [Capture],
+) -> Option<WaitStatus> {
     // Poll with a short, growing sleep: the helper stays single-threaded and a short task
-    // is reaped within ~100 µs.
+    // is reaped within ~100 µs; output resets the sleep, so a busy writer is drained at once.
     let mut nap = Duration::from_micros(50);
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
@@ -120,8 +188,16 @@ fn wait_until(pid: nix::unistd::Pid, deadline: Instant) -> Option<WaitStatus> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => fail(format!("waiting for the container: {e}")),
         }
+        let mut got = false;
+        for s in streams.iter_mut() {
+            got |= s.pump();
+        }
         if Instant::now() >= deadline {
             return None;
+        }
+        if got {
+            nap = Duration::from_micros(50);
+            continue;
         }
         std::thread::sleep(nap);
         nap = (nap * 2).min(Duration::from_millis(2));
@@ -137,6 +213,14 @@ struct Order {
     cgroup: String,
     #[serde(default)]
     exec_kernel: bool,
+    #[serde(default = "default_cap")]
+    stdout_cap: u64,
+    #[serde(default = "default_cap")]
+    stderr_cap: u64,
+}
+
+fn default_cap() -> u64 {
+    DEFAULT_CAP
 }
 
 /// Wait for one order on stdin, then run it. End of input (the node is gone) just exits.
@@ -155,6 +239,8 @@ pub fn run_from_stdin(state_root: PathBuf) -> ! {
         timeout: Duration::from_millis(o.timeout_ms),
         cgroup: o.cgroup,
         exec_kernel: o.exec_kernel,
+        stdout_cap: o.stdout_cap,
+        stderr_cap: o.stderr_cap,
     })
 }
 
@@ -162,10 +248,26 @@ pub fn run(a: RunArgs) -> ! {
     let open = |name: &str| -> File {
         File::create(a.bundle.join(name)).unwrap_or_else(|e| fail(format!("creating {name}: {e}")))
     };
+    let (out_r, out_w) = output_pipe().unwrap_or_else(|e| fail(e));
+    let (err_r, err_w) = output_pipe().unwrap_or_else(|e| fail(e));
+    let mut streams = [
+        Capture {
+            pipe: Some(out_r),
+            file: open("stdout"),
+            cap: a.stdout_cap,
+            total: 0,
+        },
+        Capture {
+            pipe: Some(err_r),
+            file: open("stderr"),
+            cap: a.stderr_cap,
+            total: 0,
+        },
+    ];
     let t0 = Instant::now();
     let built = ContainerBuilder::new(a.id.clone(), SyscallType::Linux)
         .with_root_path(&a.state_root)
-        .map(|b| b.with_stdout(open("stdout")).with_stderr(open("stderr")))
+        .map(|b| b.with_stdout(out_w).with_stderr(err_w))
         .map(|b| {
             if a.exec_kernel {
                 b
@@ -194,7 +296,7 @@ pub fn run(a: RunArgs) -> ! {
         let _ = container.delete(true);
         fail("the container has no pid".into());
     };
-    let (status, timed_out) = match wait_until(pid, deadline) {
+    let (status, timed_out) = match wait_until(pid, deadline, &mut streams) {
         Some(st) => (st, false),
         None => {
             let _ = container.kill(Signal::from(NixSignal::SIGKILL), true);
@@ -202,6 +304,11 @@ pub fn run(a: RunArgs) -> ! {
             (st, true)
         }
     };
+    // The init is gone and the kernel killed the rest of its pid namespace: what is in the
+    // pipes now is all there is.
+    for s in streams.iter_mut() {
+        s.pump();
+    }
     let t_exited = Instant::now();
     let oom = oom_kills(&a.cgroup) > 0;
     let (code, signal) = match status {
@@ -216,6 +323,8 @@ pub fn run(a: RunArgs) -> ! {
         "signal": signal,
         "timed_out": timed_out,
         "oom_killed": oom,
+        "stdout_bytes": streams[0].total,
+        "stderr_bytes": streams[1].total,
         // Where the helper's time went, in microseconds.
         "timing_us": {
             "create": us(t0, t_created),

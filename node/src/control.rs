@@ -1,4 +1,5 @@
-//! What may change while a node runs: the log filter and the request rate limits. A reload
+//! What may change while a node runs: the log filter, the request rate limits and the API
+//! keys (a removed key's tokens are refused from then on). A reload
 //! (SIGHUP, or `POST /v1/admin/reload`) re-reads the configuration from the same file,
 //! environment and flags the node started with, checks all of it, and applies those keys;
 //! other keys that changed are reported as needing a restart. A bad file changes nothing.
@@ -12,7 +13,14 @@ use edgerun_config::{NodeConfig, Sources};
 use crate::logging;
 
 /// Keys a reload applies at once.
-const LIVE_KEYS: &[&str] = &["log.filter", "limits.requests_per_second", "limits.burst"];
+const LIVE_KEYS: &[&str] = &[
+    "log.filter",
+    "limits.requests_per_second",
+    "limits.burst",
+    "limits.address_requests_per_second",
+    "limits.address_burst",
+    "auth.api_keys",
+];
 
 pub struct NodeControl {
     /// Where the configuration came from; none for `edgerun dev`'s in-process node.
@@ -20,14 +28,21 @@ pub struct NodeControl {
     /// The configuration in force (the last one loaded).
     current: Mutex<NodeConfig>,
     guard: Arc<Guard>,
+    auth: Arc<edgerun_api::Auth>,
 }
 
 impl NodeControl {
-    pub fn new(cfg: NodeConfig, sources: Option<Sources>, guard: Arc<Guard>) -> NodeControl {
+    pub fn new(
+        cfg: NodeConfig,
+        sources: Option<Sources>,
+        guard: Arc<Guard>,
+        auth: Arc<edgerun_api::Auth>,
+    ) -> NodeControl {
         NodeControl {
             sources,
             current: Mutex::new(cfg),
             guard,
+            auth,
         }
     }
 }
@@ -85,6 +100,12 @@ impl Control for NodeControl {
             logging::parse(&new.log.filter).map_err(|e| format!("log.filter: {e}"))?;
         }
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        // The API keys are read again on every reload (a key file may have been replaced
+        // without the configuration changing); tokens of keys no longer there are refused.
+        let keys_changed = self
+            .auth
+            .reload_keys(&new.auth, &cur.node.data_dir)
+            .map_err(|e| format!("auth.api_keys: {e}"))?;
         let (a, b) = (
             serde_json::to_value(&*cur).map_err(|e| e.to_string())?,
             serde_json::to_value(&new).map_err(|e| e.to_string())?,
@@ -103,16 +124,28 @@ impl Control for NodeControl {
                     self.set_log_filter(&new.log.filter)?;
                     report.applied.push(key);
                 }
-                k if LIVE_KEYS.contains(&k) => report.applied.push(key),
+                k if LIVE_KEYS.contains(&k) || k.starts_with("auth.api_keys") => {
+                    report.applied.push(key)
+                }
                 _ => report.needs_restart.push(key),
             }
         }
-        self.guard
-            .set_rates(new.limits.requests_per_second, new.limits.burst);
+        if keys_changed
+            && !report
+                .applied
+                .iter()
+                .any(|k| k.starts_with("auth.api_keys"))
+        {
+            report.applied.push("auth.api_keys (key files)".into());
+        }
+        self.guard.set_rates(&new.limits);
         // What needs a restart stays as it was in force, so it is reported again next time.
         cur.log.filter = new.log.filter.clone();
         cur.limits.requests_per_second = new.limits.requests_per_second;
         cur.limits.burst = new.limits.burst;
+        cur.limits.address_requests_per_second = new.limits.address_requests_per_second;
+        cur.limits.address_burst = new.limits.address_burst;
+        cur.auth.api_keys = new.auth.api_keys.clone();
         tracing::info!(
             applied = ?report.applied,
             needs_restart = ?report.needs_restart,

@@ -5,6 +5,10 @@
 //! edgerun dev                         a local node with a demo task, for trying things out
 //! edgerun task submit|get|wait|list|cancel, edgerun cluster status, edgerun kernels
 //! ```
+//!
+//! Every subcommand runs with umask 077: whatever the process creates (data directory, Raft
+//! log, database, results, backups, certificates, sandbox bundles; and the helpers it
+//! starts, which inherit it) is readable by the node's user only.
 
 mod backup;
 mod batch;
@@ -26,6 +30,8 @@ mod wiring;
 use clap::Parser;
 
 fn main() {
+    // First, before anything can create a file (SECURITY.md, "Data at rest").
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = cli::Cli::parse();
     if let Err(e) = cli::run(cli) {
         eprintln!("edgerun: error: {e:#}");

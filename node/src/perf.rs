@@ -315,6 +315,8 @@ fn edgerun_cluster(dir: &Path, n: u64, sets: &[String]) -> anyhow::Result<Vec<Pr
             "auth.enabled=false".into(),
             "limits.requests_per_second=100000000".into(),
             "limits.burst=100000000".into(),
+            "limits.address_requests_per_second=100000000".into(),
+            "limits.address_burst=100000000".into(),
             "limits.max_pending=0".into(),
         ];
         if n > 1 {

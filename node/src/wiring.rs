@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use edgerun_actors::executor::container::own_cgroup;
 use edgerun_actors::executor::{
-    ContainerConfig, ContainerExecutor, Executor, InprocExecutor, ProcessExecutor, ProcessLimits,
+    cgroup, ContainerConfig, ContainerExecutor, Executor, InprocExecutor, ProcessExecutor,
+    ProcessLimits, ProcessSandbox,
 };
 use edgerun_actors::metrics_names as m;
 use edgerun_actors::{
@@ -162,23 +163,19 @@ async fn choose_executor(
     kernels: Arc<dyn Kernels>,
 ) -> anyhow::Result<(Arc<dyn Executor>, Option<Arc<ContainerExecutor>>)> {
     let exe = std::env::current_exe().context("finding the edgerun binary")?;
-    let process = |why: &str| -> Arc<dyn Executor> {
-        tracing::info!(
-            "executor: process (a child process per attempt with rlimits and a timeout){why}"
-        );
-        Arc::new(ProcessExecutor {
-            limits: ProcessLimits {
-                exe: exe.clone(),
-                allow_exec: cfg.executor.allow_exec_without_container,
-            },
-        })
-    };
+    let max_result = cfg.executor.max_result_mb as usize * 1024 * 1024;
     match cfg.executor.isolation {
         IsolationMode::Inproc => {
             tracing::warn!("executor: inproc (kernels on threads inside the node, no isolation; for benchmarks)");
-            Ok((Arc::new(InprocExecutor { kernels }), None))
+            Ok((
+                Arc::new(InprocExecutor {
+                    kernels,
+                    max_result,
+                }),
+                None,
+            ))
         }
-        IsolationMode::Process => Ok((process(""), None)),
+        IsolationMode::Process => Ok((process_executor(cfg, &exe, "").await?, None)),
         mode @ (IsolationMode::Container | IsolationMode::Auto) => {
             match container_executor(cfg, &exe).await {
                 Ok(c) => {
@@ -186,7 +183,12 @@ async fn choose_executor(
                     Ok((c.clone(), Some(c)))
                 }
                 Err(why) if mode == IsolationMode::Auto => Ok((
-                    process(&format!(", because containers cannot be made here: {why}")),
+                    process_executor(
+                        cfg,
+                        &exe,
+                        &format!(", because containers cannot be made here: {why}"),
+                    )
+                    .await?,
                     None,
                 )),
                 Err(why) => anyhow::bail!(
@@ -195,6 +197,140 @@ async fn choose_executor(
             }
         }
     }
+}
+
+/// The cgroup under which this node's task cgroups go: the node's own, then one name per
+/// node *and* data dir (nodes sharing a host, in tests and dev clusters, must never clean up
+/// each other's tasks).
+fn task_cgroup_parent(cfg: &NodeConfig) -> Result<String, String> {
+    std::fs::create_dir_all(&cfg.node.data_dir)
+        .map_err(|e| format!("creating {}: {e}", cfg.node.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&cfg.node.data_dir)
+        .map_err(|e| format!("resolving {}: {e}", cfg.node.data_dir.display()))?;
+    // FNV-1a: stable across builds, so a new binary finds what an old one left.
+    let tag = data_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ *b as u32).wrapping_mul(0x0100_0193)
+        });
+    Ok(format!(
+        "{}/edgerun-n{}-{tag:08x}",
+        own_cgroup().trim_end_matches('/'),
+        cfg.node.id
+    ))
+}
+
+/// Set up the process executor: find out with a probe of the shim how far this node can
+/// confine a task (another uid, no capabilities, seccomp, a cgroup), say so, and refuse exec
+/// tasks where that is not all unless the operator opted in.
+async fn process_executor(
+    cfg: &NodeConfig,
+    exe: &std::path::Path,
+    why: &str,
+) -> anyhow::Result<Arc<dyn Executor>> {
+    let root = nix::unistd::geteuid().is_root();
+    let ids = cfg.executor.task_ids()?;
+    let cgroup_parent = match (root, cgroup::layout()) {
+        (true, Some(_)) => {
+            // Make (and remove) one attempt cgroup now: a read-only cgroupfs (an unprivileged
+            // container) is found once here, not at every attempt.
+            let tried = task_cgroup_parent(cfg).and_then(|p| {
+                let test = cgroup::AttemptCgroup::create(&p, "probe", 64 << 20, 8)?;
+                cgroup::kill_and_remove(&test.rel);
+                Ok(p)
+            });
+            match tried {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("process isolation without cgroups: {e}; a task's processes are killed by process group only (one that starts a new session survives its task) and only rlimits bound its memory");
+                    None
+                }
+            }
+        }
+        (true, None) => {
+            tracing::warn!("process isolation without cgroups: none under /sys/fs/cgroup; a task's processes are killed by process group only (one that starts a new session survives its task)");
+            None
+        }
+        (false, _) => None,
+    };
+    let mut limits = ProcessLimits {
+        exe: exe.to_path_buf(),
+        allow_exec: cfg.executor.allow_exec_without_container,
+        allow_unsandboxed_exec: cfg.executor.allow_unsandboxed_exec,
+        sandbox: ProcessSandbox {
+            ids: root.then_some(ids),
+            seccomp: true,
+            cgroup_parent,
+        },
+        pids: cfg.executor.default_pids,
+        default_disk_mb: cfg.executor.default_disk_mb,
+        max_result: cfg.executor.max_result_mb as usize * 1024 * 1024,
+    };
+    // Try the whole sandbox; where a part of it fails, say why and keep what works.
+    let mut gaps: Vec<String> = Vec::new();
+    if !root {
+        gaps.push(format!(
+            "the node does not run as root, so tasks run as its own uid {} instead of executor.task_user",
+            nix::unistd::geteuid()
+        ));
+    }
+    let probe = |l: &ProcessLimits| {
+        let e = ProcessExecutor::new(l.clone());
+        async move { e.probe().await }
+    };
+    if let Err(e) = probe(&limits).await {
+        gaps.push(format!("the full sandbox failed its probe: {e}"));
+        limits.sandbox.seccomp = false;
+        if let Err(e) = probe(&limits).await {
+            gaps.push(format!("without seccomp too: {e}"));
+            limits.sandbox.ids = None;
+        }
+    }
+    // What a crashed run of this node left (killed and removed).
+    if let Some(parent) = limits.sandbox.cgroup_parent.clone() {
+        let _ = tokio::task::spawn_blocking(move || cgroup::kill_and_remove(&parent)).await;
+    }
+    let s = &limits.sandbox;
+    let mut has = vec![
+        "a child process per attempt with rlimits (memory, file size) and a timeout".to_string(),
+    ];
+    if let Some((u, g)) = s.ids {
+        has.push(format!(
+            "as uid {u} gid {g} (executor.task_user = {:?}) without supplementary groups",
+            cfg.executor.task_user
+        ));
+    }
+    if s.seccomp {
+        has.push("no capabilities, no_new_privs, the containers' seccomp profile".into());
+    }
+    match &s.cgroup_parent {
+        Some(p) => {
+            has.push(format!(
+                "in a cgroup per attempt (pids.max {}, memory from the task; everything in it killed when the attempt ends)",
+                cfg.executor.default_pids
+            ));
+            tracing::info!(cgroup_parent = %p, "task cgroups go under this parent");
+        }
+        None => has.push("no cgroup: the process group is killed at the end".into()),
+    }
+    tracing::info!("executor: process ({}){why}", has.join("; "));
+    if !s.complete() {
+        let exec = match (cfg.executor.allow_exec_without_container, cfg.executor.allow_unsandboxed_exec) {
+            (false, _) => "exec tasks are refused (executor.allow_exec_without_container = false)",
+            (true, false) => "exec tasks are refused (executor.allow_unsandboxed_exec = false)",
+            (true, true) => "EXEC TASKS RUN ANYWAY (executor.allow_unsandboxed_exec = true): any operator can read the node's data dir, cluster.secret, jwt.secret and API keys, and so become an admin and a cluster member",
+        };
+        tracing::warn!(
+            "PROCESS ISOLATION CANNOT SANDBOX TASKS HERE ({}): a task runs as uid {}{} and can read and write whatever that user can, signal the node's processes{}; kernel tasks still run; {exec}",
+            gaps.join("; "),
+            s.ids.map_or_else(|| nix::unistd::geteuid().as_raw(), |(u, _)| u),
+            if s.seccomp { "" } else { " without seccomp" },
+            if root && s.ids.is_none() { ", and use every capability of root" } else { "" },
+        );
+    }
+    Ok(Arc::new(ProcessExecutor::new(limits)))
 }
 
 /// Set up the container executor: clean what a crashed run left, then run a probe container.
@@ -208,25 +344,7 @@ async fn container_executor(
     if !std::path::Path::new("/sys/fs/cgroup").is_dir() {
         return Err("/sys/fs/cgroup is missing".into());
     }
-    // One parent per node *and* data dir: nodes sharing a host (tests, dev clusters) must never
-    // clean up each other's containers.
-    std::fs::create_dir_all(&cfg.node.data_dir)
-        .map_err(|e| format!("creating {}: {e}", cfg.node.data_dir.display()))?;
-    let data_dir = std::fs::canonicalize(&cfg.node.data_dir)
-        .map_err(|e| format!("resolving {}: {e}", cfg.node.data_dir.display()))?;
-    // FNV-1a: stable across builds, so a new binary finds what an old one left.
-    let tag = data_dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0x811c_9dc5u32, |h, b| {
-            (h ^ *b as u32).wrapping_mul(0x0100_0193)
-        });
-    let parent = format!(
-        "{}/edgerun-n{}-{tag:08x}",
-        own_cgroup().trim_end_matches('/'),
-        cfg.node.id
-    );
+    let parent = task_cgroup_parent(cfg)?;
     let c = ContainerExecutor::new(ContainerConfig {
         exe: exe.to_path_buf(),
         root: cfg.node.data_dir.join("sandbox"),
@@ -236,8 +354,10 @@ async fn container_executor(
         exec_kernel: false,
         pool: cfg.executor.slots as usize,
         allow_network: cfg.executor.allow_network,
+        default_disk_mb: cfg.executor.default_disk_mb,
+        max_result: cfg.executor.max_result_mb as usize * 1024 * 1024,
     });
-    tracing::info!(cgroup_parent = %parent, "container cgroups go under this parent");
+    tracing::info!(cgroup_parent = %parent, "task cgroups go under this parent");
     c.clean()
         .await
         .map_err(|e| format!("cleaning the sandbox directory: {e}"))?;
@@ -286,6 +406,16 @@ pub async fn run_node(
         _ => None,
     };
 
+    // Private to the node's user (SECURITY.md, "Data at rest"): a data directory made
+    // looser (by hand, or by an edgerun before umask 077) is tightened to 0700.
+    match edgerun_raft::private::prepare_data_dir(&cfg.node.data_dir) {
+        Ok(Some(was)) => tracing::info!(
+            data_dir = %cfg.node.data_dir.display(),
+            "the data directory was mode {was:04o}; now 0700 (only this user may read it)"
+        ),
+        Ok(None) => {}
+        Err(e) => anyhow::bail!("data directory: {e}"),
+    }
     let db_path = cfg.db_path();
     let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb).map_err(|e| {
         anyhow::anyhow!(
@@ -425,8 +555,8 @@ pub async fn run_node(
         tracing::warn!("AUTHENTICATION IS OFF (auth.enabled = false): anyone who reaches this node's REST port can do everything; do not expose it");
     }
     let guard = match edgerun_api::Guard::new(
-        cfg.limits.requests_per_second,
-        cfg.limits.burst,
+        &cfg.limits,
+        &cfg.audit,
         cfg.node.id,
         cfg.node.data_dir.join("audit.log"),
     )
@@ -449,14 +579,30 @@ pub async fn run_node(
     };
     tracing::info!(
         path = %guard.audit_path().display(),
+        max_bytes = cfg.audit.max_bytes,
+        max_files = cfg.audit.max_files,
         rate = cfg.limits.requests_per_second,
         burst = cfg.limits.burst,
+        address_rate = cfg.limits.address_requests_per_second,
+        address_burst = cfg.limits.address_burst,
         "audit log and rate limits ready"
     );
+    {
+        // Counted refusals are written once their window ends, even if nothing else comes.
+        let g = guard.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                g.flush_refusals();
+            }
+        });
+    }
     let control = Arc::new(crate::control::NodeControl::new(
         cfg.clone(),
         sources,
         guard.clone(),
+        auth.clone(),
     ));
     spawn_reload_on_sighup(control.clone());
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
@@ -464,6 +610,7 @@ pub async fn run_node(
         listen: cfg.api.listen,
         workers: cfg.api.workers,
         max_body: cfg.api.max_body_bytes,
+        body_timeout: Duration::from_millis(cfg.api.body_timeout_ms),
         tasks: TasksCtx {
             node: node.clone(),
             proposer,

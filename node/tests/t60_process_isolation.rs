@@ -1,12 +1,45 @@
 //! Process isolation: every attempt is a child process with limits; exec tasks; timeouts kill
-//! the whole process group; the mode used is recorded on every result.
+//! the whole process group; the mode used is recorded on every result. As root the child runs
+//! as `executor.task_user` without capabilities, under the containers' seccomp profile, in a
+//! cgroup that is emptied when the attempt ends.
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use common::{no_process_matches, wait_until, Node};
-use serde_json::json;
+use common::{no_process_matches, wait_until, Node, CLONE_PROBE};
+use serde_json::{json, Value};
+
+fn run(node: &Node, body: Value) -> Value {
+    let a = node.must_post("/v1/tasks", &body);
+    assert_eq!(a.status, 201, "{}", a.body);
+    node.wait_for_task_end(a.body["id"].as_u64().unwrap_or(0), Duration::from_secs(60))
+}
+
+fn sh(script: &str) -> Value {
+    json!({ "exec": { "argv": ["sh", "-c", script] }, "retry": { "max_attempts": 1 } })
+}
+
+fn stdout(t: &Value) -> String {
+    t["result"]["stdout"].as_str().unwrap_or("").to_string()
+}
+
+/// A node with process isolation and exec tasks allowed, whose data dir holds the secrets an
+/// authenticated node makes (a first start with auth on), started again with auth off.
+fn exec_node(dir: &Path, extra: &[&str]) -> Node {
+    let first = Node::must_start(
+        dir,
+        &["executor.isolation=\"process\"", "auth.enabled=true"],
+    );
+    drop(first);
+    let mut sets = vec![
+        "executor.isolation=\"process\"",
+        "executor.allow_exec_without_container=true",
+    ];
+    sets.extend_from_slice(extra);
+    Node::must_start(dir, &sets)
+}
 
 #[test]
 fn kernels_run_in_child_processes_within_their_memory_limit() {
@@ -134,4 +167,172 @@ fn inproc_isolation_is_available_for_benchmarks() {
     let e = node.must_post("/v1/tasks", &json!({ "exec": { "argv": ["true"] } }));
     let t = node.wait_for_task_end(e.body["id"].as_u64().unwrap_or(0), Duration::from_secs(30));
     assert_eq!(t["error"]["code"], "unsupported", "{t}");
+}
+
+#[test]
+fn process_tasks_run_as_an_unprivileged_user_without_capabilities_under_seccomp() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = exec_node(dir.path(), &[]);
+    assert!(
+        node.log().contains("executor: process (") && node.log().contains("seccomp"),
+        "the node says what process isolation provides:\n{}",
+        node.log()
+    );
+
+    let t = run(
+        &node,
+        sh("id -u; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; pwd"),
+    );
+    assert_eq!(t["status"], "succeeded", "{t}");
+    let out = stdout(&t);
+    let uid: u32 = out.lines().next().unwrap_or("").trim().parse().unwrap_or(0);
+    assert!(uid != 0, "the task runs as root: {t}");
+    for want in [
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(out.contains(want), "missing {want:?}: {t}");
+    }
+    assert!(out.ends_with("/\n"), "cwd is /: {t}");
+
+    // The node's secrets are out of reach.
+    let data = dir.path().join("data");
+    for file in ["cluster.secret", "jwt.secret", "admin.key"] {
+        let path = data.join(file);
+        assert!(
+            path.is_file(),
+            "{} should exist for this test",
+            path.display()
+        );
+        let t = run(
+            &node,
+            sh(&format!("cat {} 2>&1; echo rc=$?", path.display())),
+        );
+        let out = stdout(&t);
+        assert!(
+            out.contains("Permission denied") && !out.contains("rc=0"),
+            "the task read {file}: {t}"
+        );
+    }
+
+    // No namespaces, no mounts: unshare and mount fail.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap_or_else(|e| panic!("{e}"));
+    let t = run(
+        &node,
+        sh(&format!(
+            "unshare -n true 2>&1; echo net=$?; unshare -U true 2>&1; echo user=$?; \
+             mount -t tmpfs none {m} 2>&1; r=$?; umount {m} 2>/dev/null; echo mount=$r",
+            m = mnt.display()
+        )),
+    );
+    let out = stdout(&t);
+    for refused in ["net=", "user=", "mount="] {
+        assert!(
+            out.contains(refused) && !out.contains(&format!("{refused}0")),
+            "{refused} succeeded: {t}"
+        );
+    }
+
+    // clone with namespace flags is refused (EPERM), clone3 answers ENOSYS, a fork works.
+    let t = run(
+        &node,
+        json!({ "exec": { "argv": ["/usr/bin/python3", "-c", CLONE_PROBE] }, "retry": { "max_attempts": 1 } }),
+    );
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(
+        stdout(&t).trim(),
+        "clone=Operation not permitted clone3=Function not implemented fork=ok",
+        "{t}"
+    );
+}
+
+#[test]
+fn nothing_a_process_task_starts_outlives_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = exec_node(dir.path(), &[]);
+    // Markers of this run only (a process left by another run must not count).
+    let (m1, m2) = (
+        format!("1000.{}1", std::process::id()),
+        format!("1000.{}3", std::process::id()),
+    );
+    // A new session escapes the process group; the attempt's cgroup still holds it.
+    let t = run(
+        &node,
+        sh(&format!("setsid sleep {m1} >/dev/null 2>&1 & echo started")),
+    );
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(stdout(&t), "started\n", "{t}");
+    wait_until(
+        "the setsid child of an ended task to be gone",
+        Duration::from_secs(10),
+        || no_process_matches(&format!("sleep {m1}")),
+    );
+    // The same, holding the task's stdout, and past the task's timeout.
+    let mut slow = sh(&format!("setsid sleep {m2} & sleep 60"));
+    slow["timeout_ms"] = json!(500);
+    let t = run(&node, slow);
+    assert_eq!(t["status"], "timed_out", "{t}");
+    wait_until(
+        "the setsid child of a timed-out task to be gone",
+        Duration::from_secs(10),
+        || no_process_matches(&format!("sleep {m2}")),
+    );
+    // No attempt cgroup is left behind.
+    let parent = node
+        .cgroup_parent()
+        .unwrap_or_else(|| panic!("no cgroup parent in the log:\n{}", node.log()));
+    wait_until(
+        "the attempts' cgroups to be removed",
+        Duration::from_secs(10),
+        || {
+            let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|root| {
+                    std::fs::read_dir(root.path().join(parent.trim_start_matches('/'))).ok()
+                })
+                .flat_map(|d| d.flatten().map(|e| e.path().display().to_string()))
+                .filter(|p| p.contains("/p-t"))
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+}
+
+#[test]
+fn process_tasks_are_held_to_their_disk_and_result_limits() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = exec_node(dir.path(), &["executor.max_result_mb=1"]);
+    // A file over resources.disk_mb: killed by RLIMIT_FSIZE, failed disk_limit.
+    let file = format!("/tmp/edgerun-t60-{}", std::process::id());
+    let mut big = sh(&format!("dd if=/dev/zero of={file} bs=1M count=100 2>&1"));
+    big["resources"] = json!({ "disk_mb": 8 });
+    let t = run(&node, big);
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "disk_limit", "{t}");
+    assert!(size <= 8 * 1024 * 1024, "{size} bytes written: {t}");
+
+    // A kernel result over executor.max_result_mb (1 MiB): failed, not retried.
+    let col: Vec<Vec<f32>> = (0..600).map(|i| vec![i as f32 + 0.5]).collect();
+    let row: Vec<Vec<f32>> = vec![(0..600).map(|i| i as f32 + 0.25).collect()];
+    let t = run(
+        &node,
+        json!({ "kernel": "matmul", "input": { "a": col, "b": row } }),
+    );
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "result_too_large", "{t}");
+    assert_eq!(t["attempt"], 1, "not retried: {t}");
+    let msg = t["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("executor.max_result_mb"), "{t}");
 }

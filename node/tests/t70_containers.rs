@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{no_process_matches, wait_until, Node};
+use common::{no_process_matches, wait_until, Node, CLONE_PROBE};
 use serde_json::{json, Value};
 
 /// A node with container isolation, or `None` (after checking the fallback) if this machine
@@ -224,4 +224,114 @@ fn the_network_is_opt_in_per_task_and_per_node() {
     // A task that does not ask still gets only loopback on this node.
     let t = run(&node, sh("grep : /proc/net/dev | cut -d: -f1 | tr -d ' '"));
     assert_eq!(t["result"]["stdout"], "lo\n", "{t}");
+}
+
+#[test]
+fn a_container_task_cannot_make_namespaces_with_clone() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &[]) else {
+        return;
+    };
+    let t = run(
+        &node,
+        json!({ "exec": { "argv": ["/usr/bin/python3", "-c", CLONE_PROBE] }, "retry": { "max_attempts": 1 } }),
+    );
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(
+        t["result"]["stdout"].as_str().unwrap_or("").trim(),
+        "clone=Operation not permitted clone3=Function not implemented fork=ok",
+        "{t}"
+    );
+}
+
+/// Bytes under `dir`, walking it (files only).
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Run `body` while watching how much `bundles` holds; the task and the most seen.
+fn run_watching(node: &Node, body: Value, bundles: &Path) -> (Value, u64) {
+    let a = node.must_post("/v1/tasks", &body);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    let mut most = 0;
+    let t = wait_until("the task to end", Duration::from_secs(120), || {
+        most = most.max(du(bundles));
+        let t = node.must_get(&format!("/v1/tasks/{id}")).body;
+        match t["status"].as_str() {
+            Some("succeeded" | "failed" | "timed_out" | "cancelled") => Ok(t),
+            _ => Err(format!("{t}")),
+        }
+    });
+    (t, most)
+}
+
+#[test]
+fn container_tasks_cannot_fill_the_nodes_disk() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &[]) else {
+        return;
+    };
+    let bundles = dir.path().join("data").join("sandbox").join("bundles");
+
+    // Writing past resources.disk_mb in /work: failed disk_limit, nothing on the node's disk.
+    let mut big = sh("dd if=/dev/zero of=/work/big bs=1M count=600");
+    big["resources"] = json!({ "disk_mb": 64, "memory_mb": 256 });
+    let (t, most) = run_watching(&node, big, &bundles);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "disk_limit", "{t}");
+    assert!(most < 1024 * 1024, "the bundles held {most} bytes: {t}");
+
+    // Many small files fill the tmpfs: the same.
+    let mut many = sh("i=0; while [ $i -lt 100 ]; do dd if=/dev/zero of=/work/f$i bs=1M count=1 2>/dev/null || { echo full >&2; dd if=/dev/zero of=/work/g bs=1M count=1; exit 1; }; i=$((i+1)); done; echo fits");
+    many["resources"] = json!({ "disk_mb": 16 });
+    let (t, most) = run_watching(&node, many, &bundles);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "disk_limit", "{t}");
+    assert!(most < 1024 * 1024, "the bundles held {most} bytes: {t}");
+
+    // 200 MB on stdout: 64 KiB kept, and never more than that on the node's disk.
+    let (t, most) = run_watching(&node, sh("yes | head -c 200000000; sleep 2"), &bundles);
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(t["result"]["truncated"], true, "{t}");
+    assert_eq!(
+        t["result"]["stdout"].as_str().map(|s| s.len()),
+        Some(64 * 1024),
+        "{t}"
+    );
+    assert!(most < 1024 * 1024, "the bundles held {most} bytes: {t}");
+}
+
+#[test]
+fn a_container_kernel_result_over_the_cap_fails() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(node) = container_node(dir.path(), &["executor.max_result_mb=1"]) else {
+        return;
+    };
+    let col: Vec<Vec<f32>> = (0..600).map(|i| vec![i as f32 + 0.5]).collect();
+    let row: Vec<Vec<f32>> = vec![(0..600).map(|i| i as f32 + 0.25).collect()];
+    let t = run(
+        &node,
+        json!({ "kernel": "matmul", "input": { "a": col, "b": row } }),
+    );
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "result_too_large", "{t}");
+    assert_eq!(t["attempt"], 1, "not retried: {t}");
+    // One that fits still works.
+    let t = run(
+        &node,
+        json!({ "kernel": "stats", "input": { "values": [1, 2, 3] } }),
+    );
+    assert_eq!(t["status"], "succeeded", "{t}");
 }

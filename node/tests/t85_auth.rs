@@ -18,6 +18,7 @@ fn start(dir: &Path) -> Node {
     let mut sets = vec![
         "auth.enabled=true".to_string(),
         "debug.fault_injection=true".to_string(),
+        "api.body_timeout_ms=1000".to_string(),
         format!("auth.jwt_secret_file=\"{}\"", dir.join("secret").display()),
     ];
     let mut keys = Vec::new();
@@ -226,7 +227,7 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
             "{path}"
         );
     }
-    // Writes are audited, reads are not; refused writes too.
+    // Writes are audited, and admin reads; reads otherwise not; refused writes too.
     let audit = std::fs::read_to_string(dir.path().join("data").join("audit.log"))
         .unwrap_or_else(|e| panic!("audit log: {e}"));
     let lines: Vec<Value> = audit
@@ -254,10 +255,18 @@ fn every_route_checks_its_role_and_tokens_are_verified() {
         "token issues are audited: {audit}"
     );
     assert!(
+        lines.iter().all(
+            |l| l["action"].as_str().is_some_and(|a| !a.starts_with("GET ")
+                || a.starts_with("GET /v1/admin/")
+                || a.starts_with("GET /v1/debug/"))
+        ),
+        "reads are not audited, but for admin routes: {audit}"
+    );
+    assert!(
         lines
             .iter()
-            .all(|l| l["action"].as_str().is_some_and(|a| !a.starts_with("GET "))),
-        "reads are not audited"
+            .any(|l| l["action"] == "GET /v1/admin/log" && l["status"] == 200),
+        "an admin read is audited: {audit}"
     );
     // No key, secret or token in the log, the audit log or the metrics; the cluster RPC
     // secret (created in the data dir) neither.
@@ -338,4 +347,338 @@ fn requests_over_the_rate_limit_get_429_with_retry_after() {
             }
         },
     );
+}
+
+/// One HTTP/1.1 request written byte for byte (like `curl --path-as-is`): the path goes out
+/// exactly as given. The status, and the body as text.
+fn raw_call(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connecting: {e}"));
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = if method == "GET" || method == "DELETE" {
+        ""
+    } else {
+        "{}"
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {text:?}"));
+    (status, text)
+}
+
+/// Spellings of `path` that a router might take for it: each segment percent-encoded
+/// (one byte of it), double-encoded, and in mixed case. The first is the plain path.
+fn spellings(path: &str) -> Vec<(String, &'static str)> {
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut out = vec![(path.to_string(), "plain")];
+    for (i, seg) in segs.iter().enumerate() {
+        let Some(c) = seg.chars().next() else {
+            continue;
+        };
+        let rest = &seg[c.len_utf8()..];
+        let with = |s: String| {
+            let mut v: Vec<String> = segs.iter().map(|x| x.to_string()).collect();
+            v[i] = s;
+            v.join("/")
+        };
+        out.push((with(format!("%{:02X}{rest}", c as u32)), "encoded"));
+        out.push((with(format!("%{:02x}{rest}", c as u32)), "encoded"));
+        out.push((with(format!("%25{:02X}{rest}", c as u32)), "double-encoded"));
+        let mixed: String = seg
+            .chars()
+            .enumerate()
+            .map(|(j, c)| {
+                if j % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        if mixed != *seg {
+            out.push((with(mixed), "mixed case"));
+        }
+    }
+    out
+}
+
+#[test]
+fn roles_are_decided_by_the_matched_route_whatever_the_path_spelling() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = start(dir.path());
+    let operator = must_token(&node, KEYS[1].1);
+    let viewer = must_token(&node, KEYS[2].1);
+    let admin = must_token(&node, KEYS[0].1);
+    // Every route of the table, with its id filled in.
+    let routes: &[(&str, &str, &str)] = &[
+        ("POST", "/v1/tasks", "operator"),
+        ("GET", "/v1/tasks", "viewer"),
+        ("POST", "/v1/tasks/batch", "operator"),
+        ("GET", "/v1/tasks/1", "viewer"),
+        ("GET", "/v1/tasks/1/wait", "viewer"),
+        ("POST", "/v1/tasks/1/cancel", "operator"),
+        ("GET", "/v1/dlq", "viewer"),
+        ("POST", "/v1/dlq/1/requeue", "operator"),
+        ("POST", "/v1/jobs", "operator"),
+        ("GET", "/v1/jobs", "viewer"),
+        ("GET", "/v1/jobs/1", "viewer"),
+        ("DELETE", "/v1/jobs/1", "operator"),
+        ("GET", "/v1/events", "viewer"),
+        ("GET", "/v1/kernels", "viewer"),
+        ("GET", "/v1/cluster", "viewer"),
+        ("POST", "/v1/cluster/learners", "admin"),
+        ("POST", "/v1/cluster/members/1/promote", "admin"),
+        ("DELETE", "/v1/cluster/members/9", "admin"),
+        ("GET", "/v1/nodes", "viewer"),
+        ("GET", "/v1/alerts", "viewer"),
+        ("GET", "/v1/admin/log", "admin"),
+        ("PUT", "/v1/admin/log", "admin"),
+        ("POST", "/v1/admin/reload", "admin"),
+        ("GET", "/v1/admin/snapshot", "admin"),
+        ("POST", "/v1/debug/fail/monitor", "admin"),
+        ("PUT", "/v1/debug/net", "admin"),
+        ("GET", "/v1/debug/net", "admin"),
+    ];
+    let mut checked = 0;
+    for (method, path, need) in routes {
+        let weaker: Vec<(&str, &str)> = match *need {
+            "admin" => vec![("viewer", viewer.as_str()), ("operator", operator.as_str())],
+            "operator" => vec![("viewer", viewer.as_str())],
+            _ => vec![],
+        };
+        for (spelled, how) in spellings(path) {
+            // No token: a spelling that reaches the route is refused 401; one that does not
+            // reach any route is 404/405. Nothing else, ever.
+            let (status, text) = raw_call(node.port, method, &spelled, None);
+            let reaches = status == 401;
+            assert!(
+                reaches || status == 404 || status == 405,
+                "{method} {spelled} ({how}) without a token: {status}\n{text}"
+            );
+            if how == "plain" || how == "encoded" {
+                // The router decodes %XX: an encoded segment is the same route.
+                assert!(
+                    reaches,
+                    "{method} {spelled} ({how}) did not reach its route: {status}"
+                );
+            }
+            for (role, token) in &weaker {
+                let (status, text) = raw_call(node.port, method, &spelled, Some(token));
+                let want = if reaches { 403 } else { status };
+                assert!(
+                    status == want && (status == 403 || status == 404 || status == 405),
+                    "{method} {spelled} ({how}) as {role} (needs {need}): {status}\n{text}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 150, "only {checked} refusals checked");
+    // The open routes stay open in every spelling that reaches them.
+    let (status, _) = raw_call(node.port, "GET", "/v1/openapi%2Ejson", None);
+    assert_eq!(status, 200);
+    // An admin's snapshot download (a read) is audited; so are refusals of a valid token,
+    // with its subject.
+    let (status, _) = raw_call(node.port, "GET", "/v1/%61dmin/snapshot", Some(&admin));
+    assert_eq!(status, 200);
+    let audit = std::fs::read_to_string(dir.path().join("data").join("audit.log"))
+        .unwrap_or_else(|e| panic!("audit log: {e}"));
+    let lines: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["action"] == "GET /v1/admin/snapshot"
+            && l["status"] == 200
+            && l["role"] == "admin"
+            && l["path"] == "/v1/%61dmin/snapshot"),
+        "the snapshot download is not audited: {audit}"
+    );
+    assert!(
+        lines.iter().any(|l| l["action"] == "GET /v1/admin/snapshot"
+            && l["status"] == 403
+            && l["role"] == "viewer"
+            && l["subject"].as_str().is_some_and(|s| s.starts_with("key:"))),
+        "a viewer's refused snapshot is not audited with its subject: {audit}"
+    );
+    assert!(
+        lines.iter().any(|l| l["action"] == "POST /v1/tasks"
+            && l["status"] == 403
+            && l["reason"] == "forbidden"
+            && l["subject"].as_str().is_some_and(|s| s.starts_with("key:"))),
+        "a viewer's refused write is not audited with its subject: {audit}"
+    );
+}
+
+#[test]
+fn unauthenticated_floods_cannot_grow_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = start(dir.path());
+    let audit_path = dir.path().join("data").join("audit.log");
+    let before = std::fs::metadata(&audit_path).map_or(0, |m| m.len());
+    let long = format!("/v1/tasks/{}/cancel", "A".repeat(4000));
+    let mut refused = 0;
+    for _ in 0..2000 {
+        let (status, _) = raw_call(node.port, "POST", &long, None);
+        assert!(status == 401 || status == 429, "{status}");
+        refused += 1;
+    }
+    let after = std::fs::metadata(&audit_path).map_or(0, |m| m.len());
+    assert!(
+        after - before < 4096,
+        "{refused} refused calls grew the audit log by {} bytes",
+        after - before
+    );
+    let audit = std::fs::read_to_string(&audit_path).unwrap_or_default();
+    let line = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["action"] == "POST /v1/tasks/{id}/cancel")
+        .unwrap_or_else(|| panic!("the refusal is not audited at all: {audit}"));
+    assert_eq!(line["reason"], "missing_token", "{line}");
+    assert!(
+        line["path"].as_str().is_some_and(|p| p.len() < 400),
+        "the path is kept whole: {line}"
+    );
+}
+
+#[test]
+fn the_address_limit_comes_before_any_token_is_looked_at() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut sets = vec![
+        "auth.enabled=true".to_string(),
+        "limits.address_requests_per_second=5".to_string(),
+        "limits.address_burst=5".to_string(),
+    ];
+    sets.push(format!(
+        "auth.jwt_secret_file=\"{}\"",
+        dir.path().join("secret").display()
+    ));
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let node = Node::must_start(dir.path(), &refs);
+    let statuses: Vec<u16> = (0..40)
+        .map(|_| raw_call(node.port, "GET", "/v1/tasks", Some("not.a.token")).0)
+        .collect();
+    assert!(
+        statuses.iter().take(5).all(|s| *s == 401),
+        "the burst reaches authentication: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "40 quick calls at 5/s from one address were all looked at: {statuses:?}"
+    );
+    // Health and metrics stay reachable.
+    assert_eq!(raw_call(node.port, "GET", "/healthz", None).0, 200);
+}
+
+#[test]
+fn a_removed_api_key_revokes_its_tokens_at_the_next_reload() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = start(dir.path());
+    let admin = must_token(&node, KEYS[0].1);
+    let operator = must_token(&node, KEYS[1].1);
+    assert_eq!(
+        node.must_call("GET", "/v1/tasks", Some(&operator), None)
+            .status,
+        200
+    );
+    // The operator's key is replaced; the configuration is read again.
+    std::fs::write(
+        dir.path().join("operator.key"),
+        "ops-a-brand-new-key-0123456789\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = node.must_call("POST", "/v1/admin/reload", Some(&admin), Some(&json!({})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let a = node.must_call("GET", "/v1/tasks", Some(&operator), None);
+    assert_eq!(
+        (a.status, a.body["error"]["code"].clone()),
+        (401, json!("token_revoked")),
+        "{}",
+        a.body
+    );
+    // The new key works; the admin's token was not touched.
+    let fresh = must_token(&node, "ops-a-brand-new-key-0123456789");
+    assert_eq!(
+        node.must_call("GET", "/v1/tasks", Some(&fresh), None)
+            .status,
+        200
+    );
+    assert_eq!(
+        node.must_call("GET", "/v1/tasks", Some(&admin), None)
+            .status,
+        200
+    );
+}
+
+#[test]
+fn hostile_queries_and_slow_bodies_get_clear_errors() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = start(dir.path());
+    let _ = node.must_call(
+        "POST",
+        "/v1/auth/token",
+        None,
+        Some(&json!({ "api_key": "x" })),
+    );
+    let viewer = must_token(&node, KEYS[2].1);
+    let operator = must_token(&node, KEYS[1].1);
+    // A max_secs that would overflow the clock: 400, and no panic in the log.
+    let a = node.must_call(
+        "GET",
+        "/v1/events?max_secs=18446744073709551615",
+        Some(&viewer),
+        None,
+    );
+    assert_eq!(
+        (a.status, a.body["error"]["code"].clone()),
+        (400, json!("invalid_query")),
+        "{}",
+        a.body
+    );
+    assert!(!node.log().contains("panicked"), "{}", node.log());
+    // A learner whose rpc address points at a metadata service is refused.
+    let admin = must_token(&node, KEYS[0].1);
+    let a = node.must_call(
+        "POST",
+        "/v1/cluster/learners",
+        Some(&admin),
+        Some(&json!({ "id": 4, "rpc": "169.254.169.254:80", "api": "127.0.0.1:7104" })),
+    );
+    assert_eq!(
+        (a.status, a.body["error"]["code"].clone()),
+        (400, json!("invalid_member")),
+        "{}",
+        a.body
+    );
+    // A body that trickles: 408 once api.body_timeout_ms (1 s here) is up, and the
+    // connection is closed.
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap_or_else(|e| panic!("{e}"));
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+    let head = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {operator}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // (Without the deadline the read below gives up after its own 30 s with nothing.)
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
 }

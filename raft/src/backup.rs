@@ -184,31 +184,63 @@ fn snapshot_dir_beside(db_path: &Path) -> std::path::PathBuf {
     crate::snapshot_files::SnapshotDir::of_data_dir(db_path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Write `bytes` to `path` atomically (a temporary file beside it, synced, then renamed).
+/// Write `bytes` to a new file at `path`, 0600, atomically and never over anything: the bytes
+/// go to a temporary file of a name no other writer uses (`O_EXCL`), are synced, and the file
+/// is then hard-linked to `path`, which fails if `path` exists (an existing backup, or
+/// anything else, is left as it is). A directory that has to be made is made 0700.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(exists(path));
+    }
+    static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.partial",
+        ".{}.{}-{}.partial",
         path.file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or("backup")
+            .unwrap_or("backup"),
+        std::process::id(),
+        UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("{}: {e}", path.display()));
+    let write_new = |p: &Path| -> std::io::Result<()> {
+        let mut f = crate::private::create_new(p)?;
+        f.write_all(bytes).and_then(|()| f.sync_all())
+    };
+    let linked = write_new(&tmp).and_then(|()| match std::fs::hard_link(&tmp, path) {
+        // A filesystem without hard links (vfat on a USB stick, some network mounts): written
+        // in place, still O_EXCL; a crash may leave a short file, which restore refuses.
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            write_new(path).inspect_err(|e| {
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    let _ = std::fs::remove_file(path);
+                }
+            })
+        }
+        r => r,
+    });
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            // The new name is durable with its directory.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(path)),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
-    Ok(())
+}
+
+fn exists(path: &Path) -> String {
+    format!(
+        "{} already exists; a backup never replaces a file (choose a new name, or move the old one away first)",
+        path.display()
+    )
 }
 
 /// Scheduled backups in `dir`: `edgerun-<created_ms>.backup`, keeping the newest `keep`.
@@ -261,5 +293,27 @@ mod tests {
         bad[last] ^= 1;
         let sum = verify(&bad).err().unwrap_or_default();
         assert!(sum.contains("checksum"), "{sum}");
+    }
+
+    #[test]
+    fn a_backup_file_is_new_private_and_never_replaces_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("made").join("b.backup");
+        write_file(&path, b"first").unwrap_or_else(|e| panic!("{e}"));
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("made")), 0o700);
+        let e = write_file(&path, b"second").err().unwrap_or_default();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"first"[..]));
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("made"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(left, vec![std::ffi::OsString::from("b.backup")]);
     }
 }

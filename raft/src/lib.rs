@@ -10,6 +10,7 @@
 //! - [`rpc`]: cluster RPC, length-delimited bincode frames over TCP with pooled connections;
 //!   [`server`] answers it. [`network`]: openraft's RaftNetwork on top of it.
 //! - [`start`]: opens the database and starts a Raft node from the config.
+//! - [`private`]: data at rest private to the node's user (dirs 0700, files 0600).
 //!
 //! ```text
 //!  proposer ──client_write──▶ openraft ──append──▶ LogStore (<data>/log/*.seg, fdatasync)
@@ -38,6 +39,7 @@ pub mod flush;
 pub mod log_files;
 pub mod log_store;
 pub mod network;
+pub mod private;
 pub mod results;
 pub mod rpc;
 pub mod secure;

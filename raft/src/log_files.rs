@@ -339,7 +339,7 @@ impl LogFiles {
     /// entries up to it are not part of the log any more (files left by an interrupted purge
     /// are removed). Returns warnings worth a log line (a torn write dropped).
     pub fn open(dir: &Path, purged: Option<u64>) -> Result<(LogFiles, Vec<String>), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut notes = Vec::new();
         // Temporary files of an interrupted migration.
         if let Ok(rd) = std::fs::read_dir(dir) {
@@ -522,11 +522,7 @@ impl LogFiles {
                 s.file.sync_data()?;
             }
             let path = self.dir.join(seg_name(first_id.index));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
+            let file = crate::private::create_new(&path)?;
             file.write_all_at(MAGIC, 0)?;
             file.sync_all()?;
             sync_dir(&self.dir)?;
@@ -762,7 +758,7 @@ fn sync_loop(rx: mpsc::Receiver<(Arc<File>, Done)>) {
 /// Write `entries` (in order) as the log in `dir`, which holds no segment yet: one segment,
 /// written under a temporary name, synced, then renamed. For moving a log out of sled.
 pub fn write_fresh(dir: &Path, entries: impl IntoIterator<Item = Entry>) -> Result<u64, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut buf = MAGIC.to_vec();
     let mut first = None;
     let mut n = 0u64;
@@ -775,7 +771,7 @@ pub fn write_fresh(dir: &Path, entries: impl IntoIterator<Item = Entry>) -> Resu
     let tmp = dir.join(format!("{}.tmp", seg_name(first)));
     let path = dir.join(seg_name(first));
     let res = (|| -> std::io::Result<()> {
-        let f = File::create(&tmp)?;
+        let f = crate::private::create(&tmp)?;
         f.write_all_at(&buf, 0)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;

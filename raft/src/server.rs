@@ -31,6 +31,7 @@ pub fn serve(
 ) -> tokio::task::JoinHandle<()> {
     // This node's id, fixed for the life of the Raft instance.
     let me = raft.metrics().borrow().id;
+    let refusals = Arc::new(RefusalLog::default());
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
@@ -39,11 +40,12 @@ pub fn serve(
                     let raft = raft.clone();
                     let app = app.clone();
                     let key = key.clone();
+                    let refusals = refusals.clone();
                     tokio::spawn(async move {
                         let ch = match Channel::server_within(stream, &key, HANDSHAKE_LIMIT).await {
                             Ok(ch) => ch,
                             Err(e) => {
-                                tracing::warn!(%peer, error = %e, "refused a cluster RPC connection");
+                                refusals.refused(&peer, &e);
                                 return;
                             }
                         };
@@ -60,6 +62,36 @@ pub fn serve(
             }
         }
     })
+}
+
+/// Refused handshakes are logged at most once per [`REFUSAL_LOG_EVERY`], with how many were
+/// not logged since: a flood of bad connections must not flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RefusalLog {
+    /// True when this refusal was logged.
+    fn refused(&self, peer: &std::net::SocketAddr, e: &std::io::Error) -> bool {
+        let now = std::time::Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let due = match st.0 {
+            None => true,
+            Some(last) => now.duration_since(last) >= REFUSAL_LOG_EVERY,
+        };
+        if !due {
+            st.1 += 1;
+            return false;
+        }
+        let not_logged = std::mem::take(&mut st.1);
+        st.0 = Some(now);
+        drop(st);
+        tracing::warn!(%peer, error = %e, not_logged_since_last = not_logged, "refused a cluster RPC connection (at most one such line per 10 s)");
+        true
+    }
 }
 
 /// How long a new connection has to complete the handshake.
@@ -119,5 +151,18 @@ async fn answer(req: RpcRequest, me: u64, raft: &Raft, app: &dyn AppHandler) -> 
             RpcResponse::InstallSnapshot(raft.install_snapshot(r).await)
         }
         RpcRequest::App(r) => RpcResponse::App(app.handle(r).await),
+    }
+}
+
+#[cfg(test)]
+mod refusal_log_tests {
+    #[test]
+    fn a_flood_of_refusals_logs_one_line() {
+        let log = super::RefusalLog::default();
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        let e = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "bad mac");
+        let logged = (0..4000).filter(|_| log.refused(&peer, &e)).count();
+        assert_eq!(logged, 1);
+        assert_eq!(log.state.lock().map(|s| s.1).unwrap_or(0), 3999);
     }
 }

@@ -15,7 +15,7 @@
 //! copies pushed a node's peak heap past 250 MB and the allocator kept that. Written through
 //! a buffered file it costs no more memory than the buffer.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +68,7 @@ impl SnapshotDir {
 
     /// Open (create) the directory and clear what an interrupted write left.
     pub fn open(dir: &Path) -> Result<SnapshotDir, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let s = SnapshotDir {
             dir: dir.to_path_buf(),
         };
@@ -106,7 +106,8 @@ impl SnapshotDir {
     ) -> Result<Written, String> {
         let path = self.tmp_path();
         let res = (|| -> Result<u64, String> {
-            let f = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let f =
+                crate::private::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             {
                 let mut w = BufWriter::with_capacity(256 * 1024, &f);
                 fill(&mut w)?;
@@ -147,7 +148,7 @@ impl SnapshotDir {
             .map_err(|e| e.to_string())?;
             let tmp = self.tmp_path();
             let write = (|| -> std::io::Result<()> {
-                let mut f = File::create(&tmp)?;
+                let mut f = crate::private::create(&tmp)?;
                 f.write_all(&rec)?;
                 f.sync_all()?;
                 std::fs::rename(&tmp, self.dir.join(CURRENT))?;
@@ -278,12 +279,7 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
 fn tempfile_in(dir: &Path) -> Result<File, String> {
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
     let p = dir.join(format!("{TMP_PREFIX}recv-{}-{n}", std::process::id()));
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&p)
-        .map_err(|e| format!("{}: {e}", p.display()))?;
+    let f = crate::private::create_new(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     // Unlinked: the data lives as long as the handle.
     let _ = std::fs::remove_file(&p);
     Ok(f)

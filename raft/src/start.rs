@@ -57,7 +57,7 @@ impl RaftNode {
 /// written by a compatible build.
 pub fn open_db(path: &Path, cache_capacity_mb: u64) -> Result<sled::Db, RaftStoreError> {
     let shown = path.display().to_string();
-    std::fs::create_dir_all(path).map_err(|e| RaftStoreError::Open {
+    crate::private::create_dir(path).map_err(|e| RaftStoreError::Open {
         path: shown.clone(),
         message: e.to_string(),
     })?;

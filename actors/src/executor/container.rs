@@ -1,18 +1,21 @@
 //! `container`: each attempt runs in its own youki (libcontainer) container.
 //!
 //! ```text
-//!  ContainerExecutor ── writes bundle ──▶ <data_dir>/sandbox/bundles/<id>/{config.json, rootfs/, work/}
+//!  ContainerExecutor ── writes bundle ──▶ <data_dir>/sandbox/bundles/<id>/{config.json, rootfs/, input.json}
 //!        │
 //!        └─ spawns `edgerun container-run` (single-threaded helper: create, start, wait, delete)
 //!               └─ container: pid, mount, ipc, uts, net namespaces; read-only root with the
-//!                  host's /usr and libraries bound read-only; /work read-write; no
-//!                  capabilities; no_new_privileges; a seccomp deny list; cgroup memory, pids
-//!                  and cpu limits under this node's own cgroup
-//!                  └─ `/edgerun kernel-exec <kernel> --input /work/input.json`  (or the exec argv)
+//!                  host's /usr and libraries bound read-only; /work a tmpfs of
+//!                  `resources.disk_mb` (default `executor.default_disk_mb`); RLIMIT_FSIZE;
+//!                  no capabilities; no_new_privileges; the seccomp profile of [`super::seccomp`];
+//!                  cgroup memory, pids and cpu limits under this node's own cgroup
+//!                  └─ `/edgerun kernel-exec <kernel> --input /input.json`  (or the exec argv)
 //! ```
 //!
-//! Kernel results come back on the container's stdout (a file outside the container's view);
-//! exec tasks get exit code and capped streams. A timeout kills the container (all of its
+//! Kernel results come back on the container's stdout, a pipe the helper reads and writes to
+//! `bundle/stdout` up to a cap (the result cap for kernels, the output cap for exec tasks),
+//! counting the rest; nothing a task writes lands on the node's disk beyond those caps.
+//! Exec tasks get exit code and capped streams. A timeout kills the container (all of its
 //! processes); an OOM kill is read from the cgroup and reported as `oom_killed`. At start the
 //! node removes containers, cgroups and bundles left by a crashed run ([`ContainerExecutor::clean`]).
 
@@ -23,58 +26,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use edgerun_model::{Isolation, Outcome, Work};
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+pub use super::cgroup::own_cgroup;
+use super::cgroup::{kill_all, kill_and_remove};
 use super::{exec_outcome, failed, kernel_outcome, Executor, Finished, Job, RunFuture, OUTPUT_CAP};
 
-/// Largest kernel result read back (matmul's largest output as JSON fits).
-const MAX_RESULT: u64 = 512 * 1024 * 1024;
 /// Time the helper gets beyond the task's own timeout to set up and tear down.
 const HELPER_GRACE: Duration = Duration::from_secs(15);
-
-/// Syscalls the default seccomp profile refuses (EPERM): kernel and namespace administration
-/// no task needs.
-const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "adjtimex",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "delete_module",
-    "finit_module",
-    "init_module",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "move_mount",
-    "open_by_handle_at",
-    "perf_event_open",
-    "pivot_root",
-    "ptrace",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "syslog",
-    "umount2",
-    "unshare",
-    "userfaultfd",
-    "fsopen",
-    "fsmount",
-    "fspick",
-    "open_tree",
-];
 
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -95,6 +59,11 @@ pub struct ContainerConfig {
     pub pool: usize,
     /// Let tasks that ask for the network share the host's (`executor.allow_network`).
     pub allow_network: bool,
+    /// Size of `/work` and the largest file a task may write, when it gives no
+    /// `resources.disk_mb`.
+    pub default_disk_mb: u32,
+    /// Largest kernel result accepted, in bytes (`executor.max_result_mb`).
+    pub max_result: usize,
 }
 
 pub struct ContainerExecutor {
@@ -113,6 +82,11 @@ struct HelperReport {
     #[serde(default)]
     oom_killed: bool,
     error: Option<String>,
+    /// Bytes the task wrote to stdout / stderr in all (the files keep at most the caps).
+    #[serde(default)]
+    stdout_bytes: u64,
+    #[serde(default)]
+    stderr_bytes: u64,
     /// Where the helper's time went (microseconds).
     #[serde(default)]
     timing_us: Option<HelperTiming>,
@@ -128,27 +102,6 @@ struct HelperTiming {
     start: u64,
 }
 
-/// The cgroup path of this process for the memory controller (v1) or the unified hierarchy.
-pub fn own_cgroup() -> String {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mut unified = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (
-            parts.next(),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or("/"),
-        );
-        if controllers.split(',').any(|c| c == "memory") {
-            return path.to_string();
-        }
-        if controllers.is_empty() {
-            unified = Some(path.to_string());
-        }
-    }
-    unified.unwrap_or_else(|| "/".into())
-}
-
 fn bind(dest: &str, src: &Path, rw: bool) -> Value {
     json!({
         "destination": dest,
@@ -158,14 +111,24 @@ fn bind(dest: &str, src: &Path, rw: bool) -> Value {
     })
 }
 
-/// The OCI runtime spec of one attempt (pure: tested without containers).
+/// Limits of one container beyond the job's own.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecLimits {
+    /// Most processes (pids cgroup).
+    pub pids: u32,
+    /// Size of the `/work` tmpfs and the largest file (RLIMIT_FSIZE), in MiB.
+    pub disk_mb: u32,
+}
+
+/// The OCI runtime spec of one attempt (pure: tested without containers). `input` is bound
+/// read-only at `/input.json`.
 pub fn spec(
     args: &[String],
     env: &BTreeMap<String, String>,
-    work: &Path,
+    input: Option<&Path>,
     exe: &Path,
     job: &Job,
-    pids: u32,
+    limits: SpecLimits,
     cgroup: &str,
 ) -> Value {
     let mut envs: Vec<String> = vec![
@@ -211,10 +174,20 @@ pub fn spec(
         ));
     }
     mounts.push(bind("/edgerun", exe, false));
-    mounts.push(bind("/work", work, true));
+    if let Some(input) = input {
+        mounts.push(bind("/input.json", input, false));
+    }
+    // The task's writable dir is memory (charged to its cgroup), never the node's disk.
+    mounts.push(json!({
+        "destination": "/work",
+        "type": "tmpfs",
+        "source": "tmpfs",
+        "options": ["nosuid", "nodev", "mode=755", format!("size={}k", u64::from(limits.disk_mb) * 1024)],
+    }));
+    let fsize = u64::from(limits.disk_mb) * 1024 * 1024;
     let mut resources = json!({
         "memory": { "limit": (job.memory_mb as i64) * 1024 * 1024 },
-        "pids": { "limit": pids as i64 },
+        "pids": { "limit": limits.pids as i64 },
         "devices": [{ "allow": false, "access": "rwm" }],
     });
     if let Some(m) = job.cpu_millis {
@@ -229,7 +202,11 @@ pub fn spec(
             "env": envs,
             "cwd": "/work",
             "capabilities": { "bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": [] },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+            "rlimits": [
+                { "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 },
+                { "type": "RLIMIT_FSIZE", "hard": fsize, "soft": fsize },
+                { "type": "RLIMIT_CORE", "hard": 0, "soft": 0 },
+            ],
             "noNewPrivileges": true,
         },
         "root": { "path": "rootfs", "readonly": true },
@@ -241,11 +218,7 @@ pub fn spec(
             "resources": resources,
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
             "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-            "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
-                "syscalls": [{ "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }],
-            },
+            "seccomp": super::seccomp::oci(),
         },
     })
 }
@@ -259,44 +232,6 @@ fn read_capped(path: &Path, cap: u64) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let _ = f.take(cap).read_to_end(&mut out);
     (out, len > cap)
-}
-
-/// Kill every process in `cgroup` (under each controller) and remove it and its children.
-pub(crate) fn remove_cgroup_tree(rel: &str) {
-    let roots: Vec<PathBuf> = match std::fs::read_dir("/sys/fs/cgroup") {
-        Ok(d) => {
-            let mut v: Vec<PathBuf> = d
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            v.push(PathBuf::from("/sys/fs/cgroup"));
-            v
-        }
-        Err(_) => return,
-    };
-    for root in roots {
-        let dir = root.join(rel.trim_start_matches('/'));
-        if dir.is_dir() {
-            remove_dir_tree(&dir);
-        }
-    }
-}
-
-fn remove_dir_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                remove_dir_tree(&e.path());
-            }
-        }
-    }
-    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 impl ContainerExecutor {
@@ -370,7 +305,7 @@ impl ContainerExecutor {
                 .await;
         }
         let parent = self.cfg.cgroup_parent.clone();
-        tokio::task::spawn_blocking(move || remove_cgroup_tree(&parent))
+        tokio::task::spawn_blocking(move || kill_and_remove(&parent))
             .await
             .map_err(std::io::Error::other)?;
         let _ = tokio::fs::remove_dir_all(self.bundles()).await;
@@ -391,6 +326,7 @@ impl ContainerExecutor {
             memory_mb: 64,
             cpu_millis: None,
             network: false,
+            disk_mb: Some(1),
         };
         match self.run_job(job).await {
             Outcome::Succeeded { result } if result.contains("edgerun") => Ok(()),
@@ -425,18 +361,13 @@ impl ContainerExecutor {
         if job.network && !self.cfg.allow_network {
             return failed("network_not_allowed", "the task asks for the network and this node does not allow it (executor.allow_network = false)", false);
         }
-        let work = bundle.join("work");
-        let setup = async {
-            tokio::fs::create_dir_all(bundle.join("rootfs")).await?;
-            tokio::fs::create_dir_all(&work).await?;
-            Ok::<_, std::io::Error>(())
-        };
-        if let Err(e) = setup.await {
+        if let Err(e) = tokio::fs::create_dir_all(bundle.join("rootfs")).await {
             return failed("sandbox_error", format!("preparing the bundle: {e}"), true);
         }
+        let input_file = bundle.join("input.json");
         let (args, env, is_kernel) = match &job.work {
             Work::Kernel { kernel, input } => {
-                if let Err(e) = tokio::fs::write(work.join("input.json"), input).await {
+                if let Err(e) = tokio::fs::write(&input_file, input).await {
                     return failed("sandbox_error", format!("writing the input: {e}"), true);
                 }
                 let args = vec![
@@ -444,20 +375,24 @@ impl ContainerExecutor {
                     "kernel-exec".into(),
                     kernel.clone(),
                     "--input".into(),
-                    "/work/input.json".into(),
+                    "/input.json".into(),
                 ];
                 (args, BTreeMap::new(), true)
             }
             Work::Exec { argv, env } => (argv.clone(), env.clone(), false),
         };
         let cgroup = format!("{}/{id}", self.cfg.cgroup_parent.trim_end_matches('/'));
+        let disk_mb = job.disk_mb.unwrap_or(self.cfg.default_disk_mb);
         let config = spec(
             &args,
             &env,
-            &work,
+            is_kernel.then_some(input_file.as_path()),
             &self.cfg.exe,
             job,
-            self.cfg.pids,
+            SpecLimits {
+                pids: self.cfg.pids,
+                disk_mb,
+            },
             &cgroup,
         );
         if let Err(e) = tokio::fs::write(bundle.join("config.json"), config.to_string()).await {
@@ -465,12 +400,20 @@ impl ContainerExecutor {
         }
         // A pre-started helper waits for its orders on stdin (saves starting the binary on
         // the task's path); a fresh one is started to take its place.
+        // One byte over the result cap tells a result that is too large from one that fits.
+        let stdout_cap = if is_kernel {
+            self.cfg.max_result.saturating_add(1)
+        } else {
+            OUTPUT_CAP
+        };
         let order = json!({
             "bundle": bundle,
             "id": id,
             "timeout_ms": job.timeout.as_millis() as u64,
             "cgroup": cgroup,
             "exec_kernel": self.cfg.exec_kernel,
+            "stdout_cap": stdout_cap,
+            "stderr_cap": OUTPUT_CAP,
         });
         let child = match self.take_helper().await {
             Ok(mut c) => {
@@ -520,7 +463,10 @@ impl ContainerExecutor {
                 if let Some(pg) = pgid {
                     let _ = killpg(pg, Signal::SIGKILL);
                 }
-                remove_cgroup_tree(&cgroup);
+                kill_all(&cgroup);
+                let rel = cgroup.clone();
+                let _ = tokio::task::spawn_blocking(move || kill_and_remove(&rel)).await;
+                guard.disarm();
                 return failed("sandbox_error", "the container helper did not finish", true);
             }
         };
@@ -567,24 +513,20 @@ impl ContainerExecutor {
             );
         }
         let (stderr, stderr_truncated) = read_capped(&bundle.join("stderr"), OUTPUT_CAP as u64);
-        let cap = if is_kernel {
-            MAX_RESULT
-        } else {
-            OUTPUT_CAP as u64
-        };
-        let (stdout, stdout_truncated) = read_capped(&bundle.join("stdout"), cap);
+        let (stdout, stdout_truncated) = read_capped(&bundle.join("stdout"), stdout_cap as u64);
         let finished = Finished {
             code: report.exit_code,
             signal: report.signal,
+            stdout_truncated: stdout_truncated || report.stdout_bytes > stdout.len() as u64,
+            stdout_total: report.stdout_bytes,
             stdout,
-            stdout_truncated,
+            stderr_truncated: stderr_truncated || report.stderr_bytes > stderr.len() as u64,
             stderr,
-            stderr_truncated,
         };
         if is_kernel {
-            kernel_outcome(finished, false, job.memory_mb)
+            kernel_outcome(finished, false, job.memory_mb, self.cfg.max_result)
         } else {
-            exec_outcome(finished)
+            exec_outcome(finished, disk_mb)
         }
     }
 }
@@ -616,14 +558,18 @@ mod tests {
             memory_mb: 32,
             cpu_millis: Some(500),
             network: false,
+            disk_mb: Some(64),
         };
         let s = spec(
             &["true".into()],
             &BTreeMap::from([("A".into(), "b".into())]),
-            Path::new("/w"),
+            Some(Path::new("/b/input.json")),
             Path::new("/x/edgerun"),
             &job,
-            16,
+            SpecLimits {
+                pids: 16,
+                disk_mb: 64,
+            },
             "/p/t1",
         );
         assert_eq!(s["root"]["readonly"], true);
@@ -652,17 +598,29 @@ mod tests {
             .find(|m| m["destination"] == "/work")
             .cloned()
             .unwrap_or_default();
+        assert_eq!(
+            work["type"], "tmpfs",
+            "the writable dir is not the node's disk"
+        );
         assert!(work["options"]
             .as_array()
-            .is_some_and(|o| o.contains(&json!("rw"))));
+            .is_some_and(|o| o.contains(&json!("size=65536k"))));
         assert!(mounts
             .iter()
-            .filter(|m| m["destination"] != "/work" && m["type"] == "bind")
+            .filter(|m| m["type"] == "bind")
             .all(|m| m["options"]
                 .as_array()
                 .is_some_and(|o| o.contains(&json!("ro")))));
-        assert!(s["linux"]["seccomp"]["syscalls"][0]["names"]
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/input.json" && m["source"] == "/b/input.json"));
+        let rlimits = s["process"]["rlimits"]
             .as_array()
-            .is_some_and(|n| n.contains(&json!("mount"))));
+            .cloned()
+            .unwrap_or_default();
+        assert!(rlimits
+            .iter()
+            .any(|r| r["type"] == "RLIMIT_FSIZE" && r["hard"] == 64 * 1024 * 1024));
+        assert_eq!(s["linux"]["seccomp"], crate::executor::seccomp::oci());
     }
 }

@@ -2,14 +2,19 @@
 //!
 //! ```text
 //!  Worker ──run(Job)──▶ Executor ─┬─ Inproc:  a blocking thread in the node (benchmarks)
-//!                                 └─ Process: `edgerun kernel-exec` / `edgerun exec-shim`
-//!                                             as a child in its own process group, with
-//!                                             rlimits, a wall-clock timeout and capped output
+//!                                 ├─ Process: `edgerun kernel-exec` / `edgerun exec-shim`
+//!                                 │           as a child in its own process group and
+//!                                 │           cgroup, as an unprivileged user without
+//!                                 │           capabilities, under seccomp, with rlimits, a
+//!                                 │           wall-clock timeout and capped output
+//!                                 └─ Container: a youki container per attempt
 //! ```
 //!
 //! Every outcome records the isolation used. `executor.isolation = auto` picks the strongest
 //! mode the node can provide and says why at start. Failure policy: an executor never fails
-//! the node; every problem becomes the attempt's outcome.
+//! the node; every problem becomes the attempt's outcome. Every executor refuses a kernel
+//! result over `executor.max_result_mb` (`result_too_large`); containers and processes share
+//! one seccomp profile ([`seccomp`]) and the cgroup helpers ([`cgroup`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,13 +22,15 @@ use std::time::Duration;
 
 use edgerun_model::{Isolation, Outcome, TaskError, Work};
 
+pub mod cgroup;
 pub mod container;
 pub mod inproc;
 pub mod process;
+pub mod seccomp;
 
 pub use container::{ContainerConfig, ContainerExecutor};
 pub use inproc::InprocExecutor;
-pub use process::{ProcessExecutor, ProcessLimits};
+pub use process::{ProcessExecutor, ProcessLimits, ProcessSandbox};
 
 /// One attempt to run.
 #[derive(Debug, Clone)]
@@ -38,6 +45,9 @@ pub struct Job {
     pub cpu_millis: Option<u32>,
     /// The task asked for the network.
     pub network: bool,
+    /// Disk the task may write, in MiB; `None` = the executor's default
+    /// (`executor.default_disk_mb`).
+    pub disk_mb: Option<u32>,
 }
 
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
@@ -64,8 +74,22 @@ pub mod exit_codes {
     pub const INVALID_INPUT: i32 = 3;
     /// The kernel reported an error (deterministic: not retried).
     pub const KERNEL_ERROR: i32 = 4;
-    /// The helper itself could not run (bad arguments, I/O).
+    /// The helper itself could not run (bad arguments, I/O, the sandbox could not be set).
     pub const HELPER_ERROR: i32 = 5;
+}
+
+/// Fail a kernel result over the cap (`executor.max_result_mb`); `bytes` is its size, or
+/// what was seen of it before reading stopped (`at_least`).
+pub(crate) fn result_too_large(bytes: u64, at_least: bool, max: usize) -> Outcome {
+    failed(
+        "result_too_large",
+        format!(
+            "the kernel's result is {}{bytes} bytes, over the {} MiB this node accepts (executor.max_result_mb)",
+            if at_least { "at least " } else { "" },
+            max / (1024 * 1024)
+        ),
+        false,
+    )
 }
 
 /// Kills a workload when dropped while armed: its process group, and its cgroup tree (the
@@ -94,7 +118,18 @@ impl Drop for KillOnDrop {
             let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
         }
         if let Some(cg) = self.cgroup.take() {
-            container::remove_cgroup_tree(&cg);
+            // Signal everything now; waiting for the cgroup to empty and removing it can take
+            // a moment, which a drop on the runtime's thread must not wait for.
+            cgroup::kill_all(&cg);
+            let rel = cg.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cgroup-reaper".into())
+                .spawn(move || {
+                    cgroup::kill_and_remove(&rel);
+                });
+            if spawned.is_err() {
+                cgroup::kill_and_remove(&cg);
+            }
         }
     }
 }
@@ -108,15 +143,21 @@ pub(crate) struct Finished {
     pub signal: Option<i32>,
     pub stdout: Vec<u8>,
     pub stdout_truncated: bool,
+    /// Bytes the task wrote to stdout in all (kept or not), as far as it was counted.
+    pub stdout_total: u64,
     pub stderr: Vec<u8>,
     pub stderr_truncated: bool,
 }
 
 /// The outcome of `kernel-exec` (exit codes in [`exit_codes`]); `oom` when the executor saw
-/// the memory limit hit.
-pub(crate) fn kernel_outcome(f: Finished, oom: bool, memory_mb: u32) -> Outcome {
+/// the memory limit hit; a result over `max_result` bytes fails `result_too_large`.
+pub(crate) fn kernel_outcome(f: Finished, oom: bool, memory_mb: u32, max_result: usize) -> Outcome {
     let stderr = String::from_utf8_lossy(&f.stderr).trim().to_string();
     match (f.code, f.signal) {
+        (Some(0), _) if f.stdout_truncated || f.stdout.len() > max_result => {
+            let seen = f.stdout_total.max(f.stdout.len() as u64);
+            result_too_large(seen, f.stdout_truncated, max_result)
+        }
         (Some(0), _) => match String::from_utf8(f.stdout) {
             Ok(result)
                 if !f.stdout_truncated
@@ -150,8 +191,9 @@ pub(crate) fn kernel_outcome(f: Finished, oom: bool, memory_mb: u32) -> Outcome 
 }
 
 /// The outcome of an exec task: its exit code and capped streams are the result; a non-zero
-/// exit fails the task but keeps that result.
-pub(crate) fn exec_outcome(f: Finished) -> Outcome {
+/// exit fails the task but keeps that result. A command killed for writing past its file
+/// size limit (SIGXFSZ), or failing on a full disk, fails `disk_limit`.
+pub(crate) fn exec_outcome(f: Finished, disk_mb: u32) -> Outcome {
     let exit_code = f.code.unwrap_or_else(|| 128 + f.signal.unwrap_or(0));
     let stderr = String::from_utf8_lossy(&f.stderr);
     let result = serde_json::json!({
@@ -170,12 +212,94 @@ pub(crate) fn exec_outcome(f: Finished) -> Outcome {
         .chars()
         .skip(stderr.chars().count().saturating_sub(300))
         .collect();
+    let xfsz = f.signal == Some(nix::sys::signal::Signal::SIGXFSZ as i32)
+        || exit_code == 128 + nix::sys::signal::Signal::SIGXFSZ as i32;
+    let (code, message) = if xfsz || stderr.contains("No space left on device") {
+        (
+            "disk_limit",
+            format!(
+                "the task went over its disk limit of {disk_mb} MiB (resources.disk_mb) and exited with {exit_code}: {}",
+                tail.trim()
+            ),
+        )
+    } else {
+        (
+            "nonzero_exit",
+            format!("exited with {exit_code}: {}", tail.trim()),
+        )
+    };
     Outcome::Failed {
         error: TaskError {
-            code: "nonzero_exit".into(),
-            message: format!("exited with {exit_code}: {}", tail.trim()),
+            code: code.into(),
+            message,
         },
         retryable: false,
         output: Some(result.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(stdout: &[u8], truncated: bool, total: u64) -> Finished {
+        Finished {
+            code: Some(0),
+            signal: None,
+            stdout: stdout.to_vec(),
+            stdout_truncated: truncated,
+            stdout_total: total,
+            stderr: Vec::new(),
+            stderr_truncated: false,
+        }
+    }
+
+    fn code(o: &Outcome) -> &str {
+        match o {
+            Outcome::Failed { error, .. } => &error.code,
+            Outcome::Succeeded { .. } => "succeeded",
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn kernel_results_over_the_cap_fail_and_are_not_retried() {
+        let ok = kernel_outcome(finished(b"[1,2,3]", false, 7), false, 64, 16);
+        assert_eq!(code(&ok), "succeeded");
+        let over = kernel_outcome(finished(b"[1,2,3,4,5,6,7,8,9]", false, 19), false, 64, 16);
+        assert_eq!(code(&over), "result_too_large");
+        let cut = kernel_outcome(
+            finished(b"[1,2,3,4,5,6,7,8,", true, 70_000_000),
+            false,
+            64,
+            16,
+        );
+        match cut {
+            Outcome::Failed {
+                error, retryable, ..
+            } => {
+                assert_eq!(error.code, "result_too_large");
+                assert!(!retryable);
+                assert!(
+                    error.message.contains("70000000")
+                        && error.message.contains("executor.max_result_mb"),
+                    "{}",
+                    error.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn writing_past_the_file_size_limit_fails_disk_limit() {
+        let mut f = finished(b"", false, 0);
+        f.code = None;
+        f.signal = Some(nix::sys::signal::Signal::SIGXFSZ as i32);
+        let o = exec_outcome(f, 64);
+        assert_eq!(code(&o), "disk_limit");
+        let mut f = finished(b"", false, 0);
+        f.code = Some(1);
+        assert_eq!(code(&exec_outcome(f, 64)), "nonzero_exit");
     }
 }

@@ -28,14 +28,62 @@ pub struct NewLearner {
     pub api: String,
 }
 
+/// A member address as `host:port`: a DNS name or an IP address (IPv6 in brackets), a
+/// non-zero port. The leader will connect to a learner's `rpc`, so addresses nothing should
+/// connect to are refused: unspecified (0.0.0.0, ::), multicast, broadcast and link-local
+/// (169.254.0.0/16 holds cloud metadata services; fe80::/10).
 fn host_port(field: &str, v: &str) -> Result<(), ApiError> {
-    match v.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
-        _ => Err(ApiError::bad_request(
+    let bad = |why: &str| {
+        ApiError::bad_request(
             "invalid_member",
-            format!("{field}: {v:?} is not host:port"),
-        )),
+            format!(
+                "{field}: {v:?} {why}; expected host:port, e.g. 10.0.0.4:7204 or n4.example:7204"
+            ),
+        )
+    };
+    let Some((host, port)) = v.rsplit_once(':') else {
+        return Err(bad("has no port"));
+    };
+    if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+        return Err(bad("has no valid port (1-65535)"));
     }
+    let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => Some(
+            v6.parse::<std::net::Ipv6Addr>()
+                .map(std::net::IpAddr::V6)
+                .map_err(|_| bad("has a bracketed host that is not an IPv6 address"))?,
+        ),
+        None => host
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(std::net::IpAddr::V4),
+    };
+    match ip {
+        Some(ip) => {
+            let link_local = match ip {
+                std::net::IpAddr::V4(a) => a.is_link_local() || a.is_broadcast(),
+                std::net::IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+            };
+            if ip.is_unspecified() || ip.is_multicast() || link_local {
+                return Err(bad("is not an address a member can have"));
+            }
+        }
+        None => {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            };
+            if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+                return Err(bad(
+                    "has a host that is neither an IP address nor a DNS name",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn change(ctx: &ClusterCtx, c: MembershipChange) -> Result<HttpResponse, ApiError> {
@@ -183,4 +231,40 @@ pub async fn nodes(ctx: web::Data<ClusterCtx>) -> HttpResponse {
 /// GET /v1/alerts: what fires now on this node (cluster-wide rules and its own disk).
 pub async fn alerts(ctx: web::Data<ClusterCtx>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "node": ctx.node.id, "alerts": ctx.alerts.firing() }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn member_addresses_are_checked() {
+        for ok in [
+            "127.0.0.1:7204",
+            "10.0.0.4:1",
+            "n4:7204",
+            "n4.example.com:7204",
+            "[::1]:7204",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(super::host_port("rpc", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:70000",
+            ":7204",
+            "0.0.0.0:7204",
+            "[::]:7204",
+            "169.254.169.254:80",
+            "224.0.0.1:7204",
+            "255.255.255.255:7204",
+            "[fe80::1]:7204",
+            "[zz]:7204",
+            "a b:7204",
+            "-x:7204",
+            "x/y:7204",
+            "user@host:7204",
+        ] {
+            assert!(super::host_port("rpc", bad).is_err(), "{bad}");
+        }
+    }
 }

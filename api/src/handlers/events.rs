@@ -9,8 +9,8 @@
 //!   re-read what it needs.
 //! - a `: keep-alive` comment every 15 s.
 //!
-//! `kinds=task,leader,node` picks kinds (all by default); `max_secs` ends the stream after
-//! that long (for scripts; forever by default). The stream ends when the client goes away.
+//! `kinds=task,leader,node` picks kinds (all by default); `max_secs` (at most a week) ends
+//! the stream after that long (for scripts; forever by default). The stream ends when the client goes away.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
@@ -38,6 +38,8 @@ pub struct EventsQuery {
 }
 
 const KINDS: [&str; 3] = ["task", "leader", "node"];
+/// Longest `max_secs` (a week): a bound for scripts, not a way to overflow the clock.
+const MAX_SECS: u64 = 7 * 86_400;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often leader and node changes are looked for.
 const CLUSTER_POLL: Duration = Duration::from_millis(200);
@@ -121,12 +123,18 @@ pub async fn events(
     q: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = Filter::parse(&q)?;
+    if q.max_secs.is_some_and(|s| s > MAX_SECS) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("max_secs: 0 to {MAX_SECS} (leave it out to follow the stream until you disconnect)"),
+        ));
+    }
     let max = q.max_secs.map(Duration::from_secs);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let node = ctx.node.clone();
     let mut applied = node.view.subscribe();
     tokio::spawn(async move {
-        let deadline = max.map(|d| tokio::time::Instant::now() + d);
+        let deadline = max.and_then(|d| tokio::time::Instant::now().checked_add(d));
         let mut leader = None;
         let mut nodes: BTreeMap<u64, bool> = node
             .view

@@ -67,7 +67,7 @@ fn fits(pattern: &str, path: &str) -> bool {
 /// No route: 405 with `Allow` when the path exists with other methods, else 404.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // A literal route (`/v1/tasks/batch`) wins over a template that also fits it.
-    let docs = crate::routes::DOCUMENTED;
+    let docs: Vec<(&str, &str)> = crate::routes::documented().collect();
     let exact = docs.iter().any(|(_, p)| *p == req.path());
     let allowed: Vec<String> = docs
         .iter()

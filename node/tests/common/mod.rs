@@ -156,6 +156,8 @@ impl Node {
                 "auth.enabled=false",
                 "limits.requests_per_second=1000000",
                 "limits.burst=1000000",
+                "limits.address_requests_per_second=1000000",
+                "limits.address_burst=1000000",
             ] {
                 args.push("--set".into());
                 args.push(s.into());
@@ -475,12 +477,13 @@ pub fn must_token(node: &Node, key: &str) -> String {
 }
 
 impl Node {
-    /// The cgroup parent of this node's containers, from its log (container isolation only).
+    /// The cgroup parent of this node's tasks, from its log (container isolation, or process
+    /// isolation on a root node with cgroups).
     pub fn cgroup_parent(&self) -> Option<String> {
         let log = self.log();
         let line = log
             .lines()
-            .find(|l| l.contains("container cgroups go under this parent"))?;
+            .find(|l| l.contains("task cgroups go under this parent"))?;
         let v = line.split("cgroup_parent=").nth(1)?;
         Some(v.split_whitespace().next()?.trim_matches('"').to_string())
     }
@@ -518,6 +521,29 @@ impl Drop for Node {
         }
     }
 }
+
+/// Tries `clone` with CLONE_NEWUSER|CLONE_NEWNET, `clone3` with CLONE_NEWUSER, and a plain
+/// `clone` (a fork), through raw syscalls, and prints what each answered.
+/// (`python3 -c`, for an exec task.)
+pub const CLONE_PROBE: &str = r#"
+import ctypes, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+nr = {"x86_64": (56, 435), "aarch64": (220, 435)}[platform.machine()]
+NEWUSER, NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17
+def done(name, r):
+    if r == 0:
+        os._exit(0)
+    if r < 0:
+        return name + "=" + os.strerror(ctypes.get_errno())
+    os.waitpid(r, 0)
+    return name + "=ok"
+class Args(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls")]
+a = Args(flags=NEWUSER, exit_signal=SIGCHLD)
+print(done("clone", libc.syscall(nr[0], ctypes.c_ulong(NEWUSER | NEWNET | SIGCHLD), 0, 0, 0, 0)),
+      done("clone3", libc.syscall(nr[1], ctypes.byref(a), ctypes.sizeof(a))),
+      done("fork", libc.syscall(nr[0], ctypes.c_ulong(SIGCHLD), 0, 0, 0, 0)))
+"#;
 
 /// Settings that make failure tests quick: short heartbeats and lease.
 pub const FAST_FAILOVER: &[&str] = &["cluster.heartbeat_ms=200", "cluster.lease_ms=1500"];
