@@ -11,6 +11,10 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
+/// The shortest `timeout_ms` accepted: below it a timeout could not be enforced (starting
+/// an attempt alone takes about that long).
+pub const MIN_TIMEOUT_MS: u64 = 10;
+
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Most tasks in one batch submission.
@@ -100,6 +104,9 @@ pub struct TaskSubmission {
     pub constraints: ConstraintsDto,
     #[serde(default)]
     pub resources: ResourcesDto,
+    /// How long one attempt may run (the workload itself, not queueing or commit), in ms:
+    /// 10 to 86400000.
+    #[schema(minimum = 10, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
     pub retry: Option<RetryDto>,
     pub idempotency_key: Option<String>,
@@ -174,10 +181,10 @@ impl TaskSubmission {
             }
         };
         if let Some(t) = self.timeout_ms {
-            if t == 0 || t > 86_400_000 {
+            if !(MIN_TIMEOUT_MS..=86_400_000).contains(&t) {
                 return Err(bad(
                     &format!("{at}timeout_ms"),
-                    format!("{t} is out of range 1..=86400000"),
+                    format!("{t} is out of range {MIN_TIMEOUT_MS}..=86400000 (it bounds an attempt's run; a shorter one could not be told from starting the attempt)"),
                 ));
             }
         }

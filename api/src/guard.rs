@@ -15,8 +15,9 @@
 //!   spreading its calls over the nodes is limited once); while Redis is unavailable each
 //!   node falls back to its own buckets ([`crate::shared_limit`]). `/healthz`, `/readyz`
 //!   and `/metrics` (exactly those paths) are not limited.
-//! - Audit: every call of a write route and of an admin route (reads included: a snapshot
-//!   download is audited) is one JSON line in `<data_dir>/audit.log`: time, node, subject,
+//! - Audit: every call of a write route (not GET, and not a viewer's route such as
+//!   `POST /v1/tasks/wait`) and of an admin route (reads included: a snapshot download is
+//!   audited) is one JSON line in `<data_dir>/audit.log`: time, node, subject,
 //!   role, action (method + route pattern), path (at most [`PATH_CHARS`] characters), status
 //!   and outcome. Refusals of unauthenticated clients (401, 429) are written once per
 //!   client address and reason per `audit.refusal_window_secs`, then counted: the next line
@@ -467,7 +468,9 @@ pub async fn guard<B: MessageBody + 'static>(
     let Some(need) = need else {
         return Ok(res.map_into_left_body());
     };
-    let write = method != Method::GET && method != Method::HEAD;
+    // Writes: calls of operator and admin routes, and of open routes that change something
+    // (token issues); a viewer's route is a read even when it is a POST (/v1/tasks/wait).
+    let write = method != Method::GET && method != Method::HEAD && need != Some(Role::Viewer);
     if write || need == Some(Role::Admin) {
         audit_line(
             &g,

@@ -24,6 +24,7 @@ use crate::dto::{
 use crate::handlers::admin::{LogChange, LogView, ReloadReport};
 use crate::handlers::cluster::NewLearner;
 use crate::handlers::jobs::{FireView, JobSubmission, JobView};
+use crate::handlers::tasks::WaitMany;
 
 #[derive(ToSchema)]
 #[schema(as = Tier)]
@@ -288,6 +289,37 @@ fn list() {}
         (status = 429, description = "Rate limited or too many pending tasks; nothing stored", body = ErrorBody),
         (status = 503, description = "No leader now; retry", body = ErrorBody)))]
 fn submit_batch() {}
+
+/// One ended task in a `POST /v1/tasks/wait` answer.
+#[derive(ToSchema)]
+pub struct WaitEnded {
+    pub id: u64,
+    /// succeeded, failed, timed_out or cancelled
+    pub status: String,
+    pub error: Option<ErrorDto<'static>>,
+}
+
+/// The answer of `POST /v1/tasks/wait`.
+#[derive(ToSchema)]
+pub struct WaitManyAnswer {
+    /// The listed tasks that have ended.
+    pub ended: Vec<WaitEnded>,
+    /// The listed tasks still pending or running when the call returned.
+    pub pending: Vec<u64>,
+    /// Listed ids with no task (never submitted, or collected by retention).
+    pub not_found: Vec<u64>,
+}
+
+#[utoipa::path(post, path = "/v1/tasks/wait", tag = "tasks", request_body = WaitMany,
+    responses(
+        (status = 200, description = "Once every listed task has ended, or when the timeout passes", body = WaitManyAnswer),
+        (status = 400, description = "Malformed body, no ids, more than 10,000, or a bad timeout", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn wait_many() {}
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = u64, Path, minimum = 1), ("stale" = Option<bool>, Query)),
@@ -565,13 +597,14 @@ impl Modify for BearerAuth {
     info(title = "edgerun", description = "A compute cluster for the edge: tasks, jobs, cluster membership."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, get_task, wait,
+    paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, wait_many, get_task, wait,
         cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job, kernels, cluster,
         add_learner, promote, remove, nodes, alerts, dashboard, get_log, set_log, reload, snapshot),
     components(schemas(ErrorBody, ErrorDetail, TaskDto, TaskSubmission, BatchSubmission,
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,
-        JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport))
+        JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport,
+        WaitMany, WaitManyAnswer, WaitEnded))
 )]
 pub struct ApiDoc;
 

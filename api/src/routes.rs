@@ -65,6 +65,8 @@ pub const ROUTES: &[Route] = &[
     needs("post", "/v1/tasks", Operator),
     needs("get", "/v1/tasks", Viewer),
     needs("post", "/v1/tasks/batch", Operator),
+    // A read (many waits in one call) with a body, hence POST.
+    needs("post", "/v1/tasks/wait", Viewer),
     needs("get", "/v1/tasks/{id}", Viewer),
     needs("get", "/v1/tasks/{id}/wait", Viewer),
     needs("post", "/v1/tasks/{id}/cancel", Operator),
@@ -143,8 +145,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(at("post", "/v1/tasks", tasks::submit))
         .service(at("get", "/v1/tasks", tasks::list))
         .service(at("post", "/v1/tasks/batch", tasks::submit_batch))
-        // Other methods on /tasks/batch get 405, not GET /tasks/{id} with id "batch".
+        .service(at("post", "/v1/tasks/wait", tasks::wait_many))
+        // Other methods on /tasks/batch and /tasks/wait get 405, not GET /tasks/{id} with
+        // id "batch".
         .route("/v1/tasks/batch", web::route().to(system::not_found))
+        .route("/v1/tasks/wait", web::route().to(system::not_found))
         .service(at("get", "/v1/tasks/{id}", tasks::get))
         .service(at("get", "/v1/tasks/{id}/wait", tasks::wait))
         .service(at("post", "/v1/tasks/{id}/cancel", tasks::cancel))
@@ -224,7 +229,8 @@ mod tests {
                 || r.path.starts_with("/v1/debug/")
             {
                 assert_eq!(r.need, Some(Role::Admin), "{} {}", r.method, r.path);
-            } else if r.method != "get" && r.path != "/v1/auth/token" {
+            } else if r.method != "get" && r.path != "/v1/auth/token" && r.path != "/v1/tasks/wait"
+            {
                 assert!(
                     r.need >= Some(Role::Operator),
                     "{} {} is a write",

@@ -1,5 +1,6 @@
 //! `task submit` of many tasks (--count, JSON lines): batches of up to 1,000 through
-//! `POST /v1/tasks/batch`, then with --wait each task waited for in turn, with a progress
+//! `POST /v1/tasks/batch`, then with --wait all of them waited for together through
+//! `POST /v1/tasks/wait` (a call every few seconds, not one per task), with a progress
 //! bar (indicatif, on stderr; hidden when stderr is not a terminal) and a summary.
 
 use std::collections::BTreeMap;
@@ -14,7 +15,19 @@ use crate::output::Output;
 
 /// Tasks per batch call (the API takes up to 10,000; smaller batches show progress).
 const CHUNK: usize = 1000;
-const TERMINAL: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
+/// Tasks per `POST /v1/tasks/wait` (the API's limit).
+const WAIT_CHUNK: usize = 10_000;
+
+/// What was done before a failure, for the error message: a script must not submit again.
+fn progress(ids: &[u64], ended: &BTreeMap<String, Vec<u64>>) -> String {
+    let done: usize = ended.values().map(Vec::len).sum();
+    let ok = ended.get("succeeded").map_or(0, Vec::len);
+    format!(
+        "all {} tasks were submitted (ids {}); {done} had ended ({ok} succeeded) when waiting failed; do not submit them again: `edgerun task get ID` tells how each ends",
+        ids.len(),
+        ids_text(ids)
+    )
+}
 
 fn bar(len: usize, what: &str) -> ProgressBar {
     let b = ProgressBar::new(len as u64);
@@ -108,23 +121,50 @@ pub fn submit_many(
     let deadline = Instant::now() + timeout;
     let b = bar(n, "running");
     let mut ended: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut not_ended: Vec<u64> = Vec::new();
-    for id in &ids {
-        let mut status = String::from("?");
-        while Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let secs = left.as_secs().clamp(1, 300);
-            let t = c.get(&format!("/v1/tasks/{id}/wait?timeout={secs}s"))?;
-            status = t["status"].as_str().unwrap_or("?").to_string();
-            if TERMINAL.contains(&status.as_str()) {
-                break;
+    let mut not_ended: Vec<u64> = ids.clone();
+    // Many tasks per call (POST /v1/tasks/wait), each call returning within a few seconds so
+    // that the bar moves: a handful of calls a minute, far below any rate limit.
+    while !not_ended.is_empty() && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let secs = left.as_secs().clamp(1, 5);
+        let mut still = Vec::with_capacity(not_ended.len());
+        for chunk in not_ended.chunks(WAIT_CHUNK) {
+            let v = c
+                .post_read(
+                    "/v1/tasks/wait",
+                    &json!({ "ids": chunk, "timeout": format!("{secs}s") }),
+                )
+                .with_context(|| progress(&ids, &ended))?;
+            for t in v["ended"].as_array().into_iter().flatten() {
+                let (Some(id), Some(status)) = (t["id"].as_u64(), t["status"].as_str()) else {
+                    continue;
+                };
+                ended.entry(status.to_string()).or_default().push(id);
+                b.inc(1);
+            }
+            // A task collected by retention before we saw it end counts as not ended.
+            still.extend(
+                v["pending"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64),
+            );
+            let gone: Vec<u64> = v["not_found"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect();
+            if !gone.is_empty() {
+                ended
+                    .entry("not_found".into())
+                    .or_default()
+                    .extend(gone.iter());
+                b.inc(gone.len() as u64);
             }
         }
-        if TERMINAL.contains(&status.as_str()) {
-            ended.entry(status).or_default().push(*id);
-        } else {
-            not_ended.push(*id);
-        }
+        not_ended = still;
         let bad: usize = ended
             .iter()
             .filter(|(s, _)| s.as_str() != "succeeded")
@@ -133,7 +173,9 @@ pub fn submit_many(
         if bad > 0 {
             b.set_message(format!("{bad} failed"));
         }
-        b.inc(1);
+    }
+    for v in ended.values_mut() {
+        v.sort_unstable();
     }
     b.finish_and_clear();
     let took = started.elapsed().as_secs_f64();

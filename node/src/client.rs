@@ -219,12 +219,40 @@ impl Client {
         }
     }
 
+    /// Send a request built by `make`, again while the node answers "not now": 429 (the
+    /// call was refused before anything was done: always safe to repeat) and, for `read`s,
+    /// 503 (no leader yet). It waits what Retry-After says (1 s without one, at most 30 s
+    /// each time), for at most 2 minutes in all; then the last answer stands.
+    fn send(
+        &self,
+        read: bool,
+        make: impl Fn() -> anyhow::Result<Result<ureq::Response, ureq::Error>>,
+    ) -> anyhow::Result<Result<ureq::Response, ureq::Error>> {
+        let give_up = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let res = make()?;
+            let wait = match &res {
+                Err(ureq::Error::Status(code, r)) if *code == 429 || (read && *code == 503) => r
+                    .header("retry-after")
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 30),
+                _ => return Ok(res),
+            };
+            let wait = Duration::from_secs(wait);
+            if std::time::Instant::now() + wait > give_up {
+                return Ok(res);
+            }
+            std::thread::sleep(wait);
+        }
+    }
+
     /// GET `path` and copy the body into `out`; the bytes copied.
     pub fn download(&self, path: &str, out: &mut impl std::io::Write) -> anyhow::Result<u64> {
         let what = format!("GET {path}");
+        let url = format!("{}{path}", self.base);
         let r = self.checked(
-            self.authed(self.agent.get(&format!("{}{path}", self.base)))?
-                .call(),
+            self.send(true, || Ok(self.authed(self.agent.get(&url))?.call()))?,
             &what,
         )?;
         std::io::copy(&mut r.into_reader(), out).map_err(|e| {
@@ -237,27 +265,38 @@ impl Client {
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
         let what = format!("GET {path}");
+        let url = format!("{}{path}", self.base);
         self.answer(
-            self.authed(self.agent.get(&format!("{}{path}", self.base)))?
-                .call(),
+            self.send(true, || Ok(self.authed(self.agent.get(&url))?.call()))?,
             &what,
         )
     }
 
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.post_as(path, body, false)
+    }
+
+    /// POST a read (`POST /v1/tasks/wait`): repeated on 503 too.
+    pub fn post_read(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.post_as(path, body, true)
+    }
+
+    fn post_as(&self, path: &str, body: &Value, read: bool) -> anyhow::Result<Value> {
         let what = format!("POST {path}");
+        let url = format!("{}{path}", self.base);
         self.answer(
-            self.authed(self.agent.post(&format!("{}{path}", self.base)))?
-                .send_json(body),
+            self.send(read, || {
+                Ok(self.authed(self.agent.post(&url))?.send_json(body))
+            })?,
             &what,
         )
     }
 
     pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
         let what = format!("DELETE {path}");
+        let url = format!("{}{path}", self.base);
         self.answer(
-            self.authed(self.agent.delete(&format!("{}{path}", self.base)))?
-                .call(),
+            self.send(false, || Ok(self.authed(self.agent.delete(&url))?.call()))?,
             &what,
         )
     }

@@ -365,12 +365,29 @@ async fn container_executor(
     Ok(Arc::new(c))
 }
 
+/// Fail with the key, the address and the cause when `addr` cannot be listened on (the
+/// listener is closed again at once; the server binds it for real later).
+fn check_listen(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "{key} {addr} is already in use (another edgerun?); stop it or choose another address"
+        )),
+        Err(e) => Err(anyhow::anyhow!("{key} {addr} cannot be listened on: {e}")),
+    }
+}
+
 pub async fn run_node(
     cfg: NodeConfig,
     sources: Option<Sources>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tracing::info!(node = cfg.node.id, tier = cfg.node.tier.as_str(), data_dir = %cfg.node.data_dir.display(), "starting edgerun {}", env!("CARGO_PKG_VERSION"));
+
+    // The ports first, before anything is written: a taken port is the likeliest start-up
+    // failure and must not leave a half-made data directory behind.
+    check_listen("api.listen", cfg.api.listen)?;
+    check_listen("cluster.listen", cfg.cluster.listen)?;
 
     let kernels: Arc<dyn Kernels> = Arc::new(CppKernels);
 

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Node;
+use common::{free_port, Node};
 use serde_json::{json, Value};
 
 fn assert_error(a: &common::Answer, status: u16, code: &str) {
@@ -76,6 +76,19 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ),
         400,
         "invalid_task",
+    );
+    // A timeout too short to enforce is refused, not silently exceeded.
+    let a = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "stats", "input": { "values": [1] }, "timeout_ms": 1 }),
+    );
+    assert_error(&a, 400, "invalid_task");
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timeout_ms") && m.contains("10..=")),
+        "{}",
+        a.body
     );
     // unknown kernel and wrong shapes: 422
     let a = node.must_post("/v1/tasks", &json!({ "kernel": "quicksort", "input": {} }));
@@ -251,7 +264,9 @@ fn a_corrupt_data_dir_is_refused_with_a_clear_error() {
             "--data-dir",
             &dir.path().join("data").display().to_string(),
             "--api-listen",
-            "127.0.0.1:1",
+            &format!("127.0.0.1:{}", free_port()),
+            "--set",
+            &format!("cluster.listen=\"127.0.0.1:{}\"", free_port()),
         ])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -265,5 +280,38 @@ fn a_corrupt_data_dir_is_refused_with_a_clear_error() {
     assert_eq!(
         std::fs::read(db.join("db")).unwrap_or_default(),
         b"not a sled file at all"
+    );
+}
+
+#[test]
+fn a_taken_port_is_named_first_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().join("fresh");
+    // Something else holds the API port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_edgerun"))
+        .args([
+            "node",
+            "--data-dir",
+            &data.display().to_string(),
+            "--api-listen",
+            &addr.to_string(),
+            "--set",
+            &format!("cluster.listen=\"127.0.0.1:{}\"", free_port()),
+        ])
+        .env("EDGERUN_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    let first = e.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(
+        first.contains(&format!("api.listen {addr} is already in use")),
+        "the first line does not name the key, the address and the cause:\n{e}"
+    );
+    assert!(
+        !data.exists(),
+        "the data dir was made before the port was checked"
     );
 }

@@ -117,9 +117,23 @@ fn exec_tasks_capture_output_and_exit_codes_and_timeouts_kill_the_process_group(
     assert_eq!(t["result"]["stderr"], "oops\n");
     assert_eq!(t["result"]["truncated"], false);
 
-    let t = run(json!({ "exec": { "argv": ["sh", "-c", "echo partial; exit 7"] } }));
+    // A failing command is retried by its policy, then dead-lettered (API.md).
+    let t = run(
+        json!({ "exec": { "argv": ["sh", "-c", "echo partial; exit 7"] },
+                        "retry": { "max_attempts": 3, "backoff_ms": 10 } }),
+    );
     assert_eq!(t["status"], "failed", "{t}");
     assert_eq!(t["error"]["code"], "nonzero_exit");
+    assert_eq!(
+        t["attempt"], 3,
+        "a failing command gets its 3 attempts: {t}"
+    );
+    let dlq = node.must_get("/v1/dlq").body;
+    assert!(
+        dlq.to_string().contains(&format!("\"id\":{}", t["id"])),
+        "task {} is not in the DLQ: {dlq}",
+        t["id"]
+    );
     assert_eq!(
         t["result"]["exit_code"], 7,
         "the output of a failed command is kept: {t}"

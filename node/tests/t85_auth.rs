@@ -427,6 +427,7 @@ fn roles_are_decided_by_the_matched_route_whatever_the_path_spelling() {
         ("POST", "/v1/tasks", "operator"),
         ("GET", "/v1/tasks", "viewer"),
         ("POST", "/v1/tasks/batch", "operator"),
+        ("POST", "/v1/tasks/wait", "viewer"),
         ("GET", "/v1/tasks/1", "viewer"),
         ("GET", "/v1/tasks/1/wait", "viewer"),
         ("POST", "/v1/tasks/1/cancel", "operator"),

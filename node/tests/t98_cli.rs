@@ -248,3 +248,71 @@ fn a_missing_token_exits_4() {
         text(&o)
     );
 }
+
+/// The README's bulk commands against 3 nodes with auth on and the default limits (200
+/// requests/s, burst 400 per subject): waiting for thousands of tasks must not trip them.
+#[test]
+fn bulk_submissions_are_waited_for_within_the_default_limits() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = "ops-bulk-0123456789abcdef-key";
+    let key_file = dir.path().join("operator.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let sets = [
+        "auth.enabled=true".to_string(),
+        format!(
+            "auth.jwt_secret_file=\"{}\"",
+            dir.path().join("jwt.secret").display()
+        ),
+        format!(
+            "auth.api_keys=[{{ key_file = \"{}\", role = \"operator\" }}]",
+            key_file.display()
+        ),
+        // The defaults, over the harness's own.
+        "limits.requests_per_second=200".into(),
+        "limits.burst=400".into(),
+        "limits.address_requests_per_second=1000".into(),
+        "limits.address_burst=2000".into(),
+        "executor.isolation=\"inproc\"".into(),
+    ];
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let c = Cluster::must_start(dir.path(), 3, &refs);
+    c.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
+    let url = c.node(2).url.clone();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_edgerun"))
+            .args(args)
+            .args(["--url", &url])
+            .env_remove("EDGERUN_TOKEN")
+            .env_remove("EDGERUN_OUTPUT")
+            .env("EDGERUN_API_KEY", key)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let o = cli(&[
+        "task",
+        "submit",
+        "--kernel",
+        "stats",
+        "--input",
+        r#"{"values":[1,2,3]}"#,
+        "--count",
+        "1000",
+        "--wait",
+    ]);
+    must_exit(&o, 0);
+    assert!(stdout(&o).contains("1000 succeeded"), "{}", text(&o));
+
+    // The same task 3,000 times from a file (their results come from the cache).
+    let file = dir.path().join("same.jsonl");
+    let line = r#"{"kernel":"stats","input":{"values":[4,5,6]}}"#;
+    std::fs::write(&file, format!("{line}\n").repeat(3000)).unwrap_or_else(|e| panic!("{e}"));
+    let o = cli(&[
+        "task",
+        "submit",
+        "--file",
+        &file.display().to_string(),
+        "--wait",
+    ]);
+    must_exit(&o, 0);
+    assert!(stdout(&o).contains("3000 succeeded"), "{}", text(&o));
+}

@@ -191,7 +191,8 @@ pub(crate) fn kernel_outcome(f: Finished, oom: bool, memory_mb: u32, max_result:
 }
 
 /// The outcome of an exec task: its exit code and capped streams are the result; a non-zero
-/// exit fails the task but keeps that result. A command killed for writing past its file
+/// exit fails the attempt (retried by the task's policy, then dead-lettered) but keeps that
+/// result. A command killed for writing past its file
 /// size limit (SIGXFSZ), or failing on a full disk, fails `disk_limit`.
 pub(crate) fn exec_outcome(f: Finished, disk_mb: u32) -> Outcome {
     let exit_code = f.code.unwrap_or_else(|| 128 + f.signal.unwrap_or(0));
@@ -233,7 +234,9 @@ pub(crate) fn exec_outcome(f: Finished, disk_mb: u32) -> Outcome {
             code: code.into(),
             message,
         },
-        retryable: false,
+        // A failing command may well succeed next time (a service it needs was down, a
+        // file was not there yet): its retry policy decides, then the DLQ (API.md).
+        retryable: true,
         output: Some(result.to_string()),
     }
 }

@@ -338,6 +338,74 @@ pub async fn wait(
     }
 }
 
+/// `POST /v1/tasks/wait`: many tasks waited for in one call.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitMany {
+    /// The tasks to wait for (1 to 10,000 ids).
+    pub ids: Vec<u64>,
+    /// How long to wait at most: `30s`, `500ms`, `2m` or seconds; at most 300 s (30 s by
+    /// default).
+    pub timeout: Option<String>,
+}
+
+/// POST /v1/tasks/wait: answers once every listed task has ended, or when the timeout
+/// passes, with the ended ones (id, status, error) and the ids still running or pending.
+/// One call instead of one `/wait` per task: a client waiting for a thousand tasks stays
+/// far below its rate limit.
+pub async fn wait_many(
+    ctx: web::Data<TasksCtx>,
+    body: web::Json<WaitMany>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    if b.ids.is_empty() || b.ids.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_ids",
+            format!("ids: 1 to {MAX_BATCH} task ids; got {}", b.ids.len()),
+        ));
+    }
+    let timeout = parse_timeout(b.timeout.as_deref())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    ctx.barrier(None).await?;
+    let mut applied = ctx.view().applied();
+    let mut waiting: std::collections::BTreeSet<u64> = b.ids.into_iter().collect();
+    let mut ended = Vec::new();
+    let mut not_found = Vec::new();
+    loop {
+        applied.borrow_and_update();
+        ctx.view().read(|s| {
+            waiting.retain(|id| match s.task(*id) {
+                None => {
+                    not_found.push(*id);
+                    false
+                }
+                Some(t) if t.status.is_terminal() => {
+                    ended.push(json!({
+                        "id": id,
+                        "status": t.status.as_str(),
+                        "error": t.error.as_ref().map(|e| json!({ "code": e.code, "message": e.message })),
+                    }));
+                    false
+                }
+                Some(_) => true,
+            })
+        });
+        let done = waiting.is_empty();
+        if done
+            || !matches!(
+                tokio::time::timeout_at(deadline, applied.changed()).await,
+                Ok(Ok(()))
+            )
+        {
+            return Ok(HttpResponse::Ok().json(json!({
+                "ended": ended,
+                "pending": waiting,
+                "not_found": not_found,
+            })));
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
