@@ -240,6 +240,8 @@ impl Actor for Monitor {
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
         });
+        // The gauges from the first scrape on, not a tick later.
+        let _ = myself.cast(MonitorMsg::Tick);
         let ticker = myself.send_interval(TICK, || MonitorMsg::Tick);
         let beater = myself.send_interval(args.heartbeat, || MonitorMsg::Beat);
         Ok(MonitorState {

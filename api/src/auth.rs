@@ -186,6 +186,11 @@ impl Auth {
         })
     }
 
+    /// How many API keys are in force (the default admin key counts).
+    pub fn key_count(&self) -> usize {
+        self.keys.read().map_or(0, |k| k.len())
+    }
+
     /// Read the API keys again (a reload): tokens of keys no longer there stop working at
     /// once. True when the set of keys or roles changed. A key file that cannot be read
     /// changes nothing and says why.

@@ -150,9 +150,15 @@ impl TaskSubmission {
                     .input
                     .map(|r| r.get().to_string())
                     .unwrap_or_else(|| "{}".into());
-                kernels
-                    .validate(&kernel, &input)
-                    .map_err(|e| ApiError::kernel(&format!("{at}input"), e))?;
+                kernels.validate(&kernel, &input).map_err(|e| {
+                    // An unknown kernel is the `kernel` field's fault, not the input's.
+                    let field = if matches!(e, edgerun_actors::KernelError::Unknown(_)) {
+                        "kernel"
+                    } else {
+                        "input"
+                    };
+                    ApiError::kernel(&format!("{at}{field}"), e)
+                })?;
                 Work::Kernel { kernel, input }
             }
             (None, Some(exec)) => {

@@ -565,7 +565,7 @@ pub async fn run_node(
     };
     if auth.enabled {
         tracing::info!(
-            keys = cfg.auth.api_keys.len(),
+            keys = auth.key_count(),
             "authentication on: every /v1 call needs a bearer token"
         );
     } else {

@@ -93,6 +93,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     // unknown kernel and wrong shapes: 422
     let a = node.must_post("/v1/tasks", &json!({ "kernel": "quicksort", "input": {} }));
     assert_error(&a, 422, "unknown_kernel");
+    assert_eq!(a.body["error"]["details"]["field"], "kernel", "{}", a.body);
     assert!(
         a.body["error"]["message"]
             .as_str()

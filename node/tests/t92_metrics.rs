@@ -161,3 +161,22 @@ fn metrics_are_complete_and_pass_promtool() {
         },
     );
 }
+
+/// A scrape right after the node says it is ready already has the Raft and task gauges
+/// (they used to appear only after the Monitor's first tick, a second later).
+#[test]
+fn the_gauges_are_there_from_the_first_scrape() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::must_start(dir.path(), &[]);
+    let text = node.must_get_text("/metrics");
+    for name in [
+        "edgerun_raft_term",
+        "edgerun_raft_is_leader",
+        "edgerun_tasks{",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} is not in the first scrape:\n{text}"
+        );
+    }
+}
