@@ -119,6 +119,13 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
         }
     };
     let all = ports(a.port, a.nodes);
+    // Every port before anything is made or started: a taken one (another edgerun dev?) is
+    // named here, not found out later through a node's log.
+    for p in &all {
+        let at = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        crate::wiring::check_listen(&format!("node {} api.listen", p.id), at(p.api))?;
+        crate::wiring::check_listen(&format!("node {} cluster.listen", p.id), at(p.rpc))?;
+    }
     let tls = if a.tls {
         let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
         Some(crate::cert::make(&dir.join("tls"), &hosts, 30)?)
@@ -157,6 +164,21 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
         return crate::wiring::run(cfg, None);
     }
     run_children(&dir, &all, tls.as_ref())
+}
+
+/// The last error lines of a node's log (its reason to exit), to print with its death.
+fn last_errors(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.starts_with("edgerun: error"))
+        .collect();
+    let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(":\n  {}\n", tail.join("\n  "))
+    }
 }
 
 /// Start one `edgerun node` per member and stop them all on Ctrl-C or when one dies.
@@ -200,7 +222,11 @@ fn run_children(
                 _ = tick.tick() => {
                     for (id, c, log) in children.iter_mut() {
                         if let Ok(Some(st)) = c.try_wait() {
-                            return Some(format!("node {id} exited ({st}); see {}", log.display()));
+                            return Some(format!(
+                                "node {id} exited ({st}){}; its log is {}",
+                                last_errors(log),
+                                log.display()
+                            ));
                         }
                     }
                 }

@@ -367,7 +367,7 @@ async fn container_executor(
 
 /// Fail with the key, the address and the cause when `addr` cannot be listened on (the
 /// listener is closed again at once; the server binds it for real later).
-fn check_listen(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn check_listen(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     match std::net::TcpListener::bind(addr) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(

@@ -316,3 +316,44 @@ fn a_taken_port_is_named_first_and_nothing_is_written() {
         "the data dir was made before the port was checked"
     );
 }
+
+#[test]
+fn edgerun_dev_names_a_taken_port_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().join("dev");
+    // Node 2's REST port is taken (node i gets port + i - 1).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = taken
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_edgerun"))
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--no-demo",
+            "--port",
+            &(port - 1).to_string(),
+            "--dir",
+            &data.display().to_string(),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(&format!(
+            "node 2 api.listen 127.0.0.1:{port} is already in use"
+        )),
+        "{e}"
+    );
+    assert!(
+        !e.contains("admin key"),
+        "a misleading follow-up error: {e}"
+    );
+    assert!(
+        !data.exists(),
+        "something was made before the ports were checked"
+    );
+}
