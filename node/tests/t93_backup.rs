@@ -5,28 +5,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 
 fn edgerun(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgerun"))
-        .args(args)
-        .env_remove("EDGERUN_TOKEN")
-        .env_remove("EDGERUN_API_KEY")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn said(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    edgerun_cli(args)
 }
 
 fn restore(from: &Path, data: &Path, id: u64) -> Output {

@@ -503,14 +503,7 @@ impl ContainerExecutor {
             };
         }
         if report.oom_killed {
-            return failed(
-                "oom_killed",
-                format!(
-                    "the task went over its {} MiB memory limit and was killed",
-                    job.memory_mb
-                ),
-                false,
-            );
+            return super::exec_oom_killed(job.memory_mb);
         }
         let (stderr, stderr_truncated) = read_capped(&bundle.join("stderr"), OUTPUT_CAP as u64);
         let (stdout, stdout_truncated) = read_capped(&bundle.join("stdout"), stdout_cap as u64);

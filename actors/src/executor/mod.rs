@@ -190,6 +190,15 @@ pub(crate) fn kernel_outcome(f: Finished, oom: bool, memory_mb: u32, max_result:
     }
 }
 
+/// An exec task the memory limit killed (cgroup OOM).
+pub(crate) fn exec_oom_killed(memory_mb: u32) -> Outcome {
+    failed(
+        "oom_killed",
+        format!("the task went over its {memory_mb} MiB memory limit and was killed"),
+        false,
+    )
+}
+
 /// The outcome of an exec task: its exit code and capped streams are the result; a non-zero
 /// exit fails the attempt (retried by the task's policy, then dead-lettered) but keeps that
 /// result. A command killed for writing past its file

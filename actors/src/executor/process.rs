@@ -430,14 +430,7 @@ impl ProcessExecutor {
             return failed("exec_failed", stderr, false);
         }
         if ran.oom && ran.code != Some(0) {
-            return failed(
-                "oom_killed",
-                format!(
-                    "the task went over its {} MiB memory limit and was killed",
-                    job.memory_mb
-                ),
-                false,
-            );
+            return super::exec_oom_killed(job.memory_mb);
         }
         exec_outcome(ran.into_finished(), self.disk_mb(job))
     }

@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -48,6 +48,26 @@ pub fn no_process_matches(pattern: &str) -> Result<(), String> {
     } else {
         Err(format!("still running: {pids}"))
     }
+}
+
+/// Run the `edgerun` binary with `args`, without a token or API key from the environment.
+pub fn edgerun_cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgerun"))
+        .args(args)
+        .env_remove("EDGERUN_TOKEN")
+        .env_remove("EDGERUN_API_KEY")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A command's exit and output, for a failure message.
+pub fn said(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn free_port() -> u16 {
