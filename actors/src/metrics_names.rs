@@ -20,6 +20,9 @@ pub const RAFT_COMMIT_INDEX: &str = "edgerun_raft_commit_index";
 pub const RAFT_REPLICATION_LAG: &str = "edgerun_raft_replication_lag";
 /// 1 when `node` is up (heartbeats within its lease), 0 when marked down.
 pub const NODE_UP: &str = "edgerun_node_up";
+/// Gauges of the whole cluster (every node knows them from the replicated state): only the
+/// leader's /metrics shows them, so that `sum()` over the nodes counts each task once.
+pub const CLUSTER_WIDE: &[&str] = &[TASKS_BY_STATUS, NODE_UP, SCHEDULER_PENDING];
 /// Time to answer a REST call, by `route`, `method` and `status`.
 pub const HTTP_DURATION: &str = "edgerun_http_request_duration_seconds";
 /// Alerts firing, by `alert` kind.
@@ -60,7 +63,7 @@ pub fn describe_all() {
     );
     describe_gauge!(
         TASKS_BY_STATUS,
-        "Tasks in the cluster by status, as this node sees them"
+        "Tasks in the cluster by status (cluster-wide: exported by the leader only)"
     );
     describe_counter!(
         TASKS_FINISHED,
@@ -80,7 +83,10 @@ pub fn describe_all() {
         TASKS_SUBMITTED,
         "Tasks created by submissions through this node's API"
     );
-    describe_gauge!(SCHEDULER_PENDING, "Pending tasks by priority");
+    describe_gauge!(
+        SCHEDULER_PENDING,
+        "Pending tasks by priority (cluster-wide: exported by the leader only)"
+    );
     describe_gauge!(
         edgerun_raft::breaker::CIRCUIT_OPEN,
         "1 while cluster RPC to the peer fails fast (circuit open or probing), by peer"
@@ -132,7 +138,7 @@ pub fn describe_all() {
     );
     describe_gauge!(
         NODE_UP,
-        "1 when the node is up (heartbeats within its lease), 0 when down"
+        "1 when the node is up (heartbeats within its lease), 0 when down (cluster-wide: exported by the leader only)"
     );
     describe_counter!(
         SCHEDULER_PLACED,

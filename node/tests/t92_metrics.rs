@@ -104,6 +104,42 @@ fn metrics_are_complete_and_pass_promtool() {
     let (ok, said) = promtool(&text);
     assert!(ok, "promtool check metrics on the leader:\n{said}");
 
+    // Cluster-wide gauges come from the leader only: what Prometheus would compute as
+    // sum(edgerun_tasks{status="succeeded"}) over the three nodes is 12, not 36.
+    wait_until(
+        "sum over the nodes of edgerun_tasks{status=\"succeeded\"} to be 12",
+        Duration::from_secs(20),
+        || {
+            let texts: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|n| n.must_get_text("/metrics"))
+                .collect();
+            let sum: f64 = texts
+                .iter()
+                .flat_map(|t| t.lines())
+                .filter_map(|l| l.strip_prefix("edgerun_tasks{status=\"succeeded\"} "))
+                .filter_map(|v| v.trim().parse::<f64>().ok())
+                .sum();
+            let exporting = texts
+                .iter()
+                .filter(|t| t.contains("edgerun_node_up{"))
+                .count();
+            if sum == 12.0 && exporting == 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sum {sum}, {exporting} nodes export edgerun_node_up"
+                ))
+            }
+        },
+    );
+    for n in c.nodes.iter().filter(|n| n.id != leader) {
+        let t = n.must_get_text("/metrics");
+        let (ok, said) = promtool(&t);
+        assert!(ok, "promtool check metrics on node {}:\n{said}", n.id);
+    }
+
     // The attempts ran somewhere: across the nodes, 12 finished, with durations by kernel,
     // and where they ran in containers, the containers' start times.
     let isolation = c

@@ -45,10 +45,43 @@ pub async fn readyz(ctx: web::Data<ClusterCtx>) -> Result<HttpResponse, ApiError
     }
 }
 
-pub async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+/// The Prometheus text. Cluster-wide gauges ([`edgerun_actors::metrics_names::CLUSTER_WIDE`])
+/// only on the leader: every node knows them, and `sum()` over three nodes would count
+/// each task three times.
+pub async fn metrics(
+    handle: web::Data<PrometheusHandle>,
+    ctx: web::Data<ClusterCtx>,
+) -> HttpResponse {
+    let text = handle.render();
+    let leads = ctx.node.leader().is_some_and(|(l, _)| l == ctx.node.id);
+    let body = if leads {
+        text
+    } else {
+        without_families(&text, edgerun_actors::metrics_names::CLUSTER_WIDE)
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(handle.render())
+        .body(body)
+}
+
+/// `text` (Prometheus exposition) without the samples, HELP and TYPE lines of `families`.
+fn without_families(text: &str, families: &[&str]) -> String {
+    let of = |line: &str, name: &str| {
+        let line = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .unwrap_or(line);
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    };
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if !families.iter().any(|f| of(line, f)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 pub async fn kernels() -> HttpResponse {
@@ -99,6 +132,16 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cluster_wide_families_are_cut_whole_and_nothing_else() {
+        let text = "# HELP edgerun_tasks Tasks\n# TYPE edgerun_tasks gauge\nedgerun_tasks{status=\"failed\"} 1\n# HELP edgerun_tasks_submitted_total S\nedgerun_tasks_submitted_total 3\nedgerun_node_up{node=\"2\"} 1\n";
+        let out = super::without_families(text, &["edgerun_tasks", "edgerun_node_up"]);
+        assert_eq!(
+            out,
+            "# HELP edgerun_tasks_submitted_total S\nedgerun_tasks_submitted_total 3\n"
+        );
+    }
+
     #[test]
     fn templates_fit_paths_segment_by_segment() {
         assert!(super::fits("/v1/tasks/{id}", "/v1/tasks/7"));
