@@ -12,7 +12,7 @@ use crate::output::{self, Output};
 const EXAMPLES: &str = "\
 Examples:
   edgerun dev                                   a local 3-node cluster with demo tasks
-  edgerun node --config /etc/edgerun/node.toml  run a node
+  edgerun node --config node.toml               run a node (no file is read without --config)
   edgerun task submit --kernel stats --input '{\"values\": [1, 2, 3]}' --wait
   edgerun task submit --kernel stats --input '{\"values\": [1]}' --count 1000 --wait
   edgerun task submit --file tasks.jsonl --wait one task per line, with a progress bar
@@ -254,7 +254,8 @@ pub struct SandboxArgs {
 
 #[derive(Args)]
 pub struct NodeArgs {
-    /// TOML config file (keys as in API.md).
+    /// TOML config file (keys as in API.md). Without it the node runs on the defaults,
+    /// `EDGERUN_*` variables and flags: no file is read from a default place.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Override a config key, e.g. --set executor.slots=8 (repeatable; applied last).

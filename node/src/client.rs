@@ -206,7 +206,15 @@ impl Client {
                             .map(String::from)
                     })
                     .unwrap_or(body);
-                Err(fail(http_exit(code), format!("{what}: HTTP {code}: {msg}")))
+                let hint = if code == 401 {
+                    " (give an API key with --api-key or EDGERUN_API_KEY, or a token with --token or EDGERUN_TOKEN)"
+                } else {
+                    ""
+                };
+                Err(fail(
+                    http_exit(code),
+                    format!("{what}: HTTP {code}: {msg}{hint}"),
+                ))
             }
             Err(e) if e.to_string().contains("certificate") => Err(fail(
                 exit::UNAVAILABLE,
@@ -219,7 +227,8 @@ impl Client {
         }
     }
 
-    /// Send a request built by `make`, again while the node answers "not now": 429 (the
+    /// Send a request built by `make`; once more with a fresh token when the one used is
+    /// refused (401) and an API key is at hand; again while the node answers "not now": 429 (the
     /// call was refused before anything was done: always safe to repeat) and, for `read`s,
     /// 503 (no leader yet). It waits what Retry-After says (1 s without one, at most 30 s
     /// each time), for at most 2 minutes in all; then the last answer stands.
@@ -229,8 +238,18 @@ impl Client {
         make: impl Fn() -> anyhow::Result<Result<ureq::Response, ureq::Error>>,
     ) -> anyhow::Result<Result<ureq::Response, ureq::Error>> {
         let give_up = std::time::Instant::now() + Duration::from_secs(120);
+        let mut fresh_token = false;
         loop {
             let res = make()?;
+            // A token that no longer works (expired, revoked) while an API key is at hand:
+            // trade the key for a new token, once.
+            if let Err(ureq::Error::Status(401, _)) = &res {
+                if self.api_key.is_some() && self.token.borrow().is_some() && !fresh_token {
+                    fresh_token = true;
+                    *self.token.borrow_mut() = None;
+                    continue;
+                }
+            }
             let wait = match &res {
                 Err(ureq::Error::Status(code, r)) if *code == 429 || (read && *code == 503) => r
                     .header("retry-after")

@@ -247,6 +247,23 @@ fn a_missing_token_exits_4() {
         "{}",
         text(&o)
     );
+    // The error says how to give credentials.
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("EDGERUN_API_KEY"),
+        "{}",
+        text(&o)
+    );
+    // A stale token beside a good API key: the key wins (a token is traded for it).
+    let key = std::fs::read_to_string(dir.path().join("data").join("admin.key"))
+        .unwrap_or_else(|e| panic!("the admin key: {e}"));
+    let o = Command::new(env!("CARGO_BIN_EXE_edgerun"))
+        .args(["task", "list", "--url", &node.url])
+        .env("EDGERUN_TOKEN", "eyJhbGciOiJIUzI1NiJ9.e30.stale")
+        .env("EDGERUN_API_KEY", key.trim())
+        .env_remove("EDGERUN_OUTPUT")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    must_exit(&o, 0);
 }
 
 /// The README's bulk commands against 3 nodes with auth on and the default limits (200
