@@ -290,6 +290,14 @@ fn list() {}
         (status = 503, description = "No leader now; retry", body = ErrorBody)))]
 fn submit_batch() {}
 
+/// `?view=` of `GET /v1/tasks/{id}`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum ViewDoc {
+    Summary,
+    Full,
+}
+
 /// One ended task in a `POST /v1/tasks/wait` answer.
 #[derive(ToSchema)]
 pub struct WaitEnded {
@@ -322,7 +330,8 @@ pub struct WaitManyAnswer {
 fn wait_many() {}
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
-    params(("id" = u64, Path, minimum = 1), ("stale" = Option<bool>, Query)),
+    params(("id" = u64, Path, minimum = 1), ("stale" = Option<bool>, Query),
+        ("view" = Option<ViewDoc>, Query, description = "full: also `submitted` (the kernel and its input, or the exec argv and env names; env values are never shown)")),
     responses(
         (status = 200, description = "The task", body = TaskDto),
         (status = 400, description = "Bad id or query", body = ErrorBody),
@@ -604,7 +613,7 @@ impl Modify for BearerAuth {
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,
         JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport,
-        WaitMany, WaitManyAnswer, WaitEnded))
+        WaitMany, WaitManyAnswer, WaitEnded, ViewDoc))
 )]
 pub struct ApiDoc;
 

@@ -116,6 +116,47 @@ fn exec_tasks_capture_output_and_exit_codes_and_timeouts_kill_the_process_group(
     assert_eq!(t["result"]["stdout"], "hello edge\n");
     assert_eq!(t["result"]["stderr"], "oops\n");
     assert_eq!(t["result"]["truncated"], false);
+    // ?view=full shows what was submitted, but never an env value.
+    let full = node.must_get(&format!("/v1/tasks/{}?view=full", t["id"]));
+    assert_eq!(full.status, 200, "{}", full.body);
+    assert_eq!(
+        full.body["submitted"]["exec"]["argv"][2], "echo hello $NAME; echo oops >&2",
+        "{}",
+        full.body
+    );
+    assert_eq!(
+        full.body["submitted"]["exec"]["env"]["NAME"], "(hidden)",
+        "{}",
+        full.body
+    );
+    assert!(
+        !full.body.to_string().contains("\"edge\""),
+        "an env value shows: {}",
+        full.body
+    );
+    assert!(node
+        .must_get(&format!("/v1/tasks/{}", t["id"]))
+        .body
+        .get("submitted")
+        .is_none());
+    assert_eq!(
+        node.must_get(&format!("/v1/tasks/{}?view=all", t["id"]))
+            .status,
+        400
+    );
+    let k = node.must_post(
+        "/v1/tasks",
+        &json!({ "kernel": "stats", "input": { "values": [2, 4] } }),
+    );
+    let kid = k.body["id"].as_u64().unwrap_or(0);
+    let full = node.must_get(&format!("/v1/tasks/{kid}?view=full"));
+    assert_eq!(full.body["submitted"]["kernel"], "stats", "{}", full.body);
+    assert_eq!(
+        full.body["submitted"]["input"]["values"],
+        json!([2, 4]),
+        "{}",
+        full.body
+    );
 
     // A failing command is retried by its policy, then dead-lettered (API.md).
     let t = run(

@@ -257,23 +257,63 @@ pub async fn submit_batch(
         .json(json!({ "ids": ids })))
 }
 
+/// How much of a task `GET /v1/tasks/{id}` shows.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    /// Status, result, attempts (the default).
+    #[default]
+    Summary,
+    /// Also what was submitted: the kernel's `input`, or the exec `argv` and the names of
+    /// its `env` (never the values: they may be passwords).
+    Full,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReadQuery {
+pub struct GetQuery {
     stale: Option<bool>,
+    #[serde(default)]
+    view: View,
+}
+
+/// What a task was submitted with, for `?view=full` (exec env values hidden).
+fn submitted_view(work: &edgerun_model::Work) -> serde_json::Value {
+    match work {
+        edgerun_model::Work::Kernel { kernel, input } => json!({
+            "kernel": kernel,
+            // Validated JSON when it was submitted.
+            "input": serde_json::from_str::<serde_json::Value>(input).unwrap_or_default(),
+        }),
+        edgerun_model::Work::Exec { argv, env } => json!({
+            "exec": {
+                "argv": argv,
+                "env": env.keys().map(|k| (k.clone(), json!("(hidden)"))).collect::<serde_json::Map<_, _>>(),
+            }
+        }),
+    }
 }
 
 pub async fn get(
     ctx: web::Data<TasksCtx>,
     id: web::Path<String>,
-    q: web::Query<ReadQuery>,
+    q: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     ctx.barrier(q.stale).await?;
-    Ok(json_bytes(
-        actix_web::http::StatusCode::OK,
-        render_full(&ctx, id).await?,
-    ))
+    let body = render_full(&ctx, id).await?;
+    if q.view == View::Summary {
+        return Ok(json_bytes(actix_web::http::StatusCode::OK, body));
+    }
+    let work = ctx
+        .view()
+        .read(|s| s.task(id).map(|t| submitted_view(&t.spec.work)));
+    let mut v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Internal(format!("re-reading task {id}: {e}")))?;
+    if let (Some(o), Some(w)) = (v.as_object_mut(), work) {
+        o.insert("submitted".into(), w);
+    }
+    Ok(HttpResponse::Ok().json(v))
 }
 
 #[derive(Deserialize)]
