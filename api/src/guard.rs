@@ -173,8 +173,10 @@ impl AuditFile {
     }
 }
 
-/// Refusals of one (client address, reason) counted inside a window.
+/// Refusals of one (client address or subject, reason) counted inside a window.
 struct Refusal {
+    /// The token's role when the caller was authenticated (a rate-limited subject).
+    role: Option<&'static str>,
     first_ms: u64,
     /// Refusals after the first in this window (not written yet).
     repeated: u64,
@@ -280,18 +282,28 @@ impl Guard {
             .write(&buf);
     }
 
-    /// A refusal of an unauthenticated client: the first of a window is written, the rest
-    /// are counted and written with the next one after the window (or by
-    /// [`Guard::flush_refusals`]).
-    fn refused(&self, addr: String, reason: &'static str, action: String, path: &str, status: u16) {
+    /// A refusal that may come in floods (an unauthenticated client's, or any rate-limited
+    /// call): the first of a window is written, the rest are counted and written with the
+    /// next one after the window (or by [`Guard::flush_refusals`]). `who` is the client
+    /// address, or the subject when `role` says the caller was authenticated.
+    fn refused(
+        &self,
+        who: String,
+        role: Option<&'static str>,
+        reason: &'static str,
+        action: String,
+        path: &str,
+        status: u16,
+    ) {
+        let addr = who;
         let now = edgerun_actors::now_ms();
         let line = |repeated: u64, since: Option<u64>| {
             json!({
                 "ts_ms": now,
                 "node": self.node,
                 "subject": addr,
-                "role": null,
-                "authenticated": false,
+                "role": role,
+                "authenticated": role.is_some(),
                 "action": action,
                 "path": capped_path(path),
                 "status": status,
@@ -326,6 +338,7 @@ impl Guard {
         map.insert(
             key,
             Refusal {
+                role,
                 first_ms: now,
                 repeated: 0,
                 action: action.clone(),
@@ -368,8 +381,8 @@ impl Guard {
                 "ts_ms": edgerun_actors::now_ms(),
                 "node": self.node,
                 "subject": addr,
-                "role": null,
-                "authenticated": false,
+                "role": r.role,
+                "authenticated": r.role.is_some(),
                 "action": r.action,
                 "status": r.status,
                 "outcome": "denied",
@@ -415,7 +428,7 @@ pub async fn limit_address<B: MessageBody + 'static>(
             if let Err(wait) = g.addresses.take(&addr) {
                 let e = too_many(&addr, g.addresses.rates(), wait);
                 let action = format!("{} {}", req.method(), "unmatched");
-                g.refused(addr, "rate_limited_address", action, req.path(), 429);
+                g.refused(addr, None, "rate_limited_address", action, req.path(), 429);
                 return Ok(req.error_response(e).map_into_right_body());
             }
         }
@@ -448,17 +461,20 @@ pub async fn guard<B: MessageBody + 'static>(
         if let Err(wait) = g.take_any(&who).await {
             let e = too_many(&who, g.rates(), wait);
             let res = req.error_response(e);
-            if principal.as_ref().is_some_and(|p| p.authenticated) {
-                audit_line(&g, &res, principal.as_ref(), &who, &method, &path, None);
-            } else {
-                g.refused(
-                    who,
-                    "rate_limited",
-                    format!("{method} unmatched"),
-                    &path,
-                    429,
-                );
-            }
+            // Counted per subject (or address) and window, authenticated or not: a flood of
+            // refused calls must not push the rest of the audit history out.
+            let role = principal
+                .as_ref()
+                .filter(|p| p.authenticated)
+                .map(|p| p.role.as_str());
+            g.refused(
+                who,
+                role,
+                "rate_limited",
+                format!("{method} unmatched"),
+                &path,
+                429,
+            );
             return Ok(res.map_into_right_body());
         }
     }
@@ -472,15 +488,7 @@ pub async fn guard<B: MessageBody + 'static>(
     // (token issues); a viewer's route is a read even when it is a POST (/v1/tasks/wait).
     let write = method != Method::GET && method != Method::HEAD && need != Some(Role::Viewer);
     if write || need == Some(Role::Admin) {
-        audit_line(
-            &g,
-            &res,
-            principal.as_ref(),
-            &who,
-            &method,
-            &path,
-            Some(&addr),
-        );
+        audit_line(&g, &res, principal.as_ref(), &who, &method, &path, &addr);
     }
     Ok(res.map_into_left_body())
 }
@@ -492,7 +500,7 @@ fn audit_line<B>(
     who: &str,
     method: &Method,
     path: &str,
-    addr: Option<&str>,
+    addr: &str,
 ) {
     let status = res.status().as_u16();
     let pattern = res
@@ -508,16 +516,15 @@ fn audit_line<B>(
         .map(ApiError::code);
     // Refusals of clients we do not know are counted, not written one by one.
     if status == 401 || (status == 429 && !authenticated) {
-        if let Some(addr) = addr {
-            g.refused(
-                addr.to_string(),
-                reason.unwrap_or("unauthorized"),
-                action,
-                path,
-                status,
-            );
-            return;
-        }
+        g.refused(
+            addr.to_string(),
+            None,
+            reason.unwrap_or("unauthorized"),
+            action,
+            path,
+            status,
+        );
+        return;
     }
     let outcome = match status {
         200..=299 => "ok",
@@ -609,6 +616,7 @@ mod tests {
         for _ in 0..1000 {
             g.refused(
                 "10.0.0.9".into(),
+                None,
                 "missing_token",
                 "POST /v1/tasks".into(),
                 "/v1/tasks",
@@ -617,6 +625,7 @@ mod tests {
         }
         g.refused(
             "10.0.0.8".into(),
+            None,
             "missing_token",
             "POST /v1/tasks".into(),
             "/v1/tasks",

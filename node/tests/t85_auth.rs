@@ -683,3 +683,55 @@ fn hostile_queries_and_slow_bodies_get_clear_errors() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
 }
+
+#[test]
+fn a_valid_token_flooding_over_its_limit_is_counted_in_the_audit_log_not_written_each_time() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut sets = vec![
+        "auth.enabled=true".to_string(),
+        "limits.requests_per_second=5".to_string(),
+        "limits.burst=5".to_string(),
+        format!(
+            "auth.jwt_secret_file=\"{}\"",
+            dir.path().join("secret").display()
+        ),
+    ];
+    let key = dir.path().join("viewer.key");
+    std::fs::write(&key, format!("{}\n", KEYS[2].1)).unwrap_or_else(|e| panic!("{e}"));
+    sets.push(format!(
+        "auth.api_keys=[{{ key_file = \"{}\", role = \"viewer\" }}]",
+        key.display()
+    ));
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let node = Node::must_start(dir.path(), &refs);
+    let viewer = must_token(&node, KEYS[2].1);
+    let limited = (0..60)
+        .map(|_| node.must_call("GET", "/v1/tasks", Some(&viewer), None))
+        .filter(|a| a.status == 429)
+        .count();
+    assert!(
+        limited > 20,
+        "only {limited} of 60 quick calls were limited"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("data").join("audit.log"))
+        .unwrap_or_else(|e| panic!("audit log: {e}"));
+    let lines: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["status"] == 429)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{limited} refusals gave {} lines: {audit}",
+        lines.len()
+    );
+    assert_eq!(lines[0]["role"], "viewer", "{}", lines[0]);
+    assert!(
+        lines[0]["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("key:")),
+        "{}",
+        lines[0]
+    );
+}
