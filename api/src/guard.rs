@@ -19,9 +19,10 @@
 //!   `POST /v1/tasks/wait`) and of an admin route (reads included: a snapshot download is
 //!   audited) is one JSON line in `<data_dir>/audit.log`: time, node, subject,
 //!   role, action (method + route pattern), path (at most [`PATH_CHARS`] characters), status
-//!   and outcome. Refusals of unauthenticated clients (401, 429) are written once per
-//!   client address and reason per `audit.refusal_window_secs`, then counted: the next line
-//!   for that pair carries `repeated`. The file is rotated at `audit.max_bytes` and
+//!   and outcome. Refusals of unauthenticated clients (401, 429), and a valid token's calls
+//!   over its rate limit, are written once per client address (or subject) and reason per
+//!   `audit.refusal_window_secs`, then counted: the next line for that pair carries
+//!   `repeated`. The file is rotated at `audit.max_bytes` and
 //!   `audit.max_files` old ones are kept, so no client can fill the disk through it.
 //!   Secrets are never written.
 
