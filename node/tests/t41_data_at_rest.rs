@@ -7,7 +7,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -55,15 +55,6 @@ fn offenders(root: &Path) -> (Vec<String>, usize) {
     }
     bad.sort();
     (bad, seen)
-}
-
-fn backups_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|e| e == "backup"));
-    v.sort();
-    v
 }
 
 fn submit_and_wait(node: &Node, task: &Value) {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{no_process_matches, wait_until, Node, CLONE_PROBE};
+use common::{big_result_task, no_process_matches, wait_until, Node, CLONE_PROBE};
 use serde_json::{json, Value};
 
 fn run(node: &Node, body: Value) -> Value {
@@ -379,12 +379,7 @@ fn process_tasks_are_held_to_their_disk_and_result_limits() {
     assert!(size <= 8 * 1024 * 1024, "{size} bytes written: {t}");
 
     // A kernel result over executor.max_result_mb (1 MiB): failed, not retried.
-    let col: Vec<Vec<f32>> = (0..600).map(|i| vec![i as f32 + 0.5]).collect();
-    let row: Vec<Vec<f32>> = vec![(0..600).map(|i| i as f32 + 0.25).collect()];
-    let t = run(
-        &node,
-        json!({ "kernel": "matmul", "input": { "a": col, "b": row } }),
-    );
+    let t = run(&node, big_result_task());
     assert_eq!(t["status"], "failed", "{t}");
     assert_eq!(t["error"]["code"], "result_too_large", "{t}");
     assert_eq!(t["attempt"], 1, "not retried: {t}");

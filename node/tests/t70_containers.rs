@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{no_process_matches, wait_until, Node, CLONE_PROBE};
+use common::{big_result_task, no_process_matches, wait_until, Node, CLONE_PROBE};
 use serde_json::{json, Value};
 
 /// A node with container isolation, or `None` (after checking the fallback) if this machine
@@ -319,12 +319,7 @@ fn a_container_kernel_result_over_the_cap_fails() {
     let Some(node) = container_node(dir.path(), &["executor.max_result_mb=1"]) else {
         return;
     };
-    let col: Vec<Vec<f32>> = (0..600).map(|i| vec![i as f32 + 0.5]).collect();
-    let row: Vec<Vec<f32>> = vec![(0..600).map(|i| i as f32 + 0.25).collect()];
-    let t = run(
-        &node,
-        json!({ "kernel": "matmul", "input": { "a": col, "b": row } }),
-    );
+    let t = run(&node, big_result_task());
     assert_eq!(t["status"], "failed", "{t}");
     assert_eq!(t["error"]["code"], "result_too_large", "{t}");
     assert_eq!(t["attempt"], 1, "not retried: {t}");

@@ -170,15 +170,6 @@ fn a_backup_restores_a_whole_cluster_and_damaged_files_are_refused() {
     );
 }
 
-fn backups_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|e| e == "backup"));
-    v.sort();
-    v
-}
-
 #[test]
 fn scheduled_backups_rotate_and_a_damaged_data_dir_stops_the_node() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

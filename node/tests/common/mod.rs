@@ -70,6 +70,24 @@ pub fn said(o: &Output) -> String {
     )
 }
 
+/// The `*.backup` files in `dir`, sorted (none when it cannot be read).
+pub fn backups_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "backup"));
+    v.sort();
+    v
+}
+
+/// A matmul task whose result (600 x 600 floats as JSON, a few MiB) is over a 1 MiB
+/// `executor.max_result_mb`.
+pub fn big_result_task() -> Value {
+    let col: Vec<Vec<f32>> = (0..600).map(|i| vec![i as f32 + 0.5]).collect();
+    let row: Vec<Vec<f32>> = vec![(0..600).map(|i| i as f32 + 0.25).collect()];
+    serde_json::json!({ "kernel": "matmul", "input": { "a": col, "b": row } })
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
