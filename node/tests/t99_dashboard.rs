@@ -1,9 +1,11 @@
 //! The dashboard at `/`, in a real headless Chromium driven through WebDriver (chromedriver,
 //! both from Debian's packages, installed by ./scripts/setup), against a 3-node cluster with
-//! authentication on: the page asks for a key, signs in with a viewer key, shows the three
+//! authentication on: before sign-in the page shows only the sign-in (no empty panels that
+//! would look like a healthy, empty cluster); it signs in with a viewer key, shows the three
 //! members with the leader marked, counts tasks by state, draws finished tasks live from
-//! /v1/events, lists a failed task with its error, and follows a leader change. A screenshot
-//! is saved to target/dashboard.png.
+//! /v1/events on a time axis, lists the cluster's failed tasks (also one that failed before the
+//! page was opened) with their errors, opens a task by id with what it was submitted with, and
+//! follows a leader change. A screenshot is saved to target/dashboard.png.
 
 mod common;
 
@@ -218,6 +220,25 @@ fn the_dashboard_shows_the_cluster_live_in_a_real_browser() {
     let entry = (1..=3).find(|i| *i != leader).unwrap_or(1);
     let admin = must_token(c.node(entry), ADMIN_KEY);
 
+    // A task that failed before anyone opened the page.
+    let early = c.node(entry).must_call(
+        "POST",
+        "/v1/tasks",
+        Some(&admin),
+        Some(&json!({"exec": {"argv": ["sh", "-c", "echo early >&2; exit 4"]}, "retry": {"max_attempts": 1}})),
+    );
+    assert_eq!(early.status, 201, "{}", early.body);
+    let early = early.body["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}", early.body));
+    let w = c.node(entry).must_call(
+        "GET",
+        &format!("/v1/tasks/{early}/wait?timeout=60s"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(w.body["status"], "failed", "{}", w.body);
+
     let driver = start_driver(d);
     let b = Browser::open(&driver);
     b.go(&format!("{}/", c.node(entry).url));
@@ -228,6 +249,21 @@ fn the_dashboard_shows_the_cluster_live_in_a_real_browser() {
         "return getComputedStyle(document.getElementById('login')).display",
         |v| v == "block",
     );
+    // ... and nothing else: no panels that would read as an empty, healthy cluster.
+    let before = b.js(
+        "return { main: getComputedStyle(document.getElementById('main')).display,
+                  meta: document.getElementById('meta').textContent,
+                  text: document.body.innerText };",
+    );
+    assert_eq!(before["main"], "none", "{before}");
+    assert_eq!(before["meta"], "sign in to see the cluster", "{before}");
+    let text = before["text"].as_str().unwrap_or_default();
+    for absent in ["Recent failures", "Alerts", "Members", "none"] {
+        assert!(
+            !text.contains(absent),
+            "before sign-in the page shows {absent:?}: {text}"
+        );
+    }
     b.type_into("#secret", VIEWER_KEY);
     b.click("#go");
     let members = wait_page(
@@ -271,12 +307,98 @@ fn the_dashboard_shows_the_cluster_live_in_a_real_browser() {
         ),
         |v| {
             v["succeeded"] == 20
-                && v["failed"] == 1
+                && v["failed"] == 2
                 && v["failure"].as_str().is_some_and(|f| f.contains("nonzero_exit"))
                 && v["rate"].as_str().is_some_and(|r| !r.starts_with("· 0.0"))
         },
     );
     println!("dashboard shows: {shown}");
+
+    // The failure from before the page opened is listed too, with its error; the chart has a
+    // time axis with a tick every 15 s.
+    let listed = wait_page(
+        &b,
+        "the earlier failure in the list and the chart's time axis",
+        &format!(
+            "const f = document.querySelector('#failures li[data-task=\"{early}\"]');
+             return {{ early: f ? f.textContent : null,
+                      ids: [...document.querySelectorAll('#failures li[data-task]')].map(l => Number(l.dataset.task)),
+                      ticks: document.getElementById('chart').dataset.ticks }};"
+        ),
+        |v| v["early"].as_str().is_some_and(|f| f.contains("nonzero_exit")),
+    );
+    assert_eq!(
+        listed["ids"],
+        json!([failing, early]),
+        "the newest failure first: {listed}"
+    );
+    let ticks: Vec<&str> = listed["ticks"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    assert_eq!(ticks.len(), 4, "a tick every 15 s over 60 s: {listed}");
+    for t in &ticks {
+        let parts: Vec<&str> = t.split(':').collect();
+        assert!(
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_digit())),
+            "tick {t:?} is not a clock time: {listed}"
+        );
+    }
+
+    // A task opened by id shows its error and what it was submitted with.
+    b.type_into("#task-id", &early.to_string());
+    b.click("#open");
+    let opened = wait_page(
+        &b,
+        "the opened task",
+        "const v = document.getElementById('task-view');
+         const f = k => (v.querySelector('dd[data-field=\"' + k + '\"]') || {}).textContent;
+         return { task: v.dataset.task, status: f('status'), error: f('error'), submitted: f('submitted') };",
+        |v| v["task"].as_str() == Some(early.to_string().as_str()),
+    );
+    assert_eq!(opened["status"], "failed", "{opened}");
+    assert!(
+        opened["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nonzero_exit")),
+        "{opened}"
+    );
+    assert!(
+        opened["submitted"]
+            .as_str()
+            .is_some_and(|e| e.contains("exit 4")),
+        "{opened}"
+    );
+    // An id that is not there says so.
+    b.js("document.getElementById('task-id').value = ''; return null;");
+    b.type_into("#task-id", "999999");
+    b.click("#open");
+    let missing = wait_page(
+        &b,
+        "the answer for a task that does not exist",
+        "const v = document.getElementById('task-view'); return { cls: v.className, text: v.textContent };",
+        |v| v["cls"] == "err",
+    );
+    assert!(
+        missing["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("999999")),
+        "{missing}"
+    );
+    // Back to the failed task for the screenshot.
+    b.js("document.getElementById('task-id').value = ''; return null;");
+    b.type_into("#task-id", &early.to_string());
+    b.click("#open");
+    wait_page(
+        &b,
+        "the failed task opened again",
+        "return document.getElementById('task-view').dataset.task;",
+        |v| v.as_str() == Some(early.to_string().as_str()),
+    );
 
     let png = b.screenshot();
     assert!(
