@@ -280,7 +280,9 @@ pub struct DevArgs {
     /// Nodes to start (voters of one cluster; the first runs in this process when alone).
     #[arg(long, default_value_t = 3)]
     pub nodes: u32,
-    /// Data directory; a temporary one (removed on exit) when not given.
+    /// Data directory (kept on exit). Without it: $TMPDIR/edgerun-dev-<port> (e.g.
+    /// /tmp/edgerun-dev-7101, so that its admin.key has a name you can type), made fresh at
+    /// start and removed on exit.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// REST port of node 1; node i gets port + i - 1, and its cluster RPC port + 100.

@@ -108,16 +108,6 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
             a.port
         );
     }
-    let (dir, _tmp) = match a.dir {
-        Some(d) => (d, None),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("edgerun-dev-")
-                .tempdir()
-                .context("creating a temporary data directory")?;
-            (t.path().to_path_buf(), Some(t))
-        }
-    };
     let all = ports(a.port, a.nodes);
     // Every port before anything is made or started: a taken one (another edgerun dev?) is
     // named here, not found out later through a node's log.
@@ -126,6 +116,13 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
         crate::wiring::check_listen(&format!("node {} api.listen", p.id), at(p.api))?;
         crate::wiring::check_listen(&format!("node {} cluster.listen", p.id), at(p.rpc))?;
     }
+    let (dir, _scratch) = match a.dir {
+        Some(d) => (d, None),
+        None => {
+            let s = Scratch::make(&std::env::temp_dir().join(format!("edgerun-dev-{}", a.port)))?;
+            (s.0.clone(), Some(s))
+        }
+    };
     let tls = if a.tls {
         let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
         Some(crate::cert::make(&dir.join("tls"), &hosts, 30)?)
@@ -164,6 +161,42 @@ pub fn run(a: DevArgs) -> anyhow::Result<()> {
         return crate::wiring::run(cfg, None);
     }
     run_children(&dir, &all, tls.as_ref())
+}
+
+/// The data directory of a dev cluster run without `--dir`: a fixed name per base port (the
+/// ports are free, so no cluster of ours uses it), made fresh and removed on exit.
+struct Scratch(PathBuf);
+
+/// Written into a scratch directory: only a directory holding it is ever removed.
+const SCRATCH_MARK: &str = ".edgerun-dev";
+
+impl Scratch {
+    fn make(dir: &Path) -> anyhow::Result<Scratch> {
+        if dir.exists() {
+            if !dir.join(SCRATCH_MARK).is_file() {
+                anyhow::bail!(
+                    "{} exists and was not made by edgerun dev; remove it or pass --dir",
+                    dir.display()
+                );
+            }
+            // Left by a run that was killed (its ports are free again).
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("removing the old {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let s = Scratch(dir.to_path_buf());
+        std::fs::write(dir.join(SCRATCH_MARK), b"")
+            .with_context(|| format!("creating {}", dir.join(SCRATCH_MARK).display()))?;
+        Ok(s)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("edgerun dev: removing {}: {e}", self.0.display());
+        }
+    }
 }
 
 /// The last error lines of a node's log (its reason to exit), to print with its death.

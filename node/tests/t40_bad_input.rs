@@ -357,3 +357,88 @@ fn edgerun_dev_names_a_taken_port_before_starting_anything() {
         "something was made before the ports were checked"
     );
 }
+
+/// A base port whose cluster port (+100) is free too.
+fn dev_port() -> u16 {
+    for _ in 0..50 {
+        let p = free_port();
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 100)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of ports (p, p + 100)");
+}
+
+#[test]
+fn edgerun_dev_without_dir_uses_a_fresh_scratch_dir_and_never_removes_a_foreign_one() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let port = dev_port();
+    let scratch = tmp.path().join(format!("edgerun-dev-{port}"));
+    let dev = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edgerun"));
+        c.args([
+            "dev",
+            "--nodes",
+            "1",
+            "--no-demo",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("TMPDIR", tmp.path())
+        .env("EDGERUN_LOG", "warn");
+        c
+    };
+    // A directory of that name that edgerun dev did not make is left alone.
+    std::fs::create_dir_all(&scratch).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(scratch.join("precious"), "keep me").unwrap_or_else(|e| panic!("{e}"));
+    let out = dev().output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("was not made by edgerun dev"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("precious")).unwrap_or_default(),
+        "keep me"
+    );
+    // One left by a killed run (it carries the mark) is made fresh, and removed on Ctrl-C.
+    std::fs::write(scratch.join(".edgerun-dev"), "").unwrap_or_else(|e| panic!("{e}"));
+    let mut child = dev()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://127.0.0.1:{port}");
+    common::wait_until("the dev node to be ready", Duration::from_secs(60), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("edgerun dev exited: {st}");
+        }
+        ureq::get(&format!("{url}/readyz"))
+            .call()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    assert!(
+        !scratch.join("precious").exists(),
+        "the old run's files are still there"
+    );
+    assert!(
+        scratch.join("admin.key").is_file(),
+        "no admin key in {}",
+        scratch.display()
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    common::wait_until(
+        "edgerun dev to stop on SIGINT",
+        Duration::from_secs(30),
+        || match child.try_wait() {
+            Ok(Some(st)) => Ok(st),
+            _ => Err("still running".to_string()),
+        },
+    );
+    assert!(
+        !scratch.exists(),
+        "{} is left after Ctrl-C",
+        scratch.display()
+    );
+}
