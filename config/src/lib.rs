@@ -774,7 +774,16 @@ pub fn parse_override(flag: &str) -> Result<(String, String), ConfigError> {
 fn describe(err: figment::Error) -> String {
     err.into_iter()
         .map(|e| {
-            let mut s = e.kind.to_string();
+            let mut s = match &e.kind {
+                // figment's own text quotes the list twice (``a` or `b``).
+                figment::error::Kind::UnknownVariant(found, expected) => {
+                    format!("unknown value `{found}`, accepted: {}", quoted(expected))
+                }
+                figment::error::Kind::UnknownField(found, expected) => {
+                    format!("unknown key `{found}`, accepted: {}", quoted(expected))
+                }
+                other => other.to_string(),
+            };
             if !e.path.is_empty() {
                 s = format!("{s} for key {}", e.path.join("."));
             }
@@ -788,6 +797,16 @@ fn describe(err: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `a`, `b` or `c`.
+fn quoted(names: &[&str]) -> String {
+    let q: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match q.split_last() {
+        None => "none".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
 }
 
 fn invalid(key: &'static str, value: impl ToString, accepted: impl Into<String>) -> ConfigError {

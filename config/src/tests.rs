@@ -85,6 +85,27 @@ fn unknown_keys_are_rejected_with_their_name() {
 }
 
 #[test]
+fn names_are_quoted_once_in_messages() {
+    let e = err(&Sources {
+        overrides: vec![("scheduler.placement".into(), "\"foo\"".into())],
+        ..Sources::default()
+    });
+    assert!(
+        e.contains(
+            "unknown value `foo`, accepted: `binpack` or `spread` for key scheduler.placement"
+        ),
+        "{e}"
+    );
+    let f = file("[node]\nidd = 3\n");
+    let e = err(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    });
+    assert!(e.contains("unknown key `idd`, accepted: `id`, "), "{e}");
+    assert!(!e.contains("``"), "{e}");
+}
+
+#[test]
 fn bad_values_name_key_value_and_what_is_accepted() {
     let e = err(&Sources {
         env: env(&[("EDGERUN_NODE_ID", "abc")]),
