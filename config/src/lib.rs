@@ -68,7 +68,8 @@ pub struct NodeSection {
     pub tier: Tier,
     /// Free-form labels for placement constraints.
     pub labels: BTreeMap<String, String>,
-    /// Where the sled database (Raft log, votes, snapshots) lives.
+    /// The node's data: the Raft log (segment files), snapshots (files), vote and
+    /// off-Raft results (sled), the audit log and the outbox.
     pub data_dir: PathBuf,
 }
 
@@ -457,7 +458,7 @@ impl ExecutorConfig {
     }
 }
 
-/// Raft and its sled store.
+/// Raft: timing, snapshots, batching, and the sled store that keeps the vote and results.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftConfig {
@@ -471,7 +472,8 @@ pub struct RaftConfig {
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the last snapshot (for slow followers).
     pub keep_logs_after_snapshot: u64,
-    /// sled page cache; its own default (~1 GiB) is far too much for an edge box.
+    /// sled's page cache (vote, markers, off-Raft results; the Raft log is in segment
+    /// files); sled's own default (~1 GiB) is far too much for an edge box.
     pub cache_capacity_mb: u64,
     /// Most commands gathered into one Raft entry while an earlier write is in flight.
     pub max_batch: usize,
@@ -1178,7 +1180,7 @@ impl NodeConfig {
             .unwrap_or_else(|| self.api.listen.to_string())
     }
 
-    /// The sled database directory.
+    /// The sled database directory (vote, markers, off-Raft results; not the Raft log).
     pub fn db_path(&self) -> PathBuf {
         self.node.data_dir.join("db")
     }
