@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 /// A node with container isolation, or `None` (after checking the fallback) if this machine
 /// cannot make containers.
+#[track_caller]
 fn container_node(dir: &Path, extra: &[&str]) -> Option<Node> {
     let mut sets = vec!["executor.isolation=\"auto\""];
     sets.extend_from_slice(extra);
@@ -25,7 +26,11 @@ fn container_node(dir: &Path, extra: &[&str]) -> Option<Node> {
         "auto must say why it fell back:\n{}",
         node.log()
     );
-    eprintln!("SKIPPED: this machine cannot make containers (not root or no cgroups); the process fallback was checked");
+    let caller = std::panic::Location::caller();
+    common::skipped(
+        &format!("t70_containers ({}:{})", caller.file(), caller.line()),
+        "this machine cannot make containers (not root or no cgroups); only the process fallback was checked",
+    );
     None
 }
 

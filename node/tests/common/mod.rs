@@ -13,6 +13,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A test that cannot run on this machine says so, loudly: on stderr and as a line in
+/// `target/test-skips.log`, which `scripts/test` prints in its summary (a skipped test must
+/// never pass for one that ran). With `EDGERUN_NO_SKIPS=1` (CI sets it where it runs as
+/// root) it fails instead.
+#[allow(dead_code)]
+pub fn skipped(test: &str, why: &str) {
+    if std::env::var_os("EDGERUN_NO_SKIPS").is_some_and(|v| v == "1") {
+        panic!("{test} cannot run here and EDGERUN_NO_SKIPS=1: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-skips.log");
+    let line = format!("{test}: {why}\n");
+    if let Err(e) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+    {
+        panic!(
+            "{test} cannot run here ({why}) and the skip cannot be recorded in {}: {e}",
+            log.display()
+        );
+    }
+}
+
 /// Poll `probe` until it returns `Some`, or panic after `timeout` naming `what` and the last
 /// observation.
 pub fn wait_until<T>(
