@@ -7,6 +7,14 @@
 //! edgerun-chaos --scenario kill-leader --scenario full-disk
 //! ```
 //!
+//! # Layout
+//! - `scenarios`: each scenario's cluster shape, faults and timing; `faults`: the faults as
+//!   typed values and how each is done; `net`: where nodes live (network namespaces, 127.0.0.1
+//!   or containers) and how the network between them is broken.
+//! - `cluster`: the real `edgerun node` processes under test; `workload`: clients that submit
+//!   with idempotency keys and retry, readers, and the leader monitor.
+//! - `check`: the checkers run on the recorded history and the final state.
+//!
 //! Each run writes `report.json` and `report.md` per scenario plus a `summary.md`, and keeps
 //! every node's log, under `--out` (default `target/chaos/run-<unix time>`).
 

@@ -6,6 +6,9 @@
 //!   touching the process's.
 //! - [`load`]: merges the layers with figment, rejects unknown keys and wrong types, then
 //!   [`NodeConfig::validate`]s the values once.
+//! - [`secret`]: secret files shared by a cluster's nodes (JWT key, API keys, cluster secret):
+//!   made 0600 when missing, refused when too short or readable by others.
+//! - `tests` (private): the layering, unknown keys, messages and every validation rule.
 //!
 //! Environment variables map to keys by splitting at the first `_` after the prefix:
 //! `EDGERUN_API_LISTEN` is `api.listen`, `EDGERUN_NODE_DATA_DIR` is `node.data_dir`.

@@ -3,6 +3,8 @@
 //! # Layout
 //! - `ffi` (private): the `#[cxx::bridge]` to `src/kernels.cc`. Nothing else touches it.
 //! - [`stats`], [`matmul`]: safe typed wrappers; shapes are checked here before C++ runs.
+//! - `extra` (private): safe wrappers and input parsing for conv2d, sobel, fft, window_agg,
+//!   sha256 and sort (tested in `extra_tests`).
 //! - [`Kernels`] / [`CppKernels`]: the registry the Worker calls with a kernel name and the
 //!   task's JSON input; [`catalog`] lists every kernel with its input and output schema.
 //!

@@ -5,6 +5,8 @@
 //! - [`task`]: `TaskSpec` (what a user asks for), `Task` (what the cluster records), statuses.
 //! - [`node`]: `NodeInfo`, the tier and address of a cluster member.
 //! - [`command`]: `RaftRequest` / `Command` / `Response`, the replicated log's payload.
+//! - [`store`]: `TaskStore`, every task the state holds (live tasks whole, ended ones packed).
+//! - [`job`]: periodic jobs, a cron schedule that makes a task at each slot.
 //! - [`state`]: `ClusterState`, the state machine. `apply` is pure: no clocks, no I/O, no
 //!   randomness; the proposer stamps every time it needs.
 //!

@@ -6,6 +6,18 @@
 //! edgerun task submit|get|wait|list|cancel, edgerun cluster status, edgerun kernels
 //! ```
 //!
+//! # Layout
+//! - `cli`: argument parsing (clap) and dispatch; `output`: tables or JSON (`-o json`).
+//! - `wiring`: a node's boot sequence; `logging`: its log; `control`: what changes while it
+//!   runs (log filter, limits, keys).
+//! - `dev`: `edgerun dev`, a local cluster of child processes.
+//! - `client`: the blocking REST client the commands use; `batch`: bulk submit and wait;
+//!   `top`: the live view; `backup`: backup, restore, doctor; `cert`: a private CA for TLS.
+//! - `container`: `edgerun container-run`, the single-threaded helper that drives one youki
+//!   container; `sandbox`: the executor's helper processes.
+//! - `perf`: `edgerun bench <scenario>`; `bench`: `edgerun bench-sandbox`; `bench_kernels`:
+//!   `edgerun bench-kernels`.
+//!
 //! Every subcommand runs with umask 077: whatever the process creates (data directory, Raft
 //! log, database, results, backups, certificates, sandbox bundles; and the helpers it
 //! starts, which inherit it) is readable by the node's user only.

@@ -11,6 +11,14 @@
 //!   [`server`] answers it. [`network`]: openraft's RaftNetwork on top of it.
 //! - [`start`]: opens the database and starts a Raft node from the config.
 //! - [`private`]: data at rest private to the node's user (dirs 0700, files 0600).
+//! - [`snapshot_files`]: the state machine's snapshots as plain files beside the database.
+//! - [`flush`]: one flusher per database, coalescing durable writes (appends, votes, outbox).
+//! - [`results`]: results too big to replicate, kept in this node's sled and fetched by peers.
+//! - [`secure`]: the cluster RPC handshake over the shared secret and a MAC on every frame.
+//! - [`breaker`]: a circuit breaker per peer on cluster RPC.
+//! - [`faults`]: network faults injected into outgoing cluster RPC (chaos tests).
+//! - [`backup`]: backups of the replicated state, and seeding a data directory from one.
+//! - [`doctor`]: what a (stopped) data directory holds and whether it is whole.
 //!
 //! ```text
 //!  proposer ──client_write──▶ openraft ──append──▶ LogStore (<data>/log/*.seg, fdatasync)
