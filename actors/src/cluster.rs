@@ -263,7 +263,7 @@ async fn apply_membership(node: &RaftNode, change: MembershipChange) -> Result<(
 }
 
 /// Run a membership change on the leader, wherever it is.
-pub async fn change_membership(
+pub(crate) async fn change_membership(
     node: &RaftNode,
     change: MembershipChange,
     timeout: Duration,
@@ -322,12 +322,9 @@ async fn leader_read_index(node: &RaftNode) -> Result<u64, ProposeError> {
     Ok(read.max(last))
 }
 
-/// Wait until this node's state machine reflects every write committed before the call
-/// (a linearizable read): the leader confirms its leadership with a quorum and names the
-/// index; a follower asks the leader for it and waits to apply up to it.
 /// Wait until this node has applied the log up to `index` (a write it proposed was committed
 /// there): then it reads what it wrote, without asking the leader.
-pub async fn wait_applied(
+pub(crate) async fn wait_applied(
     node: &RaftNode,
     index: u64,
     timeout: Duration,
@@ -343,7 +340,10 @@ pub async fn wait_applied(
     }
 }
 
-pub async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(), ProposeError> {
+/// Wait until this node's state machine reflects every write committed before the call
+/// (a linearizable read): the leader confirms its leadership with a quorum and names the
+/// index; a follower asks the leader for it and waits to apply up to it.
+pub(crate) async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(), ProposeError> {
     let index = match node.leader() {
         None => return Err(ProposeError::NoLeader),
         Some((l, _)) if l == node.id => leader_read_index(node).await?,

@@ -11,6 +11,8 @@
 //! - [`monitor`]: registers the node, heartbeats to the leader, exports gauges.
 //! - [`cluster`]: ClusterRpc (the node-to-node listener), the leader-side handler for
 //!   forwarded writes, read-index, heartbeats and membership changes, and `read_barrier`.
+//! - [`cluster_handle`]: [`ClusterHandle`], the facade the Api reaches Raft through (leader,
+//!   readiness, metrics, membership, reads, off-Raft results, backups) in plain types.
 //!
 //! ```text
 //!  NodeSupervisor ─┬─ StateShard ◀──Propose── Scheduler, Worker, Monitor, Api
@@ -24,11 +26,11 @@
 //! supervisor restarts it. Everything an actor needs after a restart is rebuilt from the
 //! replicated state (`StateView`), never kept only in the actor.
 
-pub use edgerun_raft::backup;
 pub mod alerts;
 pub mod cache;
 pub mod child;
 pub mod cluster;
+pub mod cluster_handle;
 pub mod executor;
 pub mod metrics_names;
 pub mod monitor;
@@ -40,17 +42,16 @@ pub mod supervisor;
 pub mod worker;
 
 pub use child::{ChildSpec, Slot};
-pub use cluster::{change_membership, read_barrier, wait_applied};
-pub use edgerun_raft::{faults, Member, MembershipChange};
+pub use cluster_handle::{
+    net_faults, set_net_faults, Backup, BackupError, ClusterHandle, Leadership, MemberChange,
+    MemberInfo, NetFaults, RaftStatus, Readiness, ResultError, Role, StateChange, StateChanges,
+};
 pub use scheduler::{Policy, Retention};
 pub use shard::{ProposeError, Proposer};
 pub use specs::{core_children, CoreParts};
 pub use supervisor::{NodeExit, NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 pub use edgerun_cpp::{catalog, CppKernels, KernelError, KernelInfo, Kernels};
-pub use edgerun_raft::{
-    AppRequest, AppResponse, Outbox, RaftNode, ResultStore, StateEvent, StateView,
-};
 
 /// The current time in milliseconds since the Unix epoch, as proposers stamp it.
 pub fn now_ms() -> u64 {

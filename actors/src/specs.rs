@@ -33,7 +33,7 @@ pub struct CoreParts {
     /// Off-Raft results, and the size above which a result goes there.
     pub results: edgerun_raft::ResultStore,
     pub inline_result_max: usize,
-    pub outbox: crate::Outbox,
+    pub outbox: edgerun_raft::Outbox,
     pub policy: crate::scheduler::Policy,
     pub retention: crate::scheduler::Retention,
     pub forward_timeout: Duration,

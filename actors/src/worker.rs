@@ -29,14 +29,14 @@ use std::time::{Duration, Instant};
 use edgerun_model::{
     AttemptRef, Command, Completion, NodeId, Outcome, Response, TaskId, TaskStatus, Work,
 };
-use edgerun_raft::RaftNode;
+use edgerun_raft::{Outbox, RaftNode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
 use crate::executor::{Executor, Job as ExecJob};
 use crate::metrics_names as m;
 use crate::scheduler::forward_changes;
-use crate::{now_ms, InjectedFailure, Outbox, ProposeError, Proposer};
+use crate::{now_ms, InjectedFailure, ProposeError, Proposer};
 
 const TICK: Duration = Duration::from_millis(500);
 

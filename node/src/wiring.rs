@@ -11,8 +11,8 @@ use edgerun_actors::executor::{
 };
 use edgerun_actors::metrics_names as m;
 use edgerun_actors::{
-    core_children, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Policy, Retention,
-    Slot, SupervisorArgs, SupervisorMsg,
+    core_children, ClusterHandle, CoreParts, CppKernels, Kernels, NodeExit, NodeSupervisor, Policy,
+    Retention, Slot, SupervisorArgs, SupervisorMsg,
 };
 use edgerun_api::{ApiParts, ApiSpec, ClusterCtx, DebugCtx, TasksCtx};
 use edgerun_config::{IsolationMode, NodeConfig, Sources};
@@ -623,13 +623,14 @@ pub async fn run_node(
     ));
     spawn_reload_on_sighup(control.clone());
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
+    let cluster = ClusterHandle::new(node.clone(), results);
     children.push(Arc::new(ApiSpec::new(ApiParts {
         listen: cfg.api.listen,
         workers: cfg.api.workers,
         max_body: cfg.api.max_body_bytes,
         body_timeout: Duration::from_millis(cfg.api.body_timeout_ms),
         tasks: TasksCtx {
-            node: node.clone(),
+            node: cluster.clone(),
             proposer,
             kernels,
             read_timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
@@ -639,10 +640,9 @@ pub async fn run_node(
                 idempotency_window_ms: cfg.limits.idempotency_window_secs.saturating_mul(1000),
             },
             policy: scheduler_policy(&cfg),
-            results,
         },
         cluster: ClusterCtx {
-            node: node.clone(),
+            node: cluster,
             timeout: Duration::from_millis(cfg.raft.forward_timeout_ms),
             alerts,
         },

@@ -86,15 +86,14 @@ pub async fn snapshot(
     tasks: web::Data<crate::handlers::tasks::TasksCtx>,
 ) -> Result<HttpResponse, ApiError> {
     tasks.barrier(None).await?;
-    let (view, id) = (tasks.node.view.clone(), tasks.node.id);
+    let node = tasks.node.clone();
     let started = std::time::Instant::now();
-    let (info, bytes) =
-        web::block(move || edgerun_actors::backup::take(&view, id, edgerun_actors::now_ms()))
-            .await
-            .map_err(|e| ApiError::Internal(format!("taking a snapshot: {e}")))?
-            .map_err(ApiError::Internal)?;
+    let info = web::block(move || node.take_backup())
+        .await
+        .map_err(|e| ApiError::Internal(format!("taking a snapshot: {e}")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(
-        bytes = info.bytes,
+        bytes = info.snapshot_bytes,
         tasks = info.tasks,
         last_index = info.last_index,
         ms = started.elapsed().as_millis() as u64,
@@ -111,7 +110,7 @@ pub async fn snapshot(
                 info.created_ms
             ),
         ))
-        .body(bytes))
+        .body(info.file))
 }
 
 pub async fn reload(ctx: web::Data<AdminCtx>) -> Result<HttpResponse, ApiError> {

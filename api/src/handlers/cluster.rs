@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use edgerun_actors::{change_membership, Member, MembershipChange, RaftNode};
+use edgerun_actors::{ClusterHandle, MemberChange};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -13,7 +13,8 @@ use crate::handlers::tasks::parse_id;
 /// What the cluster handlers need.
 #[derive(Clone)]
 pub struct ClusterCtx {
-    pub node: RaftNode,
+    /// This node's Raft replica.
+    pub node: ClusterHandle,
     /// How long a membership change forwarded to the leader may take.
     pub timeout: Duration,
     /// What fires now (the Monitor evaluates the rules).
@@ -86,8 +87,8 @@ fn host_port(field: &str, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn change(ctx: &ClusterCtx, c: MembershipChange) -> Result<HttpResponse, ApiError> {
-    change_membership(&ctx.node, c, ctx.timeout).await?;
+async fn change(ctx: &ClusterCtx, c: MemberChange) -> Result<HttpResponse, ApiError> {
+    ctx.node.change_membership(c, ctx.timeout).await?;
     Ok(cluster(web::Data::new(ctx.clone())).await)
 }
 
@@ -107,12 +108,10 @@ pub async fn add_learner(
     host_port("api", &b.api)?;
     change(
         &ctx,
-        MembershipChange::AddLearner {
+        MemberChange::AddLearner {
             id: b.id,
-            member: Member {
-                rpc: b.rpc,
-                api: b.api,
-            },
+            rpc: b.rpc,
+            api: b.api,
         },
     )
     .await
@@ -121,16 +120,7 @@ pub async fn add_learner(
 /// The member id from the path, or 404 (`hint` says what to do instead).
 fn member(ctx: &ClusterCtx, raw: &str, hint: &str) -> Result<u64, ApiError> {
     let id = parse_id(raw)?;
-    let known = ctx
-        .node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .get_node(&id)
-        .is_some();
-    if known {
+    if ctx.node.is_member(id) {
         Ok(id)
     } else {
         Err(ApiError::NotFound(format!(
@@ -145,7 +135,7 @@ pub async fn promote(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = member(&ctx, &id, "; add it as a learner first")?;
-    change(&ctx, MembershipChange::Promote { id }).await
+    change(&ctx, MemberChange::Promote { id }).await
 }
 
 /// DELETE /v1/cluster/members/{id}: remove a voter or learner.
@@ -154,50 +144,49 @@ pub async fn remove(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = member(&ctx, &id, "")?;
-    change(&ctx, MembershipChange::Remove { id }).await
+    change(&ctx, MemberChange::Remove { id }).await
 }
 
 pub async fn cluster(ctx: web::Data<ClusterCtx>) -> HttpResponse {
-    let m = ctx.node.raft.metrics().borrow().clone();
-    let membership = m.membership_config.membership();
-    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-    let (members, tasks): (Vec<_>, serde_json::Map<String, serde_json::Value>) = ctx.node.view.read(|s| {
+    let m = ctx.node.status();
+    let (members, tasks): (Vec<_>, serde_json::Map<String, serde_json::Value>) = ctx.node.read(|s| {
         let tasks = edgerun_model::TaskStatus::ALL
             .iter()
             .map(|st| (st.as_str().to_string(), json!(s.count(*st))))
             .collect();
-        let members = membership
-            .nodes()
-            .map(|(id, member)| {
-                let info = s.nodes.get(id);
+        let members = m
+            .members
+            .iter()
+            .map(|member| {
+                let info = s.nodes.get(&member.id);
                 json!({
-                    "id": id,
+                    "id": member.id,
                     "tier": info.map(|n| n.tier.as_str()),
-                    "role": if voters.contains(id) { "voter" } else { "learner" },
+                    "role": member.role.as_str(),
                     "api": member.api,
                     "rpc": member.rpc,
                     "state": match info { Some(n) if n.up => "up", Some(_) => "down", None => "unregistered" },
-                    "leader": m.current_leader == Some(*id),
+                    "leader": m.leader == Some(member.id),
                 })
             })
             .collect();
         (members, tasks)
     });
     HttpResponse::Ok().json(json!({
-        "id": ctx.node.id,
-        "leader": m.current_leader,
-        "term": m.current_term,
-        "last_applied": m.last_applied.map(|l| l.index),
-        "last_log": m.last_log_index,
-        "snapshot": m.snapshot.map(|l| l.index),
-        "purged": m.purged.map(|l| l.index),
+        "id": ctx.node.id(),
+        "leader": m.leader,
+        "term": m.term,
+        "last_applied": m.last_applied,
+        "last_log": m.last_log,
+        "snapshot": m.snapshot,
+        "purged": m.purged,
         "members": members,
         "tasks": tasks,
     }))
 }
 
 pub async fn nodes(ctx: web::Data<ClusterCtx>) -> HttpResponse {
-    let nodes: Vec<_> = ctx.node.view.read(|s| {
+    let nodes: Vec<_> = ctx.node.read(|s| {
         s.nodes
             .values()
             .map(|n| {
@@ -230,7 +219,7 @@ pub async fn nodes(ctx: web::Data<ClusterCtx>) -> HttpResponse {
 
 /// GET /v1/alerts: what fires now on this node (cluster-wide rules and its own disk).
 pub async fn alerts(ctx: web::Data<ClusterCtx>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "node": ctx.node.id, "alerts": ctx.alerts.firing() }))
+    HttpResponse::Ok().json(json!({ "node": ctx.node.id(), "alerts": ctx.alerts.firing() }))
 }
 
 #[cfg(test)]

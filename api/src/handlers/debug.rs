@@ -2,8 +2,7 @@
 //! `debug.fault_injection`.
 
 use actix_web::{web, HttpResponse};
-use edgerun_actors::faults::NetFaults;
-use edgerun_actors::{Slot, SupervisorMsg};
+use edgerun_actors::{NetFaults, Slot, SupervisorMsg};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -81,12 +80,12 @@ pub async fn set_net(
         ));
     }
     tracing::warn!(?faults, "fault injection: cluster RPC faults set");
-    edgerun_actors::faults::set(faults);
-    Ok(HttpResponse::Ok().json(edgerun_actors::faults::current()))
+    edgerun_actors::set_net_faults(faults);
+    Ok(HttpResponse::Ok().json(edgerun_actors::net_faults()))
 }
 
 /// `GET /v1/debug/net`: the faults in force.
 pub async fn get_net(ctx: web::Data<DebugCtx>) -> Result<HttpResponse, ApiError> {
     require(&ctx)?;
-    Ok(HttpResponse::Ok().json(edgerun_actors::faults::current()))
+    Ok(HttpResponse::Ok().json(edgerun_actors::net_faults()))
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
-use edgerun_actors::{now_ms, StateEvent};
+use edgerun_actors::{now_ms, StateChange};
 use edgerun_model::TaskStatus;
 use serde::Deserialize;
 use serde_json::json;
@@ -132,13 +132,12 @@ pub async fn events(
     let max = q.max_secs.map(Duration::from_secs);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let node = ctx.node.clone();
-    let mut applied = node.view.subscribe();
+    let mut applied = node.changes();
     tokio::spawn(async move {
         let deadline = max.and_then(|d| tokio::time::Instant::now().checked_add(d));
         let mut leader = None;
-        let mut nodes: BTreeMap<u64, bool> = node
-            .view
-            .read(|s| s.nodes.values().map(|n| (n.id, n.up)).collect());
+        let mut nodes: BTreeMap<u64, bool> =
+            node.read(|s| s.nodes.values().map(|n| (n.id, n.up)).collect());
         let mut poll = tokio::time::interval(CLUSTER_POLL);
         let mut keep = tokio::time::interval(KEEP_ALIVE);
         keep.reset();
@@ -162,7 +161,7 @@ pub async fn events(
                 _ = tx.closed() => return,
                 _ = keep.tick() => vec![Bytes::from_static(b": keep-alive\n\n")],
                 ev = applied.recv() => match ev {
-                    Ok(StateEvent::Tasks(batch)) => {
+                    Ok(StateChange::Tasks(batch)) => {
                         let ts = now_ms();
                         batch
                             .iter()
@@ -173,7 +172,7 @@ pub async fn events(
                             })))
                             .collect()
                     }
-                    Ok(StateEvent::Reset) => Vec::new(),
+                    Ok(StateChange::Reset) => Vec::new(),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         vec![frame("lagged", json!({ "missed": n }))]
                     }
@@ -181,16 +180,14 @@ pub async fn events(
                 },
                 _ = poll.tick() => {
                     let mut out = Vec::new();
-                    let m = node.raft.metrics().borrow().clone();
-                    let now = (m.current_leader, m.current_term);
+                    let now = node.leadership();
                     if filter.kinds.contains("leader") && leader != Some(now) {
                         out.push(frame("leader", json!({
-                            "leader": now.0, "term": now.1, "ts_ms": now_ms(),
+                            "leader": now.leader, "term": now.term, "ts_ms": now_ms(),
                         })));
                     }
                     leader = Some(now);
                     let current: BTreeMap<u64, bool> = node
-                        .view
                         .read(|s| s.nodes.values().map(|n| (n.id, n.up)).collect());
                     if filter.kinds.contains("node") {
                         for (id, up) in &current {

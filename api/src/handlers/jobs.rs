@@ -136,7 +136,6 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
 
 fn render(ctx: &TasksCtx, id: JobId) -> Result<HttpResponse, ApiError> {
     ctx.node
-        .view
         .read(|s| s.jobs.get(&id).map(|j| serde_json::to_value(view(j))))
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?
         .map(|v| HttpResponse::Ok().json(v))
@@ -209,7 +208,8 @@ pub async fn create(
 
 /// After a write applied on the leader, wait until this node has it too.
 async fn read_own(ctx: &TasksCtx) -> Result<(), ApiError> {
-    edgerun_actors::read_barrier(&ctx.node, ctx.read_timeout)
+    ctx.node
+        .read_barrier(ctx.read_timeout)
         .await
         .map_err(ApiError::from)
 }
@@ -218,7 +218,6 @@ pub async fn list(ctx: web::Data<TasksCtx>) -> Result<HttpResponse, ApiError> {
     read_own(&ctx).await?;
     let jobs = ctx
         .node
-        .view
         .read(|s| serde_json::to_value(s.jobs.values().map(view).collect::<Vec<_>>()));
     let jobs = jobs.map_err(|e| ApiError::Internal(format!("encoding jobs: {e}")))?;
     Ok(HttpResponse::Ok().json(json!({ "jobs": jobs })))

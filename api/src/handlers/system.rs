@@ -1,6 +1,7 @@
 //! /healthz, /readyz, /metrics, /v1/kernels, and JSON 404s.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use edgerun_actors::Readiness;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
@@ -8,7 +9,7 @@ use crate::error::ApiError;
 use crate::handlers::cluster::ClusterCtx;
 
 pub async fn healthz(ctx: web::Data<ClusterCtx>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok", "node": ctx.node.id }))
+    HttpResponse::Ok().json(json!({ "status": "ok", "node": ctx.node.id() }))
 }
 
 /// Ready when a leader is known, this node's state machine has applied entries and (on a
@@ -16,32 +17,25 @@ pub async fn healthz(ctx: web::Data<ClusterCtx>) -> HttpResponse {
 /// circuit to it stays open until the next heartbeat's probe gets through, and until then a
 /// forwarded write or read would be refused.
 pub async fn readyz(ctx: web::Data<ClusterCtx>) -> Result<HttpResponse, ApiError> {
-    let m = ctx.node.raft.metrics().borrow().clone();
-    let circuit_open = match ctx.node.leader() {
-        Some((leader, Some(member))) if leader != ctx.node.id => {
-            ctx.node.peers.pool(&member.rpc).circuit_open()
-        }
-        _ => false,
+    let not_ready = |message: String, leader: Option<u64>| ApiError::Unavailable {
+        code: "not_ready",
+        message,
+        details: json!({ "leader": leader }),
     };
-    match (m.current_leader, m.last_applied) {
-        (Some(leader), Some(_)) if circuit_open => Err(ApiError::Unavailable {
-            code: "not_ready",
-            message: format!(
+    match ctx.node.readiness() {
+        Readiness::Ready { leader, applied } => Ok(HttpResponse::Ok()
+            .json(json!({ "status": "ready", "leader": leader, "applied": applied }))),
+        Readiness::LeaderFailing { leader } => Err(not_ready(
+            format!(
                 "calls to the leader (node {leader}) are failing; waiting for it to answer again"
             ),
-            details: json!({ "leader": leader }),
-        }),
-        (Some(leader), Some(applied)) => Ok(HttpResponse::Ok()
-            .json(json!({ "status": "ready", "leader": leader, "applied": applied.index }))),
-        (leader, _) => Err(ApiError::Unavailable {
-            code: "not_ready",
-            message: if leader.is_none() {
-                "no leader yet".into()
-            } else {
-                "state machine has not caught up yet".into()
-            },
-            details: json!({ "leader": leader }),
-        }),
+            Some(leader),
+        )),
+        Readiness::CatchingUp { leader } => Err(not_ready(
+            "state machine has not caught up yet".into(),
+            Some(leader),
+        )),
+        Readiness::NoLeader => Err(not_ready("no leader yet".into(), None)),
     }
 }
 
@@ -53,7 +47,7 @@ pub async fn metrics(
     ctx: web::Data<ClusterCtx>,
 ) -> HttpResponse {
     let text = handle.render();
-    let leads = ctx.node.leader().is_some_and(|(l, _)| l == ctx.node.id);
+    let leads = ctx.node.is_leader();
     let body = if leads {
         text
     } else {

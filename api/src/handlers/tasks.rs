@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use edgerun_actors::{now_ms, read_barrier, Kernels, Policy, Proposer, RaftNode, StateView};
+use edgerun_actors::{now_ms, ClusterHandle, Kernels, Policy, Proposer, ResultError};
 use edgerun_model::{Admission, Command, Response, Submitted, TaskId, TaskStatus};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,8 +15,8 @@ use crate::error::ApiError;
 /// What the task handlers need, and nothing else.
 #[derive(Clone)]
 pub struct TasksCtx {
-    /// For reads: the local state and the read barrier.
-    pub node: RaftNode,
+    /// For reads: the local state and the read barrier; results kept off-Raft.
+    pub node: ClusterHandle,
     pub proposer: Proposer,
     pub kernels: Arc<dyn Kernels>,
     /// How long a linearizable read may wait for the leader and for this node to catch up.
@@ -25,8 +25,6 @@ pub struct TasksCtx {
     pub admission: Admission,
     /// `[scheduler]`, for explaining why a task is pending.
     pub policy: Policy,
-    /// This node's off-Raft results.
-    pub results: edgerun_actors::ResultStore,
 }
 
 /// Who sent a request, for per-submitter limits: the client's IP address (the token's subject
@@ -36,16 +34,13 @@ pub fn submitter(req: &HttpRequest) -> String {
 }
 
 impl TasksCtx {
-    fn view(&self) -> &StateView {
-        &self.node.view
-    }
-
     /// Linearizable unless the client asked for a stale (local) read.
     pub(crate) async fn barrier(&self, stale: Option<bool>) -> Result<(), ApiError> {
         if stale == Some(true) {
             return Ok(());
         }
-        read_barrier(&self.node, self.read_timeout)
+        self.node
+            .read_barrier(self.read_timeout)
             .await
             .map_err(ApiError::from)
     }
@@ -75,25 +70,20 @@ pub fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
         })
 }
 
-fn render(view: &StateView, id: TaskId) -> Result<Vec<u8>, ApiError> {
-    view.read(|s| s.task(id).map(|t| task_json(&t)))
+fn render(node: &ClusterHandle, id: TaskId) -> Result<Vec<u8>, ApiError> {
+    node.read(|s| s.task(id).map(|t| task_json(&t)))
         .unwrap_or_else(|| Err(ApiError::NotFound(format!("no task with id {id}"))))
 }
 
 /// The task with its pending reason and, when its result lives off-Raft, that result fetched
 /// from the node that holds it.
 async fn render_full(ctx: &TasksCtx, id: TaskId) -> Result<Vec<u8>, ApiError> {
-    let stored = ctx.view().read(|s| {
-        s.task(id).and_then(|t| {
-            t.result_ref
-                .map(|r| (r, s.nodes.get(&r.node).map(|n| (n.rpc.clone(), n.up))))
-        })
-    });
+    let stored = ctx.node.read(|s| s.task(id).and_then(|t| t.result_ref));
     let fetched = match stored {
         None => None,
-        Some((r, addr)) => Some(fetch_result(ctx, id, r, addr).await?),
+        Some(r) => Some(fetch_result(ctx, id, r).await?),
     };
-    ctx.view()
+    ctx.node
         .read(|s| {
             s.task(id)
                 .map(|t| task_json_explained(s, &t, &ctx.policy, fetched.as_deref()))
@@ -105,49 +95,19 @@ async fn fetch_result(
     ctx: &TasksCtx,
     id: TaskId,
     r: edgerun_model::ResultRef,
-    addr: Option<(String, bool)>,
 ) -> Result<String, ApiError> {
-    let unavailable = |why: String| ApiError::Unavailable {
-        code: "result_unavailable",
-        message: format!(
-            "task {id}'s result ({} bytes) is kept on node {}: {why}",
-            r.bytes, r.node
-        ),
-        details: json!({ "node": r.node, "bytes": r.bytes }),
-    };
-    let got = if r.node == ctx.node.id {
-        ctx.results.get(id, r.attempt).map_err(unavailable)?
-    } else {
-        let Some((rpc, _up)) = addr else {
-            return Err(unavailable("that node is not in the cluster".into()));
-        };
-        match ctx
-            .node
-            .peers
-            .app(
-                &rpc,
-                edgerun_actors::AppRequest::FetchResult {
-                    task: id,
-                    attempt: r.attempt,
-                },
-                ctx.read_timeout,
-            )
-            .await
-        {
-            Ok(edgerun_actors::AppResponse::Result(Ok(v))) => v,
-            Ok(edgerun_actors::AppResponse::Result(Err(e))) => {
-                return Err(unavailable(e.to_string()))
-            }
-            Ok(other) => return Err(unavailable(format!("unexpected answer {other:?}"))),
-            Err(e) => return Err(unavailable(e.to_string())),
-        }
-    };
-    got.ok_or_else(|| {
-        ApiError::Internal(format!(
-            "node {} has no stored result for task {id}",
-            r.node
-        ))
-    })
+    match ctx.node.fetch_result(id, r, ctx.read_timeout).await {
+        Ok(v) => Ok(v),
+        Err(e @ ResultError::Missing { .. }) => Err(ApiError::Internal(e.to_string())),
+        Err(why) => Err(ApiError::Unavailable {
+            code: "result_unavailable",
+            message: format!(
+                "task {id}'s result ({} bytes) is kept on node {}: {why}",
+                r.bytes, r.node
+            ),
+            details: json!({ "node": r.node, "bytes": r.bytes }),
+        }),
+    }
 }
 
 fn submitted(resp: Response, n: usize) -> Result<Vec<Submitted>, ApiError> {
@@ -182,7 +142,7 @@ pub async fn submit(
         .into_spec("", &*ctx.kernels, &submitter(&req))?;
     let trace = crate::trace::of_request(&req);
     spec.trace_id = trace.clone();
-    tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id, "submit received");
+    tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id(), "submit received");
     let (resp, index) = ctx
         .proposer
         .propose_indexed(Command::Submit {
@@ -195,17 +155,17 @@ pub async fn submit(
     if s.created {
         metrics::counter!(edgerun_actors::metrics_names::TASKS_SUBMITTED).increment(1);
     }
-    if ctx.view().read(|st| st.task(s.id).is_none()) {
+    if ctx.node.read(|st| st.task(s.id).is_none()) {
         // Applied on the leader (this node forwarded the write): catch up to the entry that
         // carried it before answering.
-        edgerun_actors::wait_applied(&ctx.node, index, ctx.read_timeout).await?;
+        ctx.node.wait_applied(index, ctx.read_timeout).await?;
     }
     let status = if s.created {
         actix_web::http::StatusCode::CREATED
     } else {
         actix_web::http::StatusCode::OK
     };
-    let mut res = json_bytes(status, render(ctx.view(), s.id)?);
+    let mut res = json_bytes(status, render(&ctx.node, s.id)?);
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&trace) {
         res.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static(crate::trace::RESPONSE_HEADER),
@@ -239,7 +199,7 @@ pub async fn submit_batch(
         spec.trace_id = trace.clone();
         specs.push(spec);
     }
-    tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id, tasks = n, "batch received");
+    tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id(), tasks = n, "batch received");
     let resp = ctx
         .proposer
         .propose(Command::Submit {
@@ -306,7 +266,7 @@ pub async fn get(
         return Ok(json_bytes(actix_web::http::StatusCode::OK, body));
     }
     let work = ctx
-        .view()
+        .node
         .read(|s| s.task(id).map(|t| submitted_view(&t.spec.work)));
     let mut v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Internal(format!("re-reading task {id}: {e}")))?;
@@ -355,11 +315,11 @@ pub async fn wait(
     let timeout = parse_timeout(q.timeout.as_deref())?;
     let deadline = tokio::time::Instant::now() + timeout;
     ctx.barrier(q.stale).await?;
-    let mut applied = ctx.view().applied();
+    let mut applied = ctx.node.applied();
     loop {
         applied.borrow_and_update();
         let (done, body) = ctx
-            .view()
+            .node
             .read(|s| s.task(id).map(|t| (t.status.is_terminal(), task_json(&t))))
             .ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
         let body = body?;
@@ -407,13 +367,13 @@ pub async fn wait_many(
     let timeout = parse_timeout(b.timeout.as_deref())?;
     let deadline = tokio::time::Instant::now() + timeout;
     ctx.barrier(None).await?;
-    let mut applied = ctx.view().applied();
+    let mut applied = ctx.node.applied();
     let mut waiting: std::collections::BTreeSet<u64> = b.ids.into_iter().collect();
     let mut ended = Vec::new();
     let mut not_found = Vec::new();
     loop {
         applied.borrow_and_update();
-        ctx.view().read(|s| {
+        ctx.node.read(|s| {
             waiting.retain(|id| match s.task(*id) {
                 None => {
                     not_found.push(*id);
@@ -478,7 +438,7 @@ pub async fn list(
     let limit = page_limit(q.limit)?;
     ctx.barrier(q.stale).await?;
     let body = ctx
-        .view()
+        .node
         .read(|s| page_json(s.list(status, q.after, limit), limit))?;
     Ok(json_bytes(actix_web::http::StatusCode::OK, body))
 }
@@ -533,7 +493,7 @@ pub async fn cancel(
                 ctx.barrier(None).await?;
                 Ok(json_bytes(
                     actix_web::http::StatusCode::OK,
-                    render(ctx.view(), id)?,
+                    render(&ctx.node, id)?,
                 ))
             }
             Some(other) => Err(ApiError::Conflict {
@@ -564,7 +524,7 @@ pub async fn dlq(
     let limit = page_limit(q.limit)?;
     ctx.barrier(q.stale).await?;
     let body = ctx
-        .view()
+        .node
         .read(|s| page_json(s.dead_letters(q.after).take(limit).collect(), limit))?;
     Ok(json_bytes(actix_web::http::StatusCode::OK, body))
 }
@@ -589,7 +549,7 @@ pub async fn requeue(
                 ctx.barrier(None).await?;
                 Ok(json_bytes(
                     actix_web::http::StatusCode::OK,
-                    render(ctx.view(), id)?,
+                    render(&ctx.node, id)?,
                 ))
             }
             Some(false) => Err(ApiError::Conflict {
