@@ -166,7 +166,7 @@ enum Cmd {
     /// Example: edgerun bench submit --clients 16 --secs 5
     Bench {
         #[command(subcommand)]
-        scenario: crate::perf::BenchCmd,
+        scenario: edgerun_bench::cluster::BenchCmd,
     },
     /// Measure each kernel's throughput and matmul GFLOP/s on this machine.
     BenchKernels,
@@ -481,9 +481,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Dev(a) => crate::dev::run(a),
         Cmd::Cert { out, hosts, days } => crate::cert::run(&out, &hosts, days),
-        Cmd::Bench { scenario } => crate::perf::run(scenario),
-        Cmd::BenchKernels => crate::bench_kernels::run(),
-        Cmd::BenchSandbox { n, dir, runc } => crate::bench::run(n, dir, runc),
+        Cmd::Bench { scenario } => edgerun_bench::cluster::run(scenario),
+        Cmd::BenchKernels => edgerun_bench::kernels::run(),
+        Cmd::BenchSandbox { n, dir, runc } => edgerun_bench::sandbox::run(n, dir, runc),
         Cmd::KernelExec {
             kernel,
             input,

@@ -15,8 +15,8 @@
 //!   `top`: the live view; `backup`: backup, restore, doctor; `cert`: a private CA for TLS.
 //! - `container`: `edgerun container-run`, the single-threaded helper that drives one youki
 //!   container; `sandbox`: the executor's helper processes.
-//! - `perf`: `edgerun bench <scenario>`; `bench`: `edgerun bench-sandbox`; `bench_kernels`:
-//!   `edgerun bench-kernels`.
+//! - the benchmarks (`edgerun bench`, `bench-sandbox`, `bench-kernels`) are the
+//!   `edgerun-bench` crate (`bench/`), dispatched from `cli`.
 //!
 //! Every subcommand runs with umask 077: whatever the process creates (data directory, Raft
 //! log, database, results, backups, certificates, sandbox bundles; and the helpers it
@@ -24,8 +24,6 @@
 
 mod backup;
 mod batch;
-mod bench;
-mod bench_kernels;
 mod cert;
 mod cli;
 mod client;
@@ -34,7 +32,6 @@ mod control;
 mod dev;
 mod logging;
 mod output;
-mod perf;
 mod sandbox;
 mod top;
 mod wiring;
