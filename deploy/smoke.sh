@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 if ! docker info >/dev/null 2>&1; then
   echo "smoke: no Docker engine here (docker info failed); skipped" >&2
-  [ "${EDGERUN_NO_SKIPS:-0}" = 1 ] && { echo "  ... and EDGERUN_NO_SKIPS=1: failing instead" >&2; exit 1; }
+  [ "${REQUIRE_ALL_TESTS:-0}" = 1 ] && { echo "  ... and REQUIRE_ALL_TESTS=1: failing instead" >&2; exit 1; }
   exit 0
 fi
 if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi

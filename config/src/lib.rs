@@ -37,6 +37,8 @@ const ENV_NOT_KEYS: &[&str] = &[
     "EDGERUN_URL",
     "EDGERUN_TOKEN",
     "EDGERUN_API_KEY",
+    "EDGERUN_CA_CERT",
+    "EDGERUN_OUTPUT",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

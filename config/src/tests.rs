@@ -85,6 +85,23 @@ fn unknown_keys_are_rejected_with_their_name() {
 }
 
 #[test]
+fn the_clients_variables_are_not_config_keys() {
+    // A shell set up for the CLI (README) can start a node too.
+    let c = load(&Sources {
+        env: env(&[
+            ("EDGERUN_API_KEY", "er_x"),
+            ("EDGERUN_TOKEN", "t"),
+            ("EDGERUN_URL", "http://127.0.0.1:7101"),
+            ("EDGERUN_CA_CERT", "/tmp/ca.pem"),
+            ("EDGERUN_OUTPUT", "json"),
+            ("EDGERUN_LOG", "debug"),
+        ]),
+        ..Sources::default()
+    });
+    assert!(c.is_ok(), "{:?}", c.err());
+}
+
+#[test]
 fn names_are_quoted_once_in_messages() {
     let e = err(&Sources {
         overrides: vec![("scheduler.placement".into(), "\"foo\"".into())],

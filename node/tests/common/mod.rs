@@ -15,12 +15,12 @@ use serde_json::Value;
 
 /// A test that cannot run on this machine says so, loudly: on stderr and as a line in
 /// `target/test-skips.log`, which `scripts/test` prints in its summary (a skipped test must
-/// never pass for one that ran). With `EDGERUN_NO_SKIPS=1` (CI sets it where it runs as
+/// never pass for one that ran). With `REQUIRE_ALL_TESTS=1` (CI sets it where it runs as
 /// root) it fails instead.
 #[allow(dead_code)]
 pub fn skipped(test: &str, why: &str) {
-    if std::env::var_os("EDGERUN_NO_SKIPS").is_some_and(|v| v == "1") {
-        panic!("{test} cannot run here and EDGERUN_NO_SKIPS=1: {why}");
+    if std::env::var_os("REQUIRE_ALL_TESTS").is_some_and(|v| v == "1") {
+        panic!("{test} cannot run here and REQUIRE_ALL_TESTS=1: {why}");
     }
     eprintln!("SKIPPED {test}: {why}");
     let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-skips.log");
