@@ -98,9 +98,11 @@ impl LeaderHandler {
                 }
                 AppResponse::Heartbeat(Ok(()))
             }
-            AppRequest::FetchResult { task, attempt } => {
-                AppResponse::Result(self.results.get(task, attempt).map_err(RemoteError::Failed))
-            }
+            AppRequest::FetchResult { task, attempt } => AppResponse::Result(
+                self.results
+                    .get(task, attempt)
+                    .map_err(|e| RemoteError::Failed(e.to_string())),
+            ),
             AppRequest::Membership(change) => AppResponse::Membership(
                 apply_membership(&self.node, change)
                     .await

@@ -387,7 +387,7 @@ impl ClusterHandle {
         let got = if at.node == self.node.id {
             self.results
                 .get(task, at.attempt)
-                .map_err(ResultError::Unavailable)?
+                .map_err(|e| ResultError::Unavailable(e.to_string()))?
         } else {
             let rpc = self
                 .node

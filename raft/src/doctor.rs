@@ -289,10 +289,7 @@ fn check_snapshot_file(
     }
     match crate::snapshot_files::decode_file::<SnapshotFile>(&f) {
         Ok(s) => snapshot_state(&s, r, problems),
-        Err(e) => problems.push(format!(
-            "the snapshot's state ({}) does not decode: {e}",
-            path.display()
-        )),
+        Err(e) => problems.push(format!("the snapshot's state ({}): {e}", path.display())),
     }
 }
 

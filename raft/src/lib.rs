@@ -12,6 +12,7 @@
 //! - [`start`]: opens the database and starts a Raft node from the config.
 //! - [`private`]: data at rest private to the node's user (dirs 0700, files 0600).
 //! - [`snapshot_files`]: the state machine's snapshots as plain files beside the database.
+//! - [`store_error`]: `StoreError`, the typed errors of the node's own files and trees.
 //! - [`flush`]: one flusher per database, coalescing durable writes (appends, votes, outbox).
 //! - [`results`]: results too big to replicate, kept in this node's sled and fetched by peers.
 //! - [`secure`]: the cluster RPC handshake over the shared secret and a MAC on every frame.
@@ -55,6 +56,7 @@ pub mod server;
 pub mod snapshot_files;
 pub mod start;
 pub mod state_machine;
+pub mod store_error;
 
 pub use flush::Flusher;
 pub use log_store::LogStore;
@@ -62,6 +64,7 @@ pub use results::{Outbox, ResultStore};
 pub use rpc::{AppRequest, AppResponse, Heartbeat, MembershipChange, Peers, RemoteError};
 pub use start::{open_db, start_raft, RaftNode};
 pub use state_machine::{StateEvent, StateMachineStore, StateView};
+pub use store_error::StoreError;
 
 pub use openraft;
 

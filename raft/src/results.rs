@@ -8,6 +8,8 @@
 
 use edgerun_model::TaskId;
 
+use crate::store_error::StoreError;
+
 #[derive(Clone)]
 pub struct ResultStore {
     tree: sled::Tree,
@@ -22,30 +24,34 @@ fn key(task: TaskId, attempt: u32) -> [u8; 12] {
 }
 
 impl ResultStore {
-    pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<ResultStore, String> {
+    pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<ResultStore, StoreError> {
         db.open_tree("results")
             .map(|tree| ResultStore { tree, flusher })
-            .map_err(|e| format!("opening the results tree: {e}"))
+            .map_err(StoreError::db("opening the results tree"))
     }
 
     /// Store and flush.
-    pub async fn put(&self, task: TaskId, attempt: u32, result: &str) -> Result<(), String> {
+    pub async fn put(&self, task: TaskId, attempt: u32, result: &str) -> Result<(), StoreError> {
         self.tree
             .insert(key(task, attempt), result.as_bytes())
-            .map_err(|e| format!("storing the result of task {task}: {e}"))?;
-        self.flusher
-            .flush()
-            .await
-            .map_err(|e| format!("flushing the result of task {task}: {e}"))
+            .map_err(StoreError::db(format!("storing the result of task {task}")))?;
+        self.flusher.flush().await.map_err(StoreError::db(format!(
+            "flushing the result of task {task}"
+        )))
     }
 
-    pub fn get(&self, task: TaskId, attempt: u32) -> Result<Option<String>, String> {
+    pub fn get(&self, task: TaskId, attempt: u32) -> Result<Option<String>, StoreError> {
         match self.tree.get(key(task, attempt)) {
-            Ok(Some(v)) => String::from_utf8(v.to_vec())
-                .map(Some)
-                .map_err(|_| format!("the stored result of task {task} is not UTF-8 (corrupt)")),
+            Ok(Some(v)) => {
+                String::from_utf8(v.to_vec())
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt {
+                        what: format!("the stored result of task {task}"),
+                        detail: "is not UTF-8".into(),
+                    })
+            }
             Ok(None) => Ok(None),
-            Err(e) => Err(format!("reading the result of task {task}: {e}")),
+            Err(e) => Err(StoreError::db(format!("reading the result of task {task}"))(e)),
         }
     }
 
@@ -86,14 +92,14 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<Outbox, String> {
+    pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<Outbox, StoreError> {
         db.open_tree("outbox")
             .map(|tree| Outbox {
                 tree,
                 flusher,
                 dirty: Default::default(),
             })
-            .map_err(|e| format!("opening the outbox tree: {e}"))
+            .map_err(StoreError::db("opening the outbox tree"))
     }
 
     /// Keep `c` until it is delivered. Made durable by the next [`Outbox::flush_if_dirty`]
@@ -101,24 +107,30 @@ impl Outbox {
     /// per completion added an fsync per finished task and slowed Raft's own appends. A
     /// completion lost in a crash before that flush is not a lost result: the attempt is still
     /// this node's in the log, so the restarted Worker runs it again.
-    pub fn put(&self, c: &edgerun_model::Completion) -> Result<(), String> {
+    pub fn put(&self, c: &edgerun_model::Completion) -> Result<(), StoreError> {
         let a = c.attempt;
-        let bytes = edgerun_model::encode(c).map_err(|e| e.to_string())?;
+        let bytes = edgerun_model::encode(c).map_err(|e| StoreError::Encode {
+            what: "a completion",
+            detail: e.to_string(),
+        })?;
         self.tree
             .insert(key(a.task, a.attempt), bytes)
-            .map_err(|e| format!("keeping the completion of task {}: {e}", a.task))?;
+            .map_err(StoreError::db(format!(
+                "keeping the completion of task {}",
+                a.task
+            )))?;
         self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
     /// Flush when something was kept since the last flush.
-    pub async fn flush_if_dirty(&self) -> Result<(), String> {
+    pub async fn flush_if_dirty(&self) -> Result<(), StoreError> {
         if !self.dirty.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         self.flusher.flush().await.map_err(|e| {
             self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
-            format!("flushing the outbox: {e}")
+            StoreError::db("flushing the outbox")(e)
         })
     }
 

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::store_error::StoreError;
 use crate::SnapshotMeta;
 
 const CURRENT: &str = "current";
@@ -50,8 +51,8 @@ impl Written {
     }
 
     /// The written data, to read back before it is committed.
-    pub fn open(&self) -> Result<File, String> {
-        File::open(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))
+    pub fn open(&self) -> Result<File, StoreError> {
+        File::open(&self.path).map_err(StoreError::io(&self.path))
     }
 }
 
@@ -67,8 +68,8 @@ impl SnapshotDir {
     }
 
     /// Open (create) the directory and clear what an interrupted write left.
-    pub fn open(dir: &Path) -> Result<SnapshotDir, String> {
-        crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<SnapshotDir, StoreError> {
+        crate::private::create_dir(dir).map_err(StoreError::io(dir))?;
         let s = SnapshotDir {
             dir: dir.to_path_buf(),
         };
@@ -102,23 +103,18 @@ impl SnapshotDir {
     /// Write a new snapshot's data through `fill` into a synced temporary file.
     pub fn write_data(
         &self,
-        fill: impl FnOnce(&mut BufWriter<&File>) -> Result<(), String>,
-    ) -> Result<Written, String> {
+        fill: impl FnOnce(&mut BufWriter<&File>) -> Result<(), StoreError>,
+    ) -> Result<Written, StoreError> {
         let path = self.tmp_path();
-        let res = (|| -> Result<u64, String> {
-            let f =
-                crate::private::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let res = (|| -> Result<u64, StoreError> {
+            let f = crate::private::create(&path).map_err(StoreError::io(&path))?;
             {
                 let mut w = BufWriter::with_capacity(256 * 1024, &f);
                 fill(&mut w)?;
-                w.flush().map_err(|e| format!("{}: {e}", path.display()))?;
+                w.flush().map_err(StoreError::io(&path))?;
             }
-            f.sync_all()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            let len = f
-                .metadata()
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .len();
+            f.sync_all().map_err(StoreError::io(&path))?;
+            let len = f.metadata().map_err(StoreError::io(&path))?.len();
             Ok(len)
         })();
         match res {
@@ -131,7 +127,7 @@ impl SnapshotDir {
     }
 
     /// Make a written snapshot the current one (durably), then drop the older ones.
-    pub fn commit(&self, meta: &SnapshotMeta, w: Written) -> Result<PathBuf, String> {
+    pub fn commit(&self, meta: &SnapshotMeta, w: Written) -> Result<PathBuf, StoreError> {
         let name = format!(
             "{DATA_PREFIX}{}-{}-{}.bin",
             meta.last_log_id.map_or(0, |l| l.leader_id.term),
@@ -139,13 +135,16 @@ impl SnapshotDir {
             UNIQUE.fetch_add(1, Ordering::Relaxed)
         );
         let data = self.dir.join(&name);
-        let res = (|| -> Result<(), String> {
-            std::fs::rename(&w.path, &data).map_err(|e| format!("{}: {e}", data.display()))?;
+        let res = (|| -> Result<(), StoreError> {
+            std::fs::rename(&w.path, &data).map_err(StoreError::io(&data))?;
             let rec = edgerun_model::encode(&Current {
                 meta: meta.clone(),
                 file: name.clone(),
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StoreError::Encode {
+                what: "the snapshot's commit record",
+                detail: e.to_string(),
+            })?;
             let tmp = self.tmp_path();
             let write = (|| -> std::io::Result<()> {
                 let mut f = crate::private::create(&tmp)?;
@@ -156,7 +155,7 @@ impl SnapshotDir {
             })();
             if let Err(e) = write {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(format!("{}: {e}", self.dir.join(CURRENT).display()));
+                return Err(StoreError::io(&self.dir.join(CURRENT))(e));
             }
             sync_dir(&self.dir)
         })();
@@ -180,21 +179,22 @@ impl SnapshotDir {
         Ok(data)
     }
 
-    fn read_current(&self) -> Result<Option<Current>, String> {
+    fn read_current(&self) -> Result<Option<Current>, StoreError> {
         let p = self.dir.join(CURRENT);
         let raw = match std::fs::read(&p) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", p.display())),
+            Err(e) => return Err(StoreError::io(&p)(e)),
         };
-        let c: Current = edgerun_model::decode(&raw)
-            .map_err(|e| format!("{} does not decode: {e}", p.display()))?;
+        let c: Current = edgerun_model::decode(&raw).map_err(|e| StoreError::Corrupt {
+            what: p.display().to_string(),
+            detail: format!("does not decode: {e}"),
+        })?;
         if c.file.contains('/') || !c.file.starts_with(DATA_PREFIX) {
-            return Err(format!(
-                "{} names {:?}, not a snapshot file",
-                p.display(),
-                c.file
-            ));
+            return Err(StoreError::Corrupt {
+                what: p.display().to_string(),
+                detail: format!("names {:?}, not a snapshot file", c.file),
+            });
         }
         Ok(Some(c))
     }
@@ -204,7 +204,7 @@ impl SnapshotDir {
     }
 
     /// The current snapshot's meta and data file, if there is one.
-    pub fn current(&self) -> Result<Option<(SnapshotMeta, PathBuf)>, String> {
+    pub fn current(&self) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreError> {
         Ok(self.read_current()?.map(|c| {
             let p = self.dir.join(&c.file);
             (c.meta, p)
@@ -212,39 +212,49 @@ impl SnapshotDir {
     }
 
     /// Open the current snapshot's data for reading.
-    pub fn open_current(&self) -> Result<Option<(SnapshotMeta, File, u64)>, String> {
+    pub fn open_current(&self) -> Result<Option<(SnapshotMeta, File, u64)>, StoreError> {
         let Some((meta, path)) = self.current()? else {
             return Ok(None);
         };
-        let f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let len = f
-            .metadata()
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
+        let f = File::open(&path).map_err(StoreError::io(&path))?;
+        let len = f.metadata().map_err(StoreError::io(&path))?.len();
         Ok(Some((meta, f, len)))
     }
 
     /// An anonymous file in the directory to receive a snapshot into (gone when dropped).
-    pub fn receiving_file(&self) -> Result<File, String> {
+    pub fn receiving_file(&self) -> Result<File, StoreError> {
         tempfile_in(&self.dir)
     }
 
     /// A snapshot kept in sled by an earlier edgerun (tree `snapshot`, key `current`): move it
     /// here (written and committed before it is removed from sled).
-    pub fn adopt_sled(&self, db: &sled::Db) -> Result<(), String> {
+    pub fn adopt_sled(&self, db: &sled::Db) -> Result<(), StoreError> {
         #[derive(Deserialize)]
         struct Stored {
             meta: SnapshotMeta,
             data: Vec<u8>,
         }
-        let tree = db.open_tree("snapshot").map_err(|e| e.to_string())?;
-        let Some(raw) = tree.get(b"current").map_err(|e| e.to_string())? else {
+        let tree = db
+            .open_tree("snapshot")
+            .map_err(StoreError::db("opening the tree snapshot"))?;
+        let Some(raw) = tree
+            .get(b"current")
+            .map_err(StoreError::db("reading the snapshot kept in the database"))?
+        else {
             return Ok(());
         };
         if self.read_current()?.is_none() {
-            let stored: Stored = edgerun_model::decode(&raw)
-                .map_err(|e| format!("the snapshot kept in the database does not decode: {e}"))?;
-            let w = self.write_data(|f| f.write_all(&stored.data).map_err(|e| e.to_string()))?;
+            let stored: Stored = edgerun_model::decode(&raw).map_err(|e| StoreError::Corrupt {
+                what: "the snapshot kept in the database".into(),
+                detail: format!("does not decode: {e}"),
+            })?;
+            let w = self.write_data(|f| {
+                f.write_all(&stored.data)
+                    .map_err(|source| StoreError::Stream {
+                        what: "writing the snapshot",
+                        source,
+                    })
+            })?;
             self.commit(&stored.meta, w)?;
             tracing::info!(
                 bytes = stored.data.len(),
@@ -252,34 +262,44 @@ impl SnapshotDir {
                 "moved the snapshot out of the database into its own file"
             );
         }
-        tree.remove(b"current").map_err(|e| e.to_string())?;
-        db.flush().map_err(|e| e.to_string())?;
+        tree.remove(b"current")
+            .map_err(StoreError::db("removing the snapshot kept in the database"))?;
+        db.flush()
+            .map_err(StoreError::db("flushing the database"))?;
         Ok(())
     }
 }
 
 /// Read a whole value written by `edgerun_model::encode` from a file, buffered.
-pub fn decode_file<T: serde::de::DeserializeOwned>(f: &File) -> Result<T, String> {
-    edgerun_model::decode_from(BufReader::with_capacity(256 * 1024, f)).map_err(|e| e.to_string())
+pub fn decode_file<T: serde::de::DeserializeOwned>(f: &File) -> Result<T, StoreError> {
+    edgerun_model::decode_from(BufReader::with_capacity(256 * 1024, f)).map_err(|e| {
+        StoreError::Corrupt {
+            what: "the snapshot".into(),
+            detail: format!("does not decode: {e}"),
+        }
+    })
 }
 
 /// Copy `src` (from its current position) into `w`.
-pub fn copy_into(src: &mut impl Read, w: &mut impl Write) -> Result<u64, String> {
-    std::io::copy(src, w).map_err(|e| e.to_string())
+pub fn copy_into(src: &mut impl Read, w: &mut impl Write) -> Result<u64, StoreError> {
+    std::io::copy(src, w).map_err(|source| StoreError::Stream {
+        what: "copying the snapshot",
+        source,
+    })
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .map_err(StoreError::io(dir))
 }
 
 /// An unnamed file in `dir`: O_TMPFILE where the filesystem has it, else a named one removed
 /// at once (what `tempfile` does, without the dependency at run time).
-fn tempfile_in(dir: &Path) -> Result<File, String> {
+fn tempfile_in(dir: &Path) -> Result<File, StoreError> {
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
     let p = dir.join(format!("{TMP_PREFIX}recv-{}-{n}", std::process::id()));
-    let f = crate::private::create_new(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let f = crate::private::create_new(&p).map_err(StoreError::io(&p))?;
     // Unlinked: the data lives as long as the handle.
     let _ = std::fs::remove_file(&p);
     Ok(f)
@@ -288,6 +308,13 @@ fn tempfile_in(dir: &Path) -> Result<File, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream(source: std::io::Error) -> StoreError {
+        StoreError::Stream {
+            what: "a test write",
+            source,
+        }
+    }
 
     fn meta(index: u64) -> SnapshotMeta {
         SnapshotMeta {
@@ -307,10 +334,7 @@ mod tests {
         assert!(d.current().unwrap_or_else(|e| panic!("{e}")).is_none());
         for i in [5u64, 9] {
             let w = d
-                .write_data(|f| {
-                    f.write_all(format!("data {i}").as_bytes())
-                        .map_err(|e| e.to_string())
-                })
+                .write_data(|f| f.write_all(format!("data {i}").as_bytes()).map_err(stream))
                 .unwrap_or_else(|e| panic!("{e}"));
             d.commit(&meta(i), w).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -333,17 +357,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let d = SnapshotDir::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
         let w = d
-            .write_data(|f| f.write_all(b"old").map_err(|e| e.to_string()))
+            .write_data(|f| f.write_all(b"old").map_err(stream))
             .unwrap_or_else(|e| panic!("{e}"));
         d.commit(&meta(3), w).unwrap_or_else(|e| panic!("{e}"));
         // A write that fails part way, and one never committed (a crash).
         let failed = d.write_data(|f| {
-            f.write_all(b"half").map_err(|e| e.to_string())?;
-            Err("disk full".to_string())
+            f.write_all(b"half").map_err(stream)?;
+            Err(stream(std::io::Error::other("disk full")))
         });
         assert!(failed.is_err());
         let _never = d
-            .write_data(|f| f.write_all(b"new").map_err(|e| e.to_string()))
+            .write_data(|f| f.write_all(b"new").map_err(stream))
             .unwrap_or_else(|e| panic!("{e}"));
         let again = SnapshotDir::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
         let (m, p) = again

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::log_store::sm_error;
 use crate::snapshot_files::{decode_file, SnapshotDir};
+use crate::store_error::StoreError;
 use crate::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -121,7 +122,12 @@ impl StateView {
 /// Make `data` (an encoded [`SnapshotFile`]) the current snapshot in `dir` (restore).
 pub(crate) fn write_current(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
     let snaps = SnapshotDir::open(dir)?;
-    let w = snaps.write_data(|f| std::io::Write::write_all(f, data).map_err(|e| e.to_string()))?;
+    let w = snaps.write_data(|f| {
+        std::io::Write::write_all(f, data).map_err(|source| StoreError::Stream {
+            what: "writing the snapshot",
+            source,
+        })
+    })?;
     snaps.commit(meta, w)?;
     Ok(())
 }
@@ -148,7 +154,7 @@ impl StateMachineStore {
     /// Open the store on `db` with its snapshots in `snapshot_dir`, loading the last
     /// snapshot if there is one (one kept in sled by an earlier edgerun is moved out first).
     pub fn open(db: &sled::Db, snapshot_dir: &Path) -> Result<StateMachineStore, StorageError> {
-        let read_err = |e: String| sm_error(ErrorVerb::Read, std::io::Error::other(e));
+        let read_err = |e: StoreError| sm_error(ErrorVerb::Read, std::io::Error::other(e));
         let snaps = SnapshotDir::open(snapshot_dir).map_err(read_err)?;
         snaps.adopt_sled(db).map_err(read_err)?;
         let mut data = SmData {
@@ -211,11 +217,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                     membership: &d.membership,
                     state: &d.state,
                 };
-                edgerun_model::encode_into(f, &file).map_err(|e| e.to_string())?;
+                edgerun_model::encode_into(f, &file).map_err(|e| StoreError::Encode {
+                    what: "the snapshot",
+                    detail: e.to_string(),
+                })?;
                 taken = Some((d.last_applied, d.membership.clone()));
                 Ok(())
             })
-            .map_err(|e| write_err(None, e))?;
+            .map_err(|e| write_err(None, e.to_string()))?;
         let Some((last_applied, membership)) = taken else {
             return Err(write_err(None, "the snapshot was not encoded".into()));
         };
@@ -231,7 +240,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let path = self
             .snaps
             .commit(&meta, written)
-            .map_err(|e| write_err(Some(meta.signature()), e))?;
+            .map_err(|e| write_err(Some(meta.signature()), e.to_string()))?;
         let f = std::fs::File::open(&path)
             .map_err(|e| write_err(Some(meta.signature()), format!("{}: {e}", path.display())))?;
         Ok(Snapshot {
@@ -331,8 +340,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let written = self
             .snaps
             .write_data(|w| crate::snapshot_files::copy_into(&mut received, w).map(|_| ()))
-            .map_err(err)?;
-        let decoded = written.open().and_then(|file| decode_snapshot(&file));
+            .map_err(|e| err(e.to_string()))?;
+        let decoded = written
+            .open()
+            .map_err(String::from)
+            .and_then(|file| decode_snapshot(&file));
         let mut f = match decoded {
             Ok(f) => f,
             Err(e) => {
@@ -342,7 +354,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         };
         f.state.rebuild_indexes();
-        self.snaps.commit(meta, written).map_err(err)?;
+        self.snaps
+            .commit(meta, written)
+            .map_err(|e| err(e.to_string()))?;
         {
             let mut d = self.shared.write();
             d.last_applied = meta.last_log_id;
