@@ -37,8 +37,42 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// No single entry is larger than this; a larger length in a header is damage.
 const MAX_RECORD: u32 = 1 << 30;
 
-/// How [`LogFiles::open`]'s errors about damage begin.
+/// How [`LogError::Damaged`] reads.
 pub const DAMAGED: &str = "the Raft log is damaged";
+
+/// What went wrong with the log's files.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file or directory operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What is on disk is not a whole log (a checksum, a gap, a header): the node must not
+    /// start on it; `edgerun doctor` tells more.
+    #[error("{DAMAGED}: {0}")]
+    Damaged(String),
+    /// One entry cannot be read back (its segment is gone, it does not decode, it holds
+    /// another index).
+    #[error("log entry {index}: {detail}")]
+    Entry { index: u64, detail: String },
+    /// An entry cannot be written (it does not encode, or is too large).
+    #[error("log entry {index} cannot be written: {detail}")]
+    Write { index: u64, detail: String },
+    #[error("starting the log's sync thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+impl LogError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+        move |source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// The log directory of a data directory.
 pub fn dir_of(data_dir: &Path) -> PathBuf {
@@ -57,15 +91,21 @@ fn crc(index: u64, payload: &[u8]) -> u32 {
 }
 
 /// Append `e` as one record to `out`.
-fn frame(out: &mut Vec<u8>, e: &Entry) -> Result<(), String> {
+fn frame(out: &mut Vec<u8>, e: &Entry) -> Result<(), LogError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
-    edgerun_model::encode_into(&mut *out, e).map_err(|err| err.to_string())?;
+    edgerun_model::encode_into(&mut *out, e).map_err(|err| LogError::Write {
+        index: e.log_id.index,
+        detail: err.to_string(),
+    })?;
     let len = out.len() - start - HEADER;
     let len = u32::try_from(len)
         .ok()
         .filter(|l| *l <= MAX_RECORD)
-        .ok_or_else(|| format!("log entry {} is {len} bytes, too large", e.log_id.index))?;
+        .ok_or_else(|| LogError::Write {
+            index: e.log_id.index,
+            detail: format!("{len} bytes is too large"),
+        })?;
     let index = e.log_id.index;
     let sum = crc(index, &out[start + HEADER..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -338,8 +378,8 @@ impl LogFiles {
     /// Open (creating) the log in `dir`. `purged`: the last index already in the snapshot;
     /// entries up to it are not part of the log any more (files left by an interrupted purge
     /// are removed). Returns warnings worth a log line (a torn write dropped).
-    pub fn open(dir: &Path, purged: Option<u64>) -> Result<(LogFiles, Vec<String>), String> {
-        crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path, purged: Option<u64>) -> Result<(LogFiles, Vec<String>), LogError> {
+        crate::private::create_dir(dir).map_err(LogError::io(dir))?;
         let mut notes = Vec::new();
         // Temporary files of an interrupted migration.
         if let Ok(rd) = std::fs::read_dir(dir) {
@@ -351,21 +391,21 @@ impl LogFiles {
         }
         let s = scan(dir, Depth::Checksums);
         if !s.problems.is_empty() {
-            return Err(format!("{DAMAGED}: {}", s.problems.join("; ")));
+            return Err(LogError::Damaged(s.problems.join("; ")));
         }
         let mut changed = false;
         if let Some((seg, off, bytes)) = s.torn {
             let path = dir.join(seg_name(seg));
             if off == 0 {
-                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::remove_file(&path).map_err(LogError::io(&path))?;
             } else {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(LogError::io(&path))?;
                 f.set_len(off)
                     .and_then(|()| f.sync_all())
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(LogError::io(&path))?;
             }
             changed = true;
             notes.push(format!(
@@ -383,10 +423,10 @@ impl LogFiles {
             .collect();
         if let (Some(p), Some(r)) = (purged, kept.first()) {
             if r.index != p + 1 {
-                return Err(format!(
-                    "{DAMAGED}: it starts at entry {} but entries up to {p} were purged: entries are missing",
+                return Err(LogError::Damaged(format!(
+                    "it starts at entry {} but entries up to {p} were purged: entries are missing",
                     r.index
-                ));
+                )));
             }
         }
         if let Some(r) = kept.first() {
@@ -407,7 +447,7 @@ impl LogFiles {
             if !kept.iter().any(|r| r.seg == *key) {
                 // Purged, or holding no entry: not needed.
                 if path.exists() {
-                    std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    std::fs::remove_file(path).map_err(LogError::io(path))?;
                     changed = true;
                 }
                 continue;
@@ -416,7 +456,7 @@ impl LogFiles {
                 .read(true)
                 .write(true)
                 .open(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(LogError::io(path))?;
             segments.insert(
                 *key,
                 Segment {
@@ -427,7 +467,7 @@ impl LogFiles {
             );
         }
         if changed {
-            sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            sync_dir(dir).map_err(LogError::io(dir))?;
         }
         let mut files = Files {
             segments,
@@ -445,7 +485,7 @@ impl LogFiles {
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || sync_loop(rx))
-            .map_err(|e| format!("starting the log's sync thread: {e}"))?;
+            .map_err(LogError::Thread)?;
         Ok((
             LogFiles {
                 dir: dir.to_path_buf(),
@@ -573,7 +613,7 @@ impl LogFiles {
     /// Entries with index in `from..to`: from the cache (taken out of it when `take`, for the
     /// apply, the last reader; cloned otherwise), else read from the files (outside the lock:
     /// appends go on).
-    pub fn read(&self, from: u64, to: u64, take: bool) -> Result<Vec<Entry>, String> {
+    pub fn read(&self, from: u64, to: u64, take: bool) -> Result<Vec<Entry>, LogError> {
         enum Got {
             Have(Entry),
             Read(u64, Arc<File>, Loc),
@@ -601,7 +641,10 @@ impl LogFiles {
                     .segments
                     .get(&loc.seg)
                     .map(|s| s.file.clone())
-                    .ok_or_else(|| format!("log entry {i}: its segment {} is gone", loc.seg))?;
+                    .ok_or_else(|| LogError::Entry {
+                        index: i,
+                        detail: format!("its segment {} is gone", loc.seg),
+                    })?;
                 out.push(Got::Read(i, file, loc));
             }
             out
@@ -695,31 +738,32 @@ impl LogFiles {
     }
 }
 
-fn read_loc(f: &Files, dir: &Path, index: u64, loc: Loc) -> Result<Entry, String> {
-    let seg = f
-        .segments
-        .get(&loc.seg)
-        .ok_or_else(|| format!("log entry {index}: its segment {} is gone", loc.seg))?;
+fn read_loc(f: &Files, dir: &Path, index: u64, loc: Loc) -> Result<Entry, LogError> {
+    let seg = f.segments.get(&loc.seg).ok_or_else(|| LogError::Entry {
+        index,
+        detail: format!("its segment {} is gone", loc.seg),
+    })?;
     read_at(&seg.file, dir, index, loc)
 }
 
-fn read_at(file: &File, dir: &Path, index: u64, loc: Loc) -> Result<Entry, String> {
+fn read_at(file: &File, dir: &Path, index: u64, loc: Loc) -> Result<Entry, LogError> {
     let shown = || dir.join(seg_name(loc.seg)).display().to_string();
+    let entry = |detail: String| LogError::Entry { index, detail };
     let mut buf = vec![0u8; HEADER + loc.len as usize];
     file.read_exact_at(&mut buf, loc.offset)
-        .map_err(|e| format!("reading log entry {index} from {}: {e}", shown()))?;
+        .map_err(|e| entry(format!("reading it from {}: {e}", shown())))?;
     let sum = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let payload = &buf[HEADER..];
     if crc(index, payload) != sum {
-        return Err(format!(
-            "log entry {index} ({}) does not decode: its checksum does not match",
+        return Err(entry(format!(
+            "({}) does not decode: its checksum does not match",
             shown()
-        ));
+        )));
     }
-    let e: Entry = edgerun_model::decode(payload)
-        .map_err(|e| format!("log entry {index} does not decode: {e}"))?;
+    let e: Entry =
+        edgerun_model::decode(payload).map_err(|e| entry(format!("does not decode: {e}")))?;
     if e.log_id.index != index {
-        return Err(format!("log entry {index} holds index {}", e.log_id.index));
+        return Err(entry(format!("holds index {}", e.log_id.index)));
     }
     Ok(e)
 }
@@ -757,8 +801,8 @@ fn sync_loop(rx: mpsc::Receiver<(Arc<File>, Done)>) {
 
 /// Write `entries` (in order) as the log in `dir`, which holds no segment yet: one segment,
 /// written under a temporary name, synced, then renamed. For moving a log out of sled.
-pub fn write_fresh(dir: &Path, entries: impl IntoIterator<Item = Entry>) -> Result<u64, String> {
-    crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn write_fresh(dir: &Path, entries: impl IntoIterator<Item = Entry>) -> Result<u64, LogError> {
+    crate::private::create_dir(dir).map_err(LogError::io(dir))?;
     let mut buf = MAGIC.to_vec();
     let mut first = None;
     let mut n = 0u64;
@@ -777,7 +821,7 @@ pub fn write_fresh(dir: &Path, entries: impl IntoIterator<Item = Entry>) -> Resu
         std::fs::rename(&tmp, &path)?;
         sync_dir(dir)
     })();
-    res.map_err(|e| format!("{}: {e}", path.display()))?;
+    res.map_err(LogError::io(&path))?;
     Ok(n)
 }
 

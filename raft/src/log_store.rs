@@ -19,7 +19,7 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError, Vote};
 
-use crate::log_files::LogFiles;
+use crate::log_files::{LogError, LogFiles};
 use crate::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
@@ -50,6 +50,41 @@ fn vote_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::<NodeId>::write_vote(&e).into()
 }
 
+/// Why the log store cannot be opened (or seeded).
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error(transparent)]
+    Files(#[from] LogError),
+    #[error("{what}: {source}")]
+    Db {
+        what: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("{what} does not decode: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("encoding {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+}
+
+impl LogStoreError {
+    /// The log's files are damaged (the node must not start on them).
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, LogStoreError::Files(LogError::Damaged(_)))
+    }
+
+    fn db(what: &'static str) -> impl FnOnce(sled::Error) -> LogStoreError {
+        move |source| LogStoreError::Db { what, source }
+    }
+}
+
+/// For the callers that still carry errors as text (`backup`).
+impl From<LogStoreError> for String {
+    fn from(e: LogStoreError) -> String {
+        e.to_string()
+    }
+}
+
 impl LogStore {
     /// Open the log in `log_dir` and the markers in `db`, moving a log an earlier edgerun
     /// kept in sled into the files first.
@@ -57,14 +92,22 @@ impl LogStore {
         db: &sled::Db,
         flusher: crate::Flusher,
         log_dir: &Path,
-    ) -> Result<LogStore, String> {
-        let meta = db.open_tree("raft_meta").map_err(|e| e.to_string())?;
+    ) -> Result<LogStore, LogStoreError> {
+        let meta = db
+            .open_tree("raft_meta")
+            .map_err(LogStoreError::db("opening the tree raft_meta"))?;
         move_out_of_sled(db, log_dir)?;
-        let purged = match meta.get(LAST_PURGED).map_err(|e| e.to_string())? {
+        let purged = match meta
+            .get(LAST_PURGED)
+            .map_err(LogStoreError::db("reading the purged index"))?
+        {
             None => None,
             Some(v) => Some(
                 edgerun_model::decode::<LogId>(&v)
-                    .map_err(|e| format!("the purged index does not decode: {e}"))?
+                    .map_err(|e| LogStoreError::Corrupt {
+                        what: "the purged index",
+                        detail: e.to_string(),
+                    })?
                     .index,
             ),
         };
@@ -100,7 +143,7 @@ impl LogStore {
 /// Move a log kept in sled (an earlier edgerun) into `dir`. The segment is complete and
 /// durable before the tree is emptied; a crash in between leaves both, and the next open
 /// keeps the files (the tree is emptied again).
-fn move_out_of_sled(db: &sled::Db, dir: &Path) -> Result<(), String> {
+fn move_out_of_sled(db: &sled::Db, dir: &Path) -> Result<(), LogStoreError> {
     let names = db.tree_names();
     if !names
         .iter()
@@ -108,7 +151,9 @@ fn move_out_of_sled(db: &sled::Db, dir: &Path) -> Result<(), String> {
     {
         return Ok(());
     }
-    let tree = db.open_tree(LEGACY_LOG_TREE).map_err(|e| e.to_string())?;
+    let tree = db
+        .open_tree(LEGACY_LOG_TREE)
+        .map_err(LogStoreError::db("opening the Raft log kept in sled"))?;
     if tree.is_empty() {
         return Ok(());
     }
@@ -118,16 +163,20 @@ fn move_out_of_sled(db: &sled::Db, dir: &Path) -> Result<(), String> {
     if !have_files {
         let mut entries = Vec::new();
         for kv in tree.iter() {
-            let (_, v) = kv.map_err(|e| e.to_string())?;
-            let e: Entry = edgerun_model::decode(&v)
-                .map_err(|e| format!("the Raft log kept in sled does not decode: {e}"))?;
+            let (_, v) = kv.map_err(LogStoreError::db("reading the Raft log kept in sled"))?;
+            let e: Entry = edgerun_model::decode(&v).map_err(|e| LogStoreError::Corrupt {
+                what: "the Raft log kept in sled",
+                detail: e.to_string(),
+            })?;
             entries.push(e);
         }
         let n = crate::log_files::write_fresh(dir, entries)?;
         tracing::info!(entries = n, dir = %dir.display(), "moved the Raft log out of sled into segment files");
     }
-    tree.clear().map_err(|e| e.to_string())?;
-    db.flush().map_err(|e| e.to_string())?;
+    tree.clear()
+        .map_err(LogStoreError::db("clearing the Raft log kept in sled"))?;
+    db.flush()
+        .map_err(LogStoreError::db("flushing the database"))?;
     Ok(())
 }
 
@@ -238,15 +287,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 /// Seed an empty log (restore): everything up to `last` is purged (it is in the snapshot),
 /// committed, and the vote is `vote`.
-pub(crate) fn seed(db: &sled::Db, last: LogId, vote: Vote<NodeId>) -> Result<(), String> {
-    let meta = db.open_tree("raft_meta").map_err(|e| e.to_string())?;
+pub(crate) fn seed(db: &sled::Db, last: LogId, vote: Vote<NodeId>) -> Result<(), LogStoreError> {
+    let meta = db
+        .open_tree("raft_meta")
+        .map_err(LogStoreError::db("opening the tree raft_meta"))?;
     for (k, v) in [
         (LAST_PURGED, edgerun_model::encode(&last)),
         (COMMITTED, edgerun_model::encode(&Some(last))),
         (VOTE, edgerun_model::encode(&vote)),
     ] {
-        let v = v.map_err(|e| e.to_string())?;
-        meta.insert(k, v).map_err(|e| e.to_string())?;
+        let v = v.map_err(|e| LogStoreError::Encode {
+            what: "a log marker",
+            detail: e.to_string(),
+        })?;
+        meta.insert(k, v)
+            .map_err(LogStoreError::db("writing a log marker"))?;
     }
     Ok(())
 }

@@ -163,9 +163,10 @@ pub async fn start_raft(
     flusher: &crate::Flusher,
 ) -> Result<RaftNode, RaftStoreError> {
     let log_dir = crate::log_files::dir_of(cfg.data_dir());
-    let log = LogStore::open(db, flusher.clone(), &log_dir).map_err(|message| {
+    let log = LogStore::open(db, flusher.clone(), &log_dir).map_err(|e| {
         let path = log_dir.display().to_string();
-        if message.starts_with(crate::log_files::DAMAGED) {
+        let message = e.to_string();
+        if e.is_damaged() {
             RaftStoreError::Damaged { path, message }
         } else {
             RaftStoreError::Open { path, message }

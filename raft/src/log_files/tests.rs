@@ -2,7 +2,7 @@ use super::*;
 
 impl LogFiles {
     /// Read as a replication reader would, and also from the files alone.
-    fn read_all(&self, from: u64, to: u64) -> Result<Vec<Entry>, String> {
+    fn read_all(&self, from: u64, to: u64) -> Result<Vec<Entry>, LogError> {
         let cached = self.read(from, to, false)?;
         let saved = std::mem::take(&mut self.lock().cache);
         let stored = self.read(from, to, false);
@@ -139,7 +139,8 @@ fn a_torn_tail_is_dropped_and_damage_refuses_to_open() {
         s.problems
     );
     let err = LogFiles::open(d.path(), None).err().unwrap();
-    assert!(err.contains("damaged"), "{err}");
+    assert!(matches!(err, LogError::Damaged(_)), "{err}");
+    assert!(err.to_string().contains("damaged"), "{err}");
     // Refusing left the file as it was.
     assert_eq!(std::fs::read(&path).unwrap(), bad);
 }
@@ -165,7 +166,8 @@ fn write_fresh_makes_a_log_open_reads() {
     let d2 = tempfile::tempdir().unwrap();
     write_fresh(d2.path(), (3..8).map(|i| entry(1, i))).unwrap();
     let err = LogFiles::open(d2.path(), Some(0)).err().unwrap();
-    assert!(err.contains("missing"), "{err}");
+    assert!(matches!(err, LogError::Damaged(_)), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
 }
 
 #[test]
