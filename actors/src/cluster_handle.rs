@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use edgerun_model::NetFaults;
 use edgerun_model::{ClusterState, NodeId, ResultRef, TaskEvent, TaskId};
 use edgerun_raft::{AppRequest, AppResponse, RaftNode, ResultStore, StateEvent};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::ProposeError;
@@ -200,39 +200,14 @@ pub struct Backup {
 #[error("{0}")]
 pub struct BackupError(pub String);
 
-/// Faults on this node's outgoing cluster RPC (the chaos tests set them through
-/// `PUT /v1/debug/net`; inert until set).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetFaults {
-    /// Peer RPC addresses (`host:port`) whose requests are lost.
-    #[serde(default)]
-    pub drop_to: BTreeSet<String>,
-    /// Extra latency before each request leaves, in milliseconds.
-    #[serde(default)]
-    pub delay_ms: u64,
-    /// Share of requests lost, 0–100.
-    #[serde(default)]
-    pub loss_percent: u8,
-}
-
 /// Replace the faults on this process's outgoing cluster RPC (an empty value heals all).
 pub fn set_net_faults(f: NetFaults) {
-    edgerun_raft::faults::set(edgerun_raft::faults::NetFaults {
-        drop_to: f.drop_to,
-        delay_ms: f.delay_ms,
-        loss_percent: f.loss_percent,
-    });
+    edgerun_raft::faults::set(f);
 }
 
 /// The faults in force.
 pub fn net_faults() -> NetFaults {
-    let f = edgerun_raft::faults::current();
-    NetFaults {
-        drop_to: f.drop_to,
-        delay_ms: f.delay_ms,
-        loss_percent: f.loss_percent,
-    }
+    edgerun_raft::faults::current()
 }
 
 impl ClusterHandle {

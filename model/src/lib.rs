@@ -6,6 +6,7 @@
 //! - [`node`]: `NodeInfo`, the tier and address of a cluster member.
 //! - [`command`]: `RaftRequest` / `Command` / `Response`, the replicated log's payload.
 //! - [`store`]: `TaskStore`, every task the state holds (live tasks whole, ended ones packed).
+//! - [`faults`]: `NetFaults`, faults on a node's outgoing cluster RPC (chaos tests).
 //! - [`job`]: periodic jobs, a cron schedule that makes a task at each slot.
 //! - [`state`]: `ClusterState`, the state machine. `apply` is pure: no clocks, no I/O, no
 //!   randomness; the proposer stamps every time it needs.
@@ -17,6 +18,7 @@
 //! **Architecture Invariant:** this crate has no internal dependencies and does no I/O.
 
 pub mod command;
+pub mod faults;
 pub mod job;
 pub mod node;
 pub mod state;
@@ -24,6 +26,7 @@ pub mod store;
 pub mod task;
 
 pub use command::*;
+pub use faults::NetFaults;
 pub use job::*;
 pub use node::*;
 pub use state::*;

@@ -9,33 +9,11 @@
 //! The filter is compiled in every build and inert until set at run time, so the binary the
 //! chaos tests exercise is the binary users run.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// Faults on this node's outgoing cluster RPC.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetFaults {
-    /// Peer RPC addresses (`host:port`) whose requests are lost.
-    #[serde(default)]
-    pub drop_to: BTreeSet<String>,
-    /// Extra latency before each request leaves, in milliseconds.
-    #[serde(default)]
-    pub delay_ms: u64,
-    /// Share of requests lost, 0–100.
-    #[serde(default)]
-    pub loss_percent: u8,
-}
-
-impl NetFaults {
-    pub fn is_clear(&self) -> bool {
-        self == &NetFaults::default()
-    }
-}
+pub use edgerun_model::NetFaults;
 
 static FAULTS: RwLock<Option<NetFaults>> = RwLock::new(None);
 static SENT: AtomicU64 = AtomicU64::new(0);
