@@ -58,7 +58,9 @@ impl LeaderHandler {
             | ProposeError::RaftStopped(_)
             | ProposeError::LeaderUnreachable { .. }
             | ProposeError::LeaderUnavailable { .. } => RemoteError::Unavailable(e.to_string()),
-            ProposeError::Rejected(_) | ProposeError::Raft(_) => RemoteError::Failed(e.to_string()),
+            ProposeError::Rejected(_) | ProposeError::Raft(_) | ProposeError::Answer { .. } => {
+                RemoteError::Failed(e.to_string())
+            }
         }
     }
 
@@ -277,27 +279,20 @@ pub(crate) async fn change_membership(
             leader: l,
             message: "its address is unknown".into(),
         }),
-        Some((l, Some(member))) => match node
-            .peers
-            .app(&member.rpc, AppRequest::Membership(change), timeout)
-            .await
-        {
-            Ok(AppResponse::Membership(Ok(()))) => Ok(()),
-            Ok(AppResponse::Membership(Err(RemoteError::NotLeader { .. }))) => {
-                Err(ProposeError::NoLeader)
+        Some((l, Some(member))) => {
+            match node.peers.membership(&member.rpc, change, timeout).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(RemoteError::NotLeader { .. })) => Err(ProposeError::NoLeader),
+                Ok(Err(RemoteError::Failed(m))) => Err(ProposeError::Rejected(m)),
+                Ok(Err(RemoteError::Unavailable(message))) => {
+                    Err(ProposeError::LeaderUnavailable { leader: l, message })
+                }
+                Err(e) => Err(ProposeError::LeaderUnreachable {
+                    leader: l,
+                    message: e.to_string(),
+                }),
             }
-            Ok(AppResponse::Membership(Err(RemoteError::Failed(m)))) => {
-                Err(ProposeError::Rejected(m))
-            }
-            Ok(AppResponse::Membership(Err(RemoteError::Unavailable(message)))) => {
-                Err(ProposeError::LeaderUnavailable { leader: l, message })
-            }
-            Ok(other) => Err(ProposeError::Raft(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(ProposeError::LeaderUnreachable {
-                leader: l,
-                message: e.to_string(),
-            }),
-        },
+        }
     }
 }
 
@@ -355,22 +350,13 @@ pub(crate) async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(
                 message: "its address is unknown".into(),
             })
         }
-        Some((l, Some(member))) => match node
-            .peers
-            .app(&member.rpc, AppRequest::ReadIndex, timeout)
-            .await
-        {
-            Ok(AppResponse::ReadIndex(Ok(i))) => i,
-            Ok(AppResponse::ReadIndex(Err(RemoteError::NotLeader { .. }))) => {
-                return Err(ProposeError::NoLeader)
-            }
-            Ok(AppResponse::ReadIndex(Err(RemoteError::Failed(m)))) => {
-                return Err(ProposeError::Raft(m))
-            }
-            Ok(AppResponse::ReadIndex(Err(RemoteError::Unavailable(message)))) => {
+        Some((l, Some(member))) => match node.peers.read_index(&member.rpc, timeout).await {
+            Ok(Ok(i)) => i,
+            Ok(Err(RemoteError::NotLeader { .. })) => return Err(ProposeError::NoLeader),
+            Ok(Err(RemoteError::Failed(m))) => return Err(ProposeError::Raft(m)),
+            Ok(Err(RemoteError::Unavailable(message))) => {
                 return Err(ProposeError::LeaderUnavailable { leader: l, message })
             }
-            Ok(other) => return Err(ProposeError::Raft(format!("unexpected answer {other:?}"))),
             Err(e) => {
                 return Err(ProposeError::LeaderUnreachable {
                     leader: l,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use edgerun_model::NetFaults;
 use edgerun_model::{ClusterState, NodeId, ResultRef, TaskEvent, TaskId};
-use edgerun_raft::{AppRequest, AppResponse, RaftNode, ResultStore, StateEvent};
+use edgerun_raft::{RaftNode, ResultStore, StateEvent};
 use tokio::sync::{broadcast, watch};
 
 use crate::ProposeError;
@@ -371,20 +371,14 @@ impl ClusterHandle {
             let Some(rpc) = rpc else {
                 return Err(ResultError::NotInCluster);
             };
-            let req = AppRequest::FetchResult {
-                task,
-                attempt: at.attempt,
-            };
-            match self.node.peers.app(&rpc, req, timeout).await {
-                Ok(AppResponse::Result(Ok(v))) => v,
-                Ok(AppResponse::Result(Err(e))) => {
-                    return Err(ResultError::Unavailable(e.to_string()))
-                }
-                Ok(other) => {
-                    return Err(ResultError::Unavailable(format!(
-                        "unexpected answer {other:?}"
-                    )))
-                }
+            match self
+                .node
+                .peers
+                .fetch_result(&rpc, task, at.attempt, timeout)
+                .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(ResultError::Unavailable(e.to_string())),
                 Err(e) => return Err(ResultError::Unavailable(e.to_string())),
             }
         };
@@ -399,7 +393,7 @@ impl ClusterHandle {
     pub fn take_backup(&self) -> Result<Backup, BackupError> {
         let (info, file) =
             edgerun_raft::backup::take(&self.node.view, self.node.id, crate::now_ms())
-                .map_err(BackupError)?;
+                .map_err(|e| BackupError(e.to_string()))?;
         Ok(Backup {
             sha256: info.sha256,
             last_index: info.last_index,

@@ -5,7 +5,8 @@
 //! - [`child`]: `ChildSpec`, how the supervisor starts each child (the Api lives in the
 //!   `api` crate and plugs in through it).
 //! - [`shard`]: `StateShard`, the only writer to Raft; gathers concurrent proposals into one
-//!   entry (group commit). [`Proposer`] is the handle others propose through.
+//!   entry (group commit). [`Proposer`] is the handle others propose through;
+//!   [`proposals`] gives it one typed method per command (`cancel(ids) -> Vec<CancelOutcome>`).
 //! - [`scheduler`]: places pending tasks, only where this node leads.
 //! - [`worker`]: runs the tasks placed on this node and commits their results.
 //! - [`monitor`]: registers the node, heartbeats to the leader, exports gauges.
@@ -34,6 +35,7 @@ pub mod cluster_handle;
 pub mod executor;
 pub mod metrics_names;
 pub mod monitor;
+pub mod proposals;
 pub mod redis_link;
 pub mod scheduler;
 pub mod shard;
@@ -46,6 +48,7 @@ pub use cluster_handle::{
     net_faults, set_net_faults, Backup, BackupError, ClusterHandle, Leadership, MemberChange,
     MemberInfo, NetFaults, RaftStatus, Readiness, ResultError, Role, StateChange, StateChanges,
 };
+pub use proposals::{CancelOutcome, Fired, NodeMarked, Rejected, RequeueOutcome, Submission};
 pub use scheduler::{Policy, Retention};
 pub use shard::{ProposeError, Proposer};
 pub use specs::{core_children, CoreParts};

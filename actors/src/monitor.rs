@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use edgerun_model::{Command, NodeInfo, TaskStatus};
-use edgerun_raft::{AppRequest, Heartbeat, RaftNode};
+use edgerun_model::{NodeInfo, TaskStatus};
+use edgerun_raft::{Heartbeat, RaftNode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::child::Slot;
@@ -170,11 +170,10 @@ impl MonitorState {
                 let peers = self.node.peers.clone();
                 let timeout = self.heartbeat.max(Duration::from_millis(200));
                 self.sending = Some(tokio::spawn(async move {
-                    if let Err(e) = peers
-                        .app(&member.rpc, AppRequest::Heartbeat(hb), timeout)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "heartbeat to the leader failed");
+                    match peers.heartbeat(&member.rpc, hb, timeout).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!(error = %e, "the leader refused a heartbeat"),
+                        Err(e) => tracing::debug!(error = %e, "heartbeat to the leader failed"),
                     }
                 }));
             }
@@ -223,13 +222,7 @@ impl Actor for Monitor {
                 if known {
                     return;
                 }
-                match proposer
-                    .propose(Command::RegisterNode {
-                        now_ms: now_ms(),
-                        node: info.clone(),
-                    })
-                    .await
-                {
+                match proposer.register_node(info.clone()).await {
                     Ok(_) => {
                         tracing::info!(node = info.id, slots = info.slots, "node registered");
                         return;

@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use edgerun_model::{Command, RaftRequest, Response};
-use edgerun_raft::{AppRequest, AppResponse, ClientWriteError, RaftError, RaftNode, RemoteError};
+use edgerun_raft::{ClientWriteError, RaftError, RaftNode, RemoteError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::child::Slot;
@@ -69,6 +69,9 @@ pub enum ProposeError {
     Rejected(String),
     #[error("raft: {0}")]
     Raft(String),
+    /// The state machine answered a command in another shape than that command's (a bug).
+    #[error("{command} was answered {got}")]
+    Answer { command: &'static str, got: String },
 }
 
 pub enum ShardMsg {
@@ -189,7 +192,7 @@ async fn forward_to(
         }
     }
     let answer = tokio::select! {
-        a = node.peers.app(rpc, AppRequest::Propose(req), timeout) => a,
+        a = node.peers.propose(rpc, req, timeout) => a,
         () = moved => {
             return Err(ProposeError::LeaderUnreachable {
                 leader,
@@ -198,18 +201,13 @@ async fn forward_to(
         }
     };
     match answer {
-        Ok(AppResponse::Proposed(Ok(r))) => Ok(r),
+        Ok(Ok(r)) => Ok(r),
         // Leadership moved while the request travelled: the caller retries after Retry-After.
-        Ok(AppResponse::Proposed(Err(RemoteError::NotLeader { .. }))) => {
-            Err(ProposeError::NoLeader)
-        }
-        Ok(AppResponse::Proposed(Err(RemoteError::Failed(m)))) => Err(ProposeError::Raft(m)),
-        Ok(AppResponse::Proposed(Err(RemoteError::Unavailable(message)))) => {
+        Ok(Err(RemoteError::NotLeader { .. })) => Err(ProposeError::NoLeader),
+        Ok(Err(RemoteError::Failed(m))) => Err(ProposeError::Raft(m)),
+        Ok(Err(RemoteError::Unavailable(message))) => {
             Err(ProposeError::LeaderUnavailable { leader, message })
         }
-        Ok(other) => Err(ProposeError::Raft(format!(
-            "unexpected answer from the leader: {other:?}"
-        ))),
         Err(e) => Err(ProposeError::LeaderUnreachable {
             leader,
             message: e.to_string(),

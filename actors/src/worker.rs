@@ -26,9 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgerun_model::{
-    AttemptRef, Command, Completion, NodeId, Outcome, Response, TaskId, TaskStatus, Work,
-};
+use edgerun_model::{AttemptRef, Completion, NodeId, Outcome, TaskId, TaskStatus, Work};
 use edgerun_raft::{Outbox, RaftNode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
@@ -323,12 +321,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         // Running and the Start write overlap; a Start that lands after the completion is
         // refused by the state machine, which is fine.
         tokio::spawn(async move {
-            let _ = p
-                .propose(Command::Start {
-                    now_ms: now_ms(),
-                    starts: vec![at],
-                })
-                .await;
+            let _ = p.start(vec![at]).await;
         });
     }
     if !delay.is_zero() {
@@ -445,12 +438,8 @@ async fn deliver(completion: Completion, proposer: Proposer, node: RaftNode, out
     let label = outcome_label(&completion.outcome);
     let mut delay = Duration::from_millis(20);
     loop {
-        let cmd = Command::Complete {
-            now_ms: now_ms(),
-            completions: vec![completion.clone()],
-        };
-        match proposer.propose(cmd).await {
-            Ok(Response::Accepted(v)) => {
+        match proposer.complete(vec![completion.clone()]).await {
+            Ok(v) => {
                 if v.first() == Some(&true) {
                     metrics::counter!(m::TASKS_FINISHED, "status" => label).increment(1);
                     tracing::debug!(target: edgerun_model::TRACE_TARGET, outcome = label, "completion committed");
@@ -462,10 +451,6 @@ async fn deliver(completion: Completion, proposer: Proposer, node: RaftNode, out
                         "completion refused (stale attempt or cancelled)"
                     );
                 }
-                break;
-            }
-            Ok(other) => {
-                tracing::warn!(task = at.task, ?other, "unexpected answer to Complete");
                 break;
             }
             Err(e) => {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Roles in increasing power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -263,7 +263,7 @@ impl Auth {
                 let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
                 let Some(k) = keys.iter().find(|k| k.id == d.claims.sub) else {
                     return Err(unauthorized(
-                        "token_revoked",
+                        ErrorCode::TokenRevoked,
                         "the API key this token was issued for is no longer accepted; get a token for a current key",
                     ));
                 };
@@ -275,16 +275,19 @@ impl Auth {
             }
             Err(e) => Err(match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized(
-                    "token_expired",
+                    ErrorCode::TokenExpired,
                     "the token has expired; get a new one from POST /v1/auth/token",
                 ),
-                _ => unauthorized("invalid_token", "the token is not valid for this cluster"),
+                _ => unauthorized(
+                    ErrorCode::InvalidToken,
+                    "the token is not valid for this cluster",
+                ),
             }),
         }
     }
 }
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
+fn unauthorized(code: ErrorCode, message: &str) -> ApiError {
     ApiError::Unauthorized {
         code,
         message: message.to_string(),
@@ -295,7 +298,7 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
 /// token (an open route ignores a bad one).
 #[derive(Clone, Debug)]
 pub struct TokenRefused {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -332,7 +335,7 @@ pub async fn authenticate<B: actix_web::body::MessageBody + 'static>(
                     }
                     Err(e) => {
                         req.extensions_mut().insert(TokenRefused {
-                            code: "invalid_token",
+                            code: ErrorCode::InvalidToken,
                             message: e.to_string(),
                         });
                     }
@@ -377,7 +380,7 @@ fn allowed(need: Option<Role>, req: &ServiceRequest) -> Result<(), ApiError> {
         return Err(match ext.get::<TokenRefused>() {
             Some(r) => unauthorized(r.code, &r.message),
             None => unauthorized(
-                "missing_token",
+                ErrorCode::MissingToken,
                 "this call needs a bearer token (Authorization: Bearer <token> from POST /v1/auth/token)",
             ),
         });
@@ -408,7 +411,7 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     if !auth.enabled {
         return Err(ApiError::bad_request(
-            "auth_disabled",
+            ErrorCode::AuthDisabled,
             "authentication is off on this node (auth.enabled = false): no token is needed",
         ));
     }
@@ -416,7 +419,10 @@ pub async fn token(
         Some((token, role, ttl)) => Ok(HttpResponse::Ok().json(json!({
             "token": token, "expires_in": ttl, "role": role.as_str()
         }))),
-        None => Err(unauthorized("invalid_api_key", "the API key is not known")),
+        None => Err(unauthorized(
+            ErrorCode::InvalidApiKey,
+            "the API key is not known",
+        )),
     }
 }
 

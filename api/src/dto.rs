@@ -9,7 +9,7 @@ use edgerun_model::{
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// The shortest `timeout_ms` accepted: below it a timeout could not be enforced (starting
 /// an attempt alone takes about that long).
@@ -129,7 +129,7 @@ pub struct BatchSubmission {
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest {
-        code: "invalid_task",
+        code: ErrorCode::InvalidTask,
         message: format!("{field}: {msg}"),
         details: serde_json::json!({ "field": field }),
     }

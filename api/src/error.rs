@@ -7,12 +7,139 @@ use actix_web::{HttpResponse, ResponseError};
 use edgerun_actors::{KernelError, ProposeError};
 use serde_json::{json, Value};
 
+/// Every `error.code` the API answers: stable and machine-readable, listed in the OpenAPI
+/// document (`components.schemas.ErrorCode`). A new code is a new variant here.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $s:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $s,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not valid JSON, or not the shape the call takes.
+    InvalidJson = "invalid_json",
+    /// The body is not `application/json`.
+    InvalidContentType = "invalid_content_type",
+    /// The body could not be read.
+    InvalidBody = "invalid_body",
+    /// A task spec is invalid (`details.field` names the field).
+    InvalidTask = "invalid_task",
+    /// A batch is empty or over its limit.
+    InvalidBatch = "invalid_batch",
+    /// A job spec is invalid (`details.field` names the field).
+    InvalidJob = "invalid_job",
+    /// A task or job id in the path is not one.
+    InvalidId = "invalid_id",
+    /// A list of ids in the query is not one.
+    InvalidIds = "invalid_ids",
+    /// A page limit is out of range.
+    InvalidLimit = "invalid_limit",
+    /// A status filter names no status.
+    InvalidStatus = "invalid_status",
+    /// A wait timeout is out of range.
+    InvalidTimeout = "invalid_timeout",
+    /// A query parameter is unknown or malformed.
+    InvalidQuery = "invalid_query",
+    /// A filter is malformed.
+    InvalidFilter = "invalid_filter",
+    /// A membership change names no valid member.
+    InvalidMember = "invalid_member",
+    /// A configuration change is invalid.
+    InvalidConfig = "invalid_config",
+    /// A debug request names no field.
+    InvalidField = "invalid_field",
+    /// The kernel is not in the catalog.
+    UnknownKernel = "unknown_kernel",
+    /// The kernel's input does not fit its schema.
+    InvalidInput = "invalid_input",
+    /// The kernel failed on the input.
+    KernelError = "kernel_error",
+    /// The call needs a bearer token.
+    MissingToken = "missing_token",
+    /// The bearer token is not valid for this cluster.
+    InvalidToken = "invalid_token",
+    /// The bearer token has expired.
+    TokenExpired = "token_expired",
+    /// The API key the token was issued for is no longer accepted.
+    TokenRevoked = "token_revoked",
+    /// The API key is not known.
+    InvalidApiKey = "invalid_api_key",
+    /// Tokens are not issued while auth is off.
+    AuthDisabled = "auth_disabled",
+    /// The token's role is not enough for the call.
+    Forbidden = "forbidden",
+    /// No such resource (or route).
+    NotFound = "not_found",
+    /// The task had already ended.
+    AlreadyEnded = "already_ended",
+    /// The task is not in the dead-letter queue.
+    NotDeadLetter = "not_dead_letter",
+    /// The cluster refused a change (e.g. a harmful membership change).
+    Rejected = "rejected",
+    /// The body is over the limit.
+    PayloadTooLarge = "payload_too_large",
+    /// The body did not arrive in time.
+    BodyTimeout = "body_timeout",
+    /// Over a rate limit; retry after `Retry-After`.
+    RateLimited = "rate_limited",
+    /// Over the cluster's pending-task limit; nothing was stored.
+    ClusterFull = "cluster_full",
+    /// Over this submitter's pending-task limit; nothing was stored.
+    TooManyPending = "too_many_pending",
+    /// No leader yet (an election); retry.
+    NoLeader = "no_leader",
+    /// Another node leads and the request may not be forwarded.
+    NotLeader = "not_leader",
+    /// The leader could not be reached to forward the write.
+    LeaderUnreachable = "leader_unreachable",
+    /// The leader cannot serve the request now.
+    LeaderUnavailable = "leader_unavailable",
+    /// The write was not committed in time (a majority down?).
+    NotCommitted = "not_committed",
+    /// This node leads but cannot reach a majority.
+    NoQuorum = "no_quorum",
+    /// This node is behind the log a read needs.
+    CatchingUp = "catching_up",
+    /// Raft stopped on this node (a storage error).
+    RaftStopped = "raft_stopped",
+    /// A part of the node is restarting or stopping; retry.
+    Unavailable = "unavailable",
+    /// The node is not ready.
+    NotReady = "not_ready",
+    /// The part asked about is not running.
+    NotRunning = "not_running",
+    /// The node that keeps the task's result cannot be reached.
+    ResultUnavailable = "result_unavailable",
+    /// A bug or an unexpected failure (logged on the node).
+    Internal = "internal",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Malformed or invalid request (bad JSON, wrong types, bad parameters).
     #[error("{message}")]
     BadRequest {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         details: Value,
     },
@@ -20,7 +147,7 @@ pub enum ApiError {
     NotFound(String),
     #[error("{message}")]
     Conflict {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         details: Value,
     },
@@ -29,27 +156,27 @@ pub enum ApiError {
     /// The kernel is unknown or its input does not fit its schema.
     #[error("{message}")]
     InvalidKernelInput {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         details: Value,
     },
     /// No leader yet / state shard restarting: retry after a moment.
     #[error("{message}")]
     Unavailable {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         details: Value,
     },
     /// No, expired or bad credentials.
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: ErrorCode, message: String },
     /// Authenticated, but the role is not enough.
     #[error("{message}")]
     Forbidden { message: String, need: &'static str },
     /// Admission control: over `limits.max_pending*`; nothing was stored.
     #[error("{message}")]
     TooMany {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         retry_after_secs: u64,
     },
@@ -61,7 +188,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest {
             code,
             message: message.into(),
@@ -69,19 +196,19 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::InvalidKernelInput { code, .. }
             | ApiError::Unavailable { code, .. }
             | ApiError::TooMany { code, .. }
-            | ApiError::Unauthorized { code, .. } => code,
-            ApiError::Forbidden { .. } => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::TooLarge { .. } => "payload_too_large",
-            ApiError::BodyTimeout(_) => "body_timeout",
-            ApiError::Internal(_) => "internal",
+            | ApiError::Unauthorized { code, .. } => *code,
+            ApiError::Forbidden { .. } => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::BodyTimeout(_) => ErrorCode::BodyTimeout,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -105,56 +232,57 @@ impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> ApiError {
         match e {
             ProposeError::NoLeader => ApiError::Unavailable {
-                code: "no_leader",
+                code: ErrorCode::NoLeader,
                 message: e.to_string(),
                 details: Value::Null,
             },
             ProposeError::Unavailable => ApiError::Unavailable {
-                code: "unavailable",
+                code: ErrorCode::Unavailable,
                 message: e.to_string(),
                 details: Value::Null,
             },
             ProposeError::NotLeader { leader, ref api } => ApiError::Unavailable {
-                code: "not_leader",
+                code: ErrorCode::NotLeader,
                 message: e.to_string(),
                 details: json!({ "leader": leader, "leader_api": api }),
             },
             ProposeError::NotCommitted { .. } => ApiError::Unavailable {
-                code: "not_committed",
+                code: ErrorCode::NotCommitted,
                 message: e.to_string(),
                 details: Value::Null,
             },
             ProposeError::LeaderUnreachable { leader, .. } => ApiError::Unavailable {
-                code: "leader_unreachable",
+                code: ErrorCode::LeaderUnreachable,
                 message: e.to_string(),
                 details: json!({ "leader": leader }),
             },
             ProposeError::LeaderUnavailable { leader, .. } => ApiError::Unavailable {
-                code: "leader_unavailable",
+                code: ErrorCode::LeaderUnavailable,
                 message: e.to_string(),
                 details: json!({ "leader": leader }),
             },
             ProposeError::RaftStopped(_) => ApiError::Unavailable {
-                code: "raft_stopped",
+                code: ErrorCode::RaftStopped,
                 message: e.to_string(),
                 details: Value::Null,
             },
             ProposeError::NoQuorum(_) => ApiError::Unavailable {
-                code: "no_quorum",
+                code: ErrorCode::NoQuorum,
                 message: e.to_string(),
                 details: Value::Null,
             },
             ProposeError::Lagging { index, .. } => ApiError::Unavailable {
-                code: "catching_up",
+                code: ErrorCode::CatchingUp,
                 message: e.to_string(),
                 details: json!({ "index": index }),
             },
             ProposeError::Rejected(m) => ApiError::Conflict {
-                code: "rejected",
+                code: ErrorCode::Rejected,
                 message: m,
                 details: Value::Null,
             },
             ProposeError::Raft(m) => ApiError::Internal(format!("raft: {m}")),
+            ProposeError::Answer { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -163,7 +291,11 @@ impl ApiError {
     /// A kernel error found while validating a submission (`field` says where).
     pub fn kernel(field: &str, e: KernelError) -> ApiError {
         ApiError::InvalidKernelInput {
-            code: e.code(),
+            code: match e {
+                KernelError::Unknown(_) => ErrorCode::UnknownKernel,
+                KernelError::InvalidInput(_) => ErrorCode::InvalidInput,
+                KernelError::Failed(_) => ErrorCode::KernelError,
+            },
             message: format!("{field}: {e}"),
             details: json!({ "field": field, "kernels": edgerun_actors::catalog().iter().map(|k| k.name).collect::<Vec<_>>() }),
         }
@@ -219,12 +351,12 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
     match err {
         J::Overflow { .. } | J::OverflowKnownLength { .. } => ApiError::TooLarge { limit },
         J::Deserialize(e) => ApiError::BadRequest {
-            code: "invalid_json",
+            code: ErrorCode::InvalidJson,
             message: format!("request body: {e}"),
             details: json!({ "line": e.line(), "column": e.column() }),
         },
         J::ContentType => ApiError::bad_request(
-            "invalid_content_type",
+            ErrorCode::InvalidContentType,
             "expected Content-Type: application/json",
         ),
         J::Payload(actix_web::error::PayloadError::Io(e))
@@ -235,6 +367,6 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
                 crate::body::LATE
             ))
         }
-        other => ApiError::bad_request("invalid_body", format!("request body: {other}")),
+        other => ApiError::bad_request(ErrorCode::InvalidBody, format!("request body: {other}")),
     }
 }

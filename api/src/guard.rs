@@ -41,7 +41,7 @@ use edgerun_config::{AuditConfig, LimitsConfig};
 use serde_json::json;
 
 use crate::auth::{Principal, Role, RouteNeed};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Most characters of a request path kept in an audit line.
 pub const PATH_CHARS: usize = 256;
@@ -410,7 +410,7 @@ fn client_addr(req: &ServiceRequest) -> String {
 fn too_many(who: &str, (rate, burst): (f64, f64), wait: u64) -> ApiError {
     metrics::counter!(edgerun_actors::metrics_names::HTTP_RATE_LIMITED).increment(1);
     ApiError::TooMany {
-        code: "rate_limited",
+        code: ErrorCode::RateLimited,
         message: format!(
             "more than {rate} requests a second (burst {burst}) from {who}; slow down"
         ),
@@ -514,7 +514,7 @@ fn audit_line<B>(
         .response()
         .error()
         .and_then(|e| e.as_error::<ApiError>())
-        .map(ApiError::code);
+        .map(|e| e.code().as_str());
     // Refusals of clients we do not know are counted, not written one by one.
     if status == 401 || (status == 429 && !authenticated) {
         g.refused(

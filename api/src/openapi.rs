@@ -101,8 +101,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable (`invalid_task`, `not_found`, `rate_limited`, ...).
-    code: String,
+    /// Stable, machine-readable: one of `ErrorCode`.
+    code: crate::error::ErrorCode,
     message: String,
     /// More about the error (a field name, a limit, the leader's address), or null.
     details: serde_json::Value,
@@ -609,7 +609,7 @@ impl Modify for BearerAuth {
     paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, wait_many, get_task, wait,
         cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job, kernels, cluster,
         add_learner, promote, remove, nodes, alerts, dashboard, get_log, set_log, reload, snapshot),
-    components(schemas(ErrorBody, ErrorDetail, TaskDto, TaskSubmission, BatchSubmission,
+    components(schemas(ErrorBody, ErrorDetail, crate::error::ErrorCode, TaskDto, TaskSubmission, BatchSubmission,
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,
         JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport,
@@ -663,5 +663,32 @@ mod tests {
             let name = r.split('"').next().unwrap_or("");
             assert!(schemas.contains_key(name), "missing schema {name}");
         }
+    }
+
+    #[test]
+    fn the_document_lists_every_error_code_by_the_name_the_api_answers() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::json()).unwrap_or_else(|e| panic!("{e}"));
+        let listed: BTreeSet<String> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        let all: BTreeSet<String> = crate::error::ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        assert_eq!(listed, all);
+        assert!(
+            all.contains("invalid_task") && all.contains("no_leader"),
+            "{all:?}"
+        );
+        for c in crate::error::ErrorCode::ALL {
+            // What the body says (serde) is what the code is called everywhere else.
+            assert_eq!(serde_json::json!(c), serde_json::json!(c.as_str()));
+        }
+        let detail = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"];
+        assert_eq!(detail["$ref"], "#/components/schemas/ErrorCode", "{detail}");
     }
 }

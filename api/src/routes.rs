@@ -10,7 +10,7 @@ use actix_web::dev::HttpServiceFactory;
 use actix_web::{guard, http::Method, web, FromRequest, Handler, Responder};
 
 use crate::auth::Role;
-use crate::error::{json_error, ApiError};
+use crate::error::{json_error, ApiError, ErrorCode};
 use crate::handlers::{admin, cluster, dashboard, debug, events, jobs, system, tasks};
 
 /// One route: method (OpenAPI's spelling), full path template, the least role it needs
@@ -132,8 +132,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .limit(max_body)
         .content_type_required(false)
         .error_handler(move |err, _req| json_error(err, max_body).into());
-    let query = web::QueryConfig::default()
-        .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into());
+    let query = web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request(ErrorCode::InvalidQuery, err.to_string()).into()
+    });
     cfg.app_data(json)
         .app_data(query)
         .service(at("get", "/healthz", system::healthz))

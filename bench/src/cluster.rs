@@ -1066,8 +1066,8 @@ fn memory(dir: &Path, tasks: usize) -> anyhow::Result<Value> {
     let mut disk = Vec::new();
     for p in &procs {
         let data = p.dir.join("data");
-        let db = sled::Config::new().path(data.join("db")).open()?;
-        let r = edgerun_raft::doctor::inspect(&db, &data, true);
+        let data = edgerun_raft::DataDir::open_stopped(&data, 16)?;
+        let r = edgerun_raft::doctor::inspect(&data, true);
         disk.push(json!({"node": p.id, "data_dir_bytes": r.data_dir_bytes, "snapshot_bytes": r.snapshot_bytes, "log_bytes": r.log_bytes, "log_entries": r.log_entries, "db_bytes": r.db_bytes, "live_bytes": r.live_bytes, "space_amplification": r.space_amplification}));
     }
     let mib = |k: &u64| *k as f64 / 1024.0;

@@ -1185,11 +1185,6 @@ impl NodeConfig {
             .unwrap_or_else(|| self.api.listen.to_string())
     }
 
-    /// The sled database directory (vote, markers, off-Raft results; not the Raft log).
-    pub fn db_path(&self) -> PathBuf {
-        self.node.data_dir.join("db")
-    }
-
     pub fn data_dir(&self) -> &Path {
         &self.node.data_dir
     }

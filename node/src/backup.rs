@@ -37,7 +37,8 @@ pub fn backup(c: &Client, out: &Path, o: Output) -> anyhow::Result<()> {
         )
     })?;
     // A file made at `out` while downloading is not replaced either.
-    edgerun_raft::backup::write_file(out, &bytes).map_err(|e| fail(exit::INVALID, e))?;
+    edgerun_raft::backup::write_file(out, &bytes)
+        .map_err(|e| fail(exit::INVALID, e.to_string()))?;
     let took = started.elapsed();
     match o {
         Output::Json => Client::print(&json!({
@@ -66,8 +67,7 @@ pub fn backup(c: &Client, out: &Path, o: Output) -> anyhow::Result<()> {
 /// Seed `data_dir` from the backup in `from`, as node `id`.
 pub fn restore(from: &Path, data_dir: &Path, id: u64) -> anyhow::Result<()> {
     let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
-    let db = data_dir.join("db");
-    let info = edgerun_raft::backup::restore(&bytes, &db, id)
+    let info = edgerun_raft::backup::restore(&bytes, data_dir, id)
         .map_err(|e| anyhow::anyhow!("{}: {e}", from.display()))?;
     println!(
         "restored {} tasks (log index {}, term {}) into {} as node {id}; start the node on it (every member restored from the same file)",
@@ -82,30 +82,15 @@ pub fn restore(from: &Path, data_dir: &Path, id: u64) -> anyhow::Result<()> {
 /// Report on a stopped node's data directory; exit 1 when something is damaged. `cfg`: the
 /// node's config, when given, for the secret files it keeps elsewhere.
 pub fn doctor(data_dir: &Path, cfg: Option<&NodeConfig>, o: Output) -> anyhow::Result<()> {
-    let db_path = data_dir.join("db");
-    anyhow::ensure!(
-        db_path.is_dir(),
-        "{} holds no database (no db/ in it)",
-        data_dir.display()
-    );
-    // sled would create a database where there is none: checked above. A running node holds
-    // its lock.
-    let db = sled::Config::new()
-        .path(&db_path)
-        .cache_capacity(16 * 1024 * 1024)
-        .open()
-        .map_err(|e| {
-            let hint = if e.to_string().contains("lock") {
-                "is the node still running? stop it first".to_string()
-            } else {
-                format!(
-                    "the files may be damaged; {}",
-                    edgerun_raft::doctor::RECOVERY
-                )
-            };
-            anyhow::anyhow!("opening {}: {e} ({hint})", db_path.display())
-        })?;
-    let r = edgerun_raft::doctor::inspect(&db, data_dir, true);
+    // Never creates a database where there is none; a running node holds its lock.
+    let data = edgerun_raft::DataDir::open_stopped(data_dir, 16).map_err(|e| match e {
+        edgerun_raft::DataDirError::Open { .. } => anyhow::anyhow!(
+            "{e} (the files may be damaged; {})",
+            edgerun_raft::doctor::RECOVERY
+        ),
+        e => anyhow::anyhow!("{e}"),
+    })?;
+    let r = edgerun_raft::doctor::inspect(&data, true);
     let warnings = loose_warnings(data_dir, cfg);
     match o {
         Output::Json => {

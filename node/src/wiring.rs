@@ -425,46 +425,38 @@ pub async fn run_node(
 
     // Private to the node's user (SECURITY.md, "Data at rest"): a data directory made
     // looser (by hand, or by an edgerun before umask 077) is tightened to 0700.
-    match edgerun_raft::private::prepare_data_dir(&cfg.node.data_dir) {
-        Ok(Some(was)) => tracing::info!(
+    let (data, prepared) =
+        edgerun_raft::DataDir::open(&cfg.node.data_dir, cfg.raft.cache_capacity_mb).map_err(
+            |e| match e {
+                edgerun_raft::DataDirError::Open { .. } => anyhow::anyhow!(
+                    "{e}; if its files are damaged, {}",
+                    edgerun_raft::doctor::RECOVERY
+                ),
+                e => anyhow::anyhow!("{e}"),
+            },
+        )?;
+    if let edgerun_raft::Prepared::Tightened(was) = prepared {
+        tracing::info!(
             data_dir = %cfg.node.data_dir.display(),
             "the data directory was mode {was:04o}; now 0700 (only this user may read it)"
-        ),
-        Ok(None) => {}
-        Err(e) => anyhow::bail!("data directory: {e}"),
+        );
     }
-    let db_path = cfg.db_path();
-    let db = edgerun_raft::open_db(&db_path, cfg.raft.cache_capacity_mb).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}; if its files are damaged, {}",
-            edgerun_raft::doctor::RECOVERY
-        )
-    })?;
-    edgerun_raft::doctor::check(&db, &cfg.node.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = data.db().clone();
+    edgerun_raft::doctor::check(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!("data directory checked");
     {
         // The database's and the Raft log's sizes on disk, every 10 s (the Monitor has no
         // handle on the files).
-        let db = db.clone();
-        let log_dir = edgerun_raft::log_files::dir_of(&cfg.node.data_dir);
+        let data = data.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
-                let db = db.clone();
-                let log_dir = log_dir.clone();
-                let sizes = tokio::task::spawn_blocking(move || {
-                    let log: u64 = std::fs::read_dir(&log_dir)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-                        .sum();
-                    (db.size_on_disk(), log)
-                })
-                .await;
-                if let Ok((db_bytes, log_bytes)) = sizes {
-                    if let Ok(b) = db_bytes {
+                let data = data.clone();
+                if let Ok((db_bytes, log_bytes)) =
+                    tokio::task::spawn_blocking(move || data.sizes()).await
+                {
+                    if let Some(b) = db_bytes {
                         metrics::gauge!(m::SLED_DISK_BYTES).set(b as f64);
                     }
                     metrics::gauge!(m::RAFT_LOG_BYTES).set(log_bytes as f64);
@@ -477,9 +469,9 @@ pub async fn run_node(
     let results =
         edgerun_raft::ResultStore::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
     let outbox = edgerun_raft::Outbox::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
-    tracing::info!(path = %db_path.display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
+    tracing::info!(path = %data.db_path().display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
 
-    let node = edgerun_raft::start_raft(&cfg, &db, &flusher)
+    let node = edgerun_raft::start_raft(&cfg, &data, &flusher)
         .await
         .map_err(|e| match e {
             // The snapshot or the log did not decode: damaged state.

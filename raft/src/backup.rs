@@ -28,6 +28,53 @@ use crate::state_machine::{SnapshotFile, StateView};
 use crate::{LogId, NodeId, SnapshotMeta};
 
 pub const MAGIC: &[u8] = b"EDGERUN-BACKUP 1\n";
+
+/// Why a backup could not be taken, checked, restored or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("encoding the state: {0}")]
+    Encode(String),
+    #[error("not an edgerun backup (it does not start with \"EDGERUN-BACKUP 1\")")]
+    NotABackup,
+    #[error("the header line is missing or cut off")]
+    NoHeader,
+    #[error("the header is not valid: {0}")]
+    BadHeader(serde_json::Error),
+    #[error("the file is truncated: the snapshot has {have} of its {want} bytes")]
+    Truncated { have: u64, want: u64 },
+    #[error("the file has {extra} bytes after the snapshot's {want}: not one backup")]
+    TrailingBytes { extra: u64, want: u64 },
+    #[error(
+        "the checksum does not match (header {header}, content {content}): the file is damaged"
+    )]
+    Checksum { header: String, content: String },
+    #[error("the {what} is data format {found}; this edgerun reads format {FORMAT_VERSION}")]
+    Format { what: &'static str, found: u16 },
+    #[error("the snapshot does not decode: {0}")]
+    Decode(String),
+    #[error("node {id} is not a member in this backup (members: {members}); restore each member with its own id")]
+    NotAMember { id: NodeId, members: String },
+    #[error(transparent)]
+    DataDir(#[from] crate::DataDirError),
+    #[error("writing {path}: {message}")]
+    Restore { path: String, message: String },
+    #[error("{0} already exists; a backup never replaces a file (choose a new name, or move the old one away first)")]
+    Exists(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl BackupError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        BackupError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
 /// Largest header line accepted.
 const MAX_HEADER: usize = 4096;
 
@@ -52,10 +99,14 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// A backup of `view` as of now.
-pub fn take(view: &StateView, node: NodeId, now_ms: u64) -> Result<(BackupInfo, Vec<u8>), String> {
+pub fn take(
+    view: &StateView,
+    node: NodeId,
+    now_ms: u64,
+) -> Result<(BackupInfo, Vec<u8>), BackupError> {
     let (payload, last, tasks) = view
         .encode_snapshot()
-        .map_err(|e| format!("encoding the state: {e}"))?;
+        .map_err(|e| BackupError::Encode(e.to_string()))?;
     let info = BackupInfo {
         format: FORMAT_VERSION,
         node,
@@ -66,7 +117,7 @@ pub fn take(view: &StateView, node: NodeId, now_ms: u64) -> Result<(BackupInfo, 
         bytes: payload.len() as u64,
         sha256: hex(&Sha256::digest(&payload)),
     };
-    let header = serde_json::to_string(&info).map_err(|e| e.to_string())?;
+    let header = serde_json::to_string(&info).map_err(|e| BackupError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(MAGIC.len() + header.len() + 1 + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(header.as_bytes());
@@ -76,72 +127,56 @@ pub fn take(view: &StateView, node: NodeId, now_ms: u64) -> Result<(BackupInfo, 
 }
 
 /// Check a whole backup file; its header and decoded snapshot.
-pub fn verify(bytes: &[u8]) -> Result<(BackupInfo, SnapshotFile), String> {
-    let rest = bytes.strip_prefix(MAGIC).ok_or_else(|| {
-        "not an edgerun backup (it does not start with \"EDGERUN-BACKUP 1\")".to_string()
-    })?;
+pub fn verify(bytes: &[u8]) -> Result<(BackupInfo, SnapshotFile), BackupError> {
+    let rest = bytes.strip_prefix(MAGIC).ok_or(BackupError::NotABackup)?;
     let nl = rest
         .iter()
         .take(MAX_HEADER)
         .position(|b| *b == b'\n')
-        .ok_or("the header line is missing or cut off")?;
-    let info: BackupInfo =
-        serde_json::from_slice(&rest[..nl]).map_err(|e| format!("the header is not valid: {e}"))?;
+        .ok_or(BackupError::NoHeader)?;
+    let info: BackupInfo = serde_json::from_slice(&rest[..nl]).map_err(BackupError::BadHeader)?;
     let payload = &rest[nl + 1..];
-    if (payload.len() as u64) < info.bytes {
-        return Err(format!(
-            "the file is truncated: the snapshot has {} of its {} bytes",
-            payload.len(),
-            info.bytes
-        ));
+    let have = payload.len() as u64;
+    if have < info.bytes {
+        return Err(BackupError::Truncated {
+            have,
+            want: info.bytes,
+        });
     }
-    if (payload.len() as u64) > info.bytes {
-        return Err(format!(
-            "the file has {} bytes after the snapshot's {}: not one backup",
-            payload.len() as u64 - info.bytes,
-            info.bytes
-        ));
+    if have > info.bytes {
+        return Err(BackupError::TrailingBytes {
+            extra: have - info.bytes,
+            want: info.bytes,
+        });
     }
     let sum = hex(&Sha256::digest(payload));
     if sum != info.sha256 {
-        return Err(format!(
-            "the checksum does not match (header {}, content {sum}): the file is damaged",
-            info.sha256
-        ));
+        return Err(BackupError::Checksum {
+            header: info.sha256,
+            content: sum,
+        });
     }
     if info.format != FORMAT_VERSION {
-        return Err(format!(
-            "the backup is data format {}; this edgerun reads format {FORMAT_VERSION}",
-            info.format
-        ));
+        return Err(BackupError::Format {
+            what: "backup",
+            found: info.format,
+        });
     }
     let file: SnapshotFile =
-        edgerun_model::decode(payload).map_err(|e| format!("the snapshot does not decode: {e}"))?;
+        edgerun_model::decode(payload).map_err(|e| BackupError::Decode(e.to_string()))?;
     if file.version != FORMAT_VERSION {
-        return Err(format!(
-            "the snapshot is data format {}; this edgerun reads format {FORMAT_VERSION}",
-            file.version
-        ));
+        return Err(BackupError::Format {
+            what: "snapshot",
+            found: file.version,
+        });
     }
     Ok((info, file))
 }
 
-/// Seed the database at `db_path` (which must not hold one) from a verified backup, as node
-/// `id`. Nothing is written unless the whole file checks out.
-pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, String> {
+/// Seed the data directory `data_dir` (which must not hold a database) from a verified
+/// backup, as node `id`. Nothing is written unless the whole file checks out.
+pub fn restore(bytes: &[u8], data_dir: &Path, id: NodeId) -> Result<BackupInfo, BackupError> {
     let (info, file) = verify(bytes)?;
-    let snapshot_dir = snapshot_dir_beside(db_path);
-    let nonempty = |p: &Path| {
-        std::fs::read_dir(p)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    };
-    if nonempty(db_path) || nonempty(&snapshot_dir) {
-        return Err(format!(
-            "{} already holds a database; restore into an empty data directory (move this one away first)",
-            db_path.display()
-        ));
-    }
     if !file.membership.membership().nodes().any(|(n, _)| *n == id) {
         let members: Vec<String> = file
             .membership
@@ -149,11 +184,12 @@ pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, S
             .nodes()
             .map(|(n, _)| n.to_string())
             .collect();
-        return Err(format!(
-            "node {id} is not a member in this backup (members: {}); restore each member with its own id",
-            members.join(", ")
-        ));
+        return Err(BackupError::NotAMember {
+            id,
+            members: members.join(", "),
+        });
     }
+    let data = crate::DataDir::create_empty(data_dir, 16)?;
     let last: Option<LogId> = file.last_applied;
     let meta = SnapshotMeta {
         last_log_id: last,
@@ -162,40 +198,39 @@ pub fn restore(bytes: &[u8], db_path: &Path, id: NodeId) -> Result<BackupInfo, S
     };
     let payload = &bytes[bytes.len() - info.bytes as usize..];
     let written = (|| -> Result<(), String> {
-        let db = crate::open_db(db_path, 16).map_err(|e| e.to_string())?;
-        crate::state_machine::write_current(&snapshot_dir, &meta, payload)?;
+        crate::state_machine::write_current(&data.snapshot_dir(), &meta, payload)?;
         if let Some(l) = last {
-            crate::log_store::seed(&db, l, openraft::Vote::new(l.leader_id.term, id))?;
+            crate::log_store::seed(data.db(), l, openraft::Vote::new(l.leader_id.term, id))?;
         }
-        db.flush().map_err(|e| e.to_string())?;
+        data.db().flush().map_err(|e| e.to_string())?;
         Ok(())
     })();
     if let Err(e) = written {
         // The directory was empty: leave it so, not half restored.
-        let _ = std::fs::remove_dir_all(db_path);
+        let (db_path, snapshot_dir) = (data.db_path(), data.snapshot_dir());
+        drop(data);
+        let _ = std::fs::remove_dir_all(&db_path);
         let _ = std::fs::remove_dir_all(&snapshot_dir);
-        return Err(format!("writing {}: {e}", db_path.display()));
+        return Err(BackupError::Restore {
+            path: db_path.display().to_string(),
+            message: e,
+        });
     }
     Ok(info)
-}
-
-/// The snapshot directory of the data directory that holds `db_path` (`<data>/db`).
-fn snapshot_dir_beside(db_path: &Path) -> std::path::PathBuf {
-    crate::snapshot_files::SnapshotDir::of_data_dir(db_path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Write `bytes` to a new file at `path`, 0600, atomically and never over anything: the bytes
 /// go to a temporary file of a name no other writer uses (`O_EXCL`), are synced, and the file
 /// is then hard-linked to `path`, which fails if `path` exists (an existing backup, or
 /// anything else, is left as it is). A directory that has to be made is made 0700.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    crate::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::private::create_dir(dir).map_err(|e| BackupError::io(dir, e))?;
     if std::fs::symlink_metadata(path).is_ok() {
-        return Err(exists(path));
+        return Err(BackupError::Exists(path.display().to_string()));
     }
     static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
@@ -231,16 +266,11 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(path)),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(BackupError::Exists(path.display().to_string()))
+        }
+        Err(e) => Err(BackupError::io(path, e)),
     }
-}
-
-fn exists(path: &Path) -> String {
-    format!(
-        "{} already exists; a backup never replaces a file (choose a new name, or move the old one away first)",
-        path.display()
-    )
 }
 
 /// Scheduled backups in `dir`: `edgerun-<created_ms>.backup`, keeping the newest `keep`.
@@ -249,11 +279,11 @@ pub fn write_rotated(
     info: &BackupInfo,
     bytes: &[u8],
     keep: usize,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, BackupError> {
     let path = dir.join(format!("edgerun-{:013}.backup", info.created_ms));
     write_file(&path, bytes)?;
     let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|e| BackupError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -278,21 +308,31 @@ mod tests {
     #[test]
     fn a_backup_of_a_store_verifies_and_damage_is_named() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let db = crate::open_db(&dir.path().join("db"), 8).unwrap_or_else(|e| panic!("{e}"));
-        let sm = crate::StateMachineStore::open(&db, &dir.path().join("snapshot"))
+        let (d, _) = crate::DataDir::open(dir.path(), 8).unwrap_or_else(|e| panic!("{e}"));
+        let sm = crate::StateMachineStore::open(d.db(), &d.snapshot_dir())
             .unwrap_or_else(|e| panic!("{e}"));
         let (info, bytes) = take(&sm.view(), 1, 42).unwrap_or_else(|e| panic!("{e}"));
         // The borrowed encoding decodes as a SnapshotFile.
         let (again, file) = verify(&bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, info);
         assert_eq!(file.version, FORMAT_VERSION);
-        let cut = verify(&bytes[..bytes.len() - 1]).err().unwrap_or_default();
-        assert!(cut.contains("truncated"), "{cut}");
+        match verify(&bytes[..bytes.len() - 1]) {
+            Err(BackupError::Truncated { have, want }) => assert_eq!(have + 1, want),
+            other => panic!("a cut file: {:?}", other.map(|(i, _)| i)),
+        }
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        let sum = verify(&bad).err().unwrap_or_default();
-        assert!(sum.contains("checksum"), "{sum}");
+        match verify(&bad) {
+            Err(e @ BackupError::Checksum { .. }) => {
+                assert!(e.to_string().contains("damaged"), "{e}")
+            }
+            other => panic!("a changed byte: {:?}", other.map(|(i, _)| i)),
+        }
+        assert!(matches!(
+            verify(b"PK\x03\x04"),
+            Err(BackupError::NotABackup)
+        ));
     }
 
     #[test]
@@ -308,8 +348,12 @@ mod tests {
         };
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir.path().join("made")), 0o700);
-        let e = write_file(&path, b"second").err().unwrap_or_default();
-        assert!(e.contains("already exists"), "{e}");
+        match write_file(&path, b"second") {
+            Err(e @ BackupError::Exists(_)) => {
+                assert!(e.to_string().contains("never replaces"), "{e}")
+            }
+            other => panic!("a second write: {other:?}"),
+        }
         assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"first"[..]));
         let left: Vec<_> = std::fs::read_dir(dir.path().join("made"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())

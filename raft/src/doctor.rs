@@ -62,7 +62,8 @@ fn dir_bytes(p: &Path) -> u64 {
 /// Otherwise (every start, which must stay quick at any size): the stamps, the first and last
 /// log entries and the entry count, the snapshot's metadata; the state itself is decoded right
 /// after by the state machine, whose error carries the same advice.
-pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
+pub fn inspect(data: &crate::DataDir, full: bool) -> Report {
+    let (db, data_dir) = (data.db(), data.root());
     let mut r = Report::default();
     let mut problems = Vec::new();
     let mut live = 0u64;
@@ -122,7 +123,7 @@ pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
                 Err(e) => problems.push(format!("reading the purged index: {e}")),
             }
             let files = log_files::scan(
-                &log_files::dir_of(data_dir),
+                &data.log_dir(),
                 if full { Depth::Decode } else { Depth::Headers },
             );
             if files.segments.is_empty() && !log.is_empty() {
@@ -131,9 +132,7 @@ pub fn inspect(db: &sled::Db, data_dir: &Path, full: bool) -> Report {
             } else {
                 check_log_files(files, &mut r, &mut problems);
             }
-            let dir = crate::snapshot_files::SnapshotDir::at(
-                &crate::snapshot_files::SnapshotDir::of_data_dir(data_dir),
-            );
+            let dir = crate::snapshot_files::SnapshotDir::at(&data.snapshot_dir());
             match (dir.current(), snap.get(b"current")) {
                 (Err(e), _) => problems.push(format!("reading the snapshot: {e}")),
                 (Ok(Some((meta, path))), _) => {
@@ -329,8 +328,9 @@ fn check_snapshot(raw: &[u8], full: bool, r: &mut Report, problems: &mut Vec<Str
 }
 
 /// At start: the quick checks; an error says what is wrong and how to recover.
-pub fn check(db: &sled::Db, data_dir: &Path) -> Result<(), String> {
-    let r = inspect(db, data_dir, false);
+pub fn check(data: &crate::DataDir) -> Result<(), String> {
+    let r = inspect(data, false);
+    let data_dir = data.root();
     if r.problems.is_empty() {
         Ok(())
     } else {

@@ -9,7 +9,9 @@
 //!   `StateView`, the read handle the rest of the node uses.
 //! - [`rpc`]: cluster RPC, length-delimited bincode frames over TCP with pooled connections;
 //!   [`server`] answers it. [`network`]: openraft's RaftNetwork on top of it.
-//! - [`start`]: opens the database and starts a Raft node from the config.
+//! - [`data_dir`]: `DataDir`, the data directory's layout and the one place its sled database
+//!   is opened (node, restore, doctor, benchmarks).
+//! - [`start`]: starts a Raft node from the config on an open `DataDir`.
 //! - [`private`]: data at rest private to the node's user (dirs 0700, files 0600).
 //! - [`snapshot_files`]: the state machine's snapshots as plain files beside the database.
 //! - [`store_error`]: `StoreError`, the typed errors of the node's own files and trees.
@@ -42,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod backup;
 pub mod breaker;
+pub mod data_dir;
 pub mod doctor;
 pub mod faults;
 pub mod flush;
@@ -58,11 +61,12 @@ pub mod start;
 pub mod state_machine;
 pub mod store_error;
 
+pub use data_dir::{DataDir, DataDirError, Prepared};
 pub use flush::Flusher;
 pub use log_store::LogStore;
 pub use results::{Outbox, ResultStore};
 pub use rpc::{AppRequest, AppResponse, Heartbeat, MembershipChange, Peers, RemoteError};
-pub use start::{open_db, start_raft, RaftNode};
+pub use start::{start_raft, RaftNode};
 pub use state_machine::{StateEvent, StateMachineStore, StateView};
 pub use store_error::StoreError;
 
@@ -106,12 +110,6 @@ pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError
 pub enum RaftStoreError {
     #[error("opening the database at {path}: {message}")]
     Open { path: String, message: String },
-    #[error("the database at {path} was written by an incompatible edgerun (format {found}, this build reads {expected})")]
-    Format {
-        path: String,
-        found: String,
-        expected: u16,
-    },
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     /// The Raft log's files are damaged (a checksum, a gap, a file cut short mid-log).

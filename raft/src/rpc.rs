@@ -120,6 +120,13 @@ pub enum RpcError {
     },
     #[error("{addr} refused the request: {message}")]
     Refused { addr: String, message: String },
+    /// The peer answered in another request's shape (a peer of another build, or a bug).
+    #[error("{addr} answered a {asked} request with {got}")]
+    Mismatch {
+        addr: String,
+        asked: &'static str,
+        got: String,
+    },
 }
 
 /// Reused connections to one peer.
@@ -379,10 +386,90 @@ impl Peers {
                 addr: addr.to_string(),
                 message,
             }),
-            other => Err(RpcError::Refused {
+            other => Err(RpcError::Mismatch {
                 addr: addr.to_string(),
-                message: format!("unexpected answer {other:?}"),
+                asked: "application",
+                got: format!("{other:?}"),
             }),
         }
+    }
+
+    /// Forward a write to the leader at `addr`: the answer and the log index that carried it.
+    pub async fn propose(
+        &self,
+        addr: &str,
+        req: RaftRequest,
+        timeout: Duration,
+    ) -> Result<Result<(Response, u64), RemoteError>, RpcError> {
+        match self.app(addr, AppRequest::Propose(req), timeout).await? {
+            AppResponse::Proposed(r) => Ok(r),
+            other => Err(mismatch(addr, "Propose", &other)),
+        }
+    }
+
+    /// Ask the leader at `addr` for the index a linearizable read must wait for.
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<u64, RemoteError>, RpcError> {
+        match self.app(addr, AppRequest::ReadIndex, timeout).await? {
+            AppResponse::ReadIndex(r) => Ok(r),
+            other => Err(mismatch(addr, "ReadIndex", &other)),
+        }
+    }
+
+    /// Report this node's liveness to the leader at `addr`.
+    pub async fn heartbeat(
+        &self,
+        addr: &str,
+        hb: Heartbeat,
+        timeout: Duration,
+    ) -> Result<Result<(), RemoteError>, RpcError> {
+        match self.app(addr, AppRequest::Heartbeat(hb), timeout).await? {
+            AppResponse::Heartbeat(r) => Ok(r),
+            other => Err(mismatch(addr, "Heartbeat", &other)),
+        }
+    }
+
+    /// Have the leader at `addr` run a membership change.
+    pub async fn membership(
+        &self,
+        addr: &str,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Result<(), RemoteError>, RpcError> {
+        match self
+            .app(addr, AppRequest::Membership(change), timeout)
+            .await?
+        {
+            AppResponse::Membership(r) => Ok(r),
+            other => Err(mismatch(addr, "Membership", &other)),
+        }
+    }
+
+    /// A result the node at `addr` stored off-Raft (none when it does not have it).
+    pub async fn fetch_result(
+        &self,
+        addr: &str,
+        task: u64,
+        attempt: u32,
+        timeout: Duration,
+    ) -> Result<Result<Option<String>, RemoteError>, RpcError> {
+        match self
+            .app(addr, AppRequest::FetchResult { task, attempt }, timeout)
+            .await?
+        {
+            AppResponse::Result(r) => Ok(r),
+            other => Err(mismatch(addr, "FetchResult", &other)),
+        }
+    }
+}
+
+fn mismatch(addr: &str, asked: &'static str, got: &AppResponse) -> RpcError {
+    RpcError::Mismatch {
+        addr: addr.to_string(),
+        asked,
+        got: format!("{got:?}"),
     }
 }

@@ -392,7 +392,8 @@ mod tests {
             data: &'a [u8],
         }
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let db = crate::open_db(&tmp.path().join("db"), 8).unwrap_or_else(|e| panic!("{e}"));
+        let (d, _) = crate::DataDir::open(tmp.path(), 8).unwrap_or_else(|e| panic!("{e}"));
+        let db = d.db();
         let old = edgerun_model::encode(&Stored {
             meta: &meta(7),
             data: b"state at 7",
@@ -402,7 +403,7 @@ mod tests {
             .and_then(|t| t.insert(b"current", old))
             .unwrap_or_else(|e| panic!("{e}"));
         let d = SnapshotDir::open(&tmp.path().join("snapshot")).unwrap_or_else(|e| panic!("{e}"));
-        d.adopt_sled(&db).unwrap_or_else(|e| panic!("{e}"));
+        d.adopt_sled(db).unwrap_or_else(|e| panic!("{e}"));
         let (m, p) = d
             .current()
             .unwrap_or_else(|e| panic!("{e}"))
@@ -415,7 +416,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(left.is_none(), "removed from sled once the file is current");
         // Idempotent: nothing more to move.
-        d.adopt_sled(&db).unwrap_or_else(|e| panic!("{e}"));
+        d.adopt_sled(db).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! Open the node's sled database and start its Raft node.
+//! Start a node's Raft on its open data directory ([`crate::DataDir`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use edgerun_config::NodeConfig;
@@ -51,48 +50,6 @@ impl RaftNode {
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
-}
-
-/// Open (or create) the database at `path` with a capped page cache, and check that it was
-/// written by a compatible build.
-pub fn open_db(path: &Path, cache_capacity_mb: u64) -> Result<sled::Db, RaftStoreError> {
-    let shown = path.display().to_string();
-    crate::private::create_dir(path).map_err(|e| RaftStoreError::Open {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_capacity_mb * 1024 * 1024)
-        // We flush explicitly where durability matters; sled's timer flush is a fallback.
-        .flush_every_ms(Some(1000))
-        .open()
-        .map_err(|e| RaftStoreError::Open {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
-    let open_err = |e: sled::Error| RaftStoreError::Open {
-        path: shown.clone(),
-        message: e.to_string(),
-    };
-    match db.get(FORMAT_KEY).map_err(open_err)? {
-        None => {
-            db.insert(FORMAT_KEY, &DIR_FORMAT.to_be_bytes())
-                .map_err(open_err)?;
-            db.flush().map_err(open_err)?;
-        }
-        Some(v)
-            if v.as_ref() == DIR_FORMAT.to_be_bytes()
-                || v.as_ref() == LEGACY_DIR_FORMAT.to_be_bytes() => {}
-        Some(v) => {
-            return Err(RaftStoreError::Format {
-                path: shown,
-                found: format!("{:?}", v.as_ref()),
-                expected: DIR_FORMAT,
-            })
-        }
-    }
-    Ok(db)
 }
 
 /// This node's election timeout range: one tick-wide slot (openraft checks timeouts every 1.5
@@ -159,10 +116,11 @@ pub fn initial_members(cfg: &NodeConfig) -> BTreeMap<NodeId, Member> {
 /// node that already has state never re-initializes.
 pub async fn start_raft(
     cfg: &NodeConfig,
-    db: &sled::Db,
+    data: &crate::DataDir,
     flusher: &crate::Flusher,
 ) -> Result<RaftNode, RaftStoreError> {
-    let log_dir = crate::log_files::dir_of(cfg.data_dir());
+    let db = data.db();
+    let log_dir = data.log_dir();
     let log = LogStore::open(db, flusher.clone(), &log_dir).map_err(|e| {
         let path = log_dir.display().to_string();
         let message = e.to_string();
@@ -175,17 +133,14 @@ pub async fn start_raft(
     if dir_format(db) != Some(DIR_FORMAT) {
         // The log is in files now: an earlier build must not open this directory.
         let stamp = |e: sled::Error| RaftStoreError::Open {
-            path: cfg.db_path().display().to_string(),
+            path: data.db_path().display().to_string(),
             message: e.to_string(),
         };
         db.insert(FORMAT_KEY, &DIR_FORMAT.to_be_bytes())
             .map_err(stamp)?;
         db.flush().map_err(stamp)?;
     }
-    let sm = StateMachineStore::open(
-        db,
-        &crate::snapshot_files::SnapshotDir::of_data_dir(cfg.data_dir()),
-    )?;
+    let sm = StateMachineStore::open(db, &data.snapshot_dir())?;
     let view = sm.view();
     let key = crate::secure::ClusterKey::load(&cfg.cluster_secret_file())
         .map_err(RaftStoreError::Fatal)?;

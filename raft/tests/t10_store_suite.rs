@@ -12,15 +12,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let db = edgerun_raft::open_db(&dir.path().join("db"), 16)
-            .unwrap_or_else(|e| panic!("open_db: {e}"));
-        let log = LogStore::open(
-            &db,
-            edgerun_raft::Flusher::new(db.clone()),
-            &dir.path().join("log"),
-        )
-        .unwrap_or_else(|e| panic!("log store: {e}"));
-        let sm = StateMachineStore::open(&db, &dir.path().join("snapshot"))?;
+        let (data, _) =
+            edgerun_raft::DataDir::open(dir.path(), 16).unwrap_or_else(|e| panic!("data dir: {e}"));
+        let db = data.db();
+        let log = LogStore::open(db, edgerun_raft::Flusher::new(db.clone()), &data.log_dir())
+            .unwrap_or_else(|e| panic!("log store: {e}"));
+        let sm = StateMachineStore::open(db, &data.snapshot_dir())?;
         Ok((dir, log, sm))
     }
 }

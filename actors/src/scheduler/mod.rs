@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgerun_model::{Command, JobId, NodeId, Response, TaskId};
+use edgerun_model::{JobId, NodeId, TaskId};
 use edgerun_raft::{Heartbeat, RaftNode, StateEvent};
 
 pub mod cron;
@@ -159,19 +159,8 @@ impl SchedulerState {
         let proposer = self.proposer.clone();
         let me = myself.clone();
         tokio::spawn(async move {
-            let cmd = if down {
-                Command::NodeDown {
-                    now_ms: now_ms(),
-                    node,
-                }
-            } else {
-                Command::NodeUp {
-                    now_ms: now_ms(),
-                    node,
-                }
-            };
-            match proposer.propose(cmd).await {
-                Ok(Response::NodeMarked {
+            match proposer.mark_node(node, down).await {
+                Ok(crate::NodeMarked {
                     changed: true,
                     requeued,
                 }) => {
@@ -318,19 +307,12 @@ impl SchedulerState {
             let me = myself.clone();
             tokio::spawn(async move {
                 let n = preempt.len();
-                match proposer
-                    .propose(Command::Preempt {
-                        now_ms: now_ms(),
-                        victims: preempt,
-                    })
-                    .await
-                {
-                    Ok(Response::Accepted(v)) => {
+                match proposer.preempt(preempt).await {
+                    Ok(v) => {
                         let done = v.iter().filter(|ok| **ok).count();
                         metrics::counter!(m::SCHEDULER_PREEMPTED).increment(done as u64);
                         tracing::info!(evicted = done, asked = n, "preempted lower-priority tasks");
                     }
-                    Ok(other) => tracing::warn!(?other, "unexpected answer to Preempt"),
                     Err(e) => tracing::warn!(error = %e, "preempting failed; will retry"),
                 }
                 let _ = me.cast(SchedulerMsg::Evicted(ids));
@@ -361,14 +343,8 @@ impl SchedulerState {
         let me = myself.clone();
         tokio::spawn(async move {
             let n = plan.len();
-            match proposer
-                .propose(Command::Assign {
-                    now_ms: now_ms(),
-                    assignments: plan,
-                })
-                .await
-            {
-                Ok(Response::Accepted(v)) => {
+            match proposer.assign(plan).await {
+                Ok(v) => {
                     let placed = v.iter().filter(|ok| **ok).count();
                     metrics::counter!(m::SCHEDULER_PLACED).increment(placed as u64);
                     if placed < n {
@@ -379,7 +355,6 @@ impl SchedulerState {
                         );
                     }
                 }
-                Ok(other) => tracing::warn!(?other, "unexpected answer to Assign"),
                 Err(e) => tracing::warn!(error = %e, "assigning tasks failed; will retry"),
             }
             let _ = me.cast(SchedulerMsg::Assigned(ids));
@@ -421,15 +396,8 @@ impl SchedulerState {
             let proposer = self.proposer.clone();
             let me = myself.clone();
             tokio::spawn(async move {
-                match proposer
-                    .propose(Command::Fire {
-                        now_ms: now_ms(),
-                        job,
-                        slots,
-                    })
-                    .await
-                {
-                    Ok(Response::Fired { tasks, refused }) => {
+                match proposer.fire(job, slots).await {
+                    Ok(crate::Fired { tasks, refused }) => {
                         metrics::counter!(m::JOB_FIRES).increment(tasks.len() as u64);
                         if refused > 0 {
                             tracing::info!(
@@ -439,7 +407,6 @@ impl SchedulerState {
                             );
                         }
                     }
-                    Ok(other) => tracing::warn!(?other, "unexpected answer to Fire"),
                     Err(e) => tracing::warn!(job, error = %e, "firing a job failed; will retry"),
                 }
                 let _ = me.cast(SchedulerMsg::Fired(job));
@@ -486,15 +453,11 @@ impl SchedulerState {
         let proposer = self.proposer.clone();
         let me = myself.clone();
         tokio::spawn(async move {
-            match proposer
-                .propose(Command::Collect { now_ms: now, ids })
-                .await
-            {
-                Ok(Response::Collected(n)) => {
+            match proposer.collect(ids).await {
+                Ok(n) => {
                     metrics::counter!(m::TASKS_COLLECTED).increment(n);
                     tracing::debug!(collected = n, "retention collected finished tasks");
                 }
-                Ok(other) => tracing::warn!(?other, "unexpected answer to Collect"),
                 Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
             }
             let _ = me.cast(SchedulerMsg::Collected);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// What the node lets the API change while it runs.
 pub trait Control: Send + Sync {
@@ -68,13 +68,13 @@ pub async fn set_log(
     let filter = body.into_inner().filter;
     if filter.trim().is_empty() || filter.len() > 4096 {
         return Err(ApiError::bad_request(
-            "invalid_filter",
+            ErrorCode::InvalidFilter,
             "filter: 1 to 4096 characters, e.g. info or info,edgerun::trace=debug",
         ));
     }
     ctx.control
         .set_log_filter(&filter)
-        .map_err(|e| ApiError::bad_request("invalid_filter", e))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidFilter, e))?;
     tracing::info!(filter = %filter, "log filter changed through the API");
     Ok(HttpResponse::Ok().json(view(&ctx)))
 }
@@ -118,6 +118,6 @@ pub async fn reload(ctx: web::Data<AdminCtx>) -> Result<HttpResponse, ApiError> 
     let report = web::block(move || c.reload())
         .await
         .map_err(|e| ApiError::Internal(format!("reloading: {e}")))?
-        .map_err(|e| ApiError::bad_request("invalid_config", e))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidConfig, e))?;
     Ok(HttpResponse::Ok().json(report))
 }

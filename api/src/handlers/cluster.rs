@@ -7,7 +7,7 @@ use edgerun_actors::{ClusterHandle, MemberChange};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::handlers::tasks::parse_id;
 
 /// What the cluster handlers need.
@@ -36,7 +36,7 @@ pub struct NewLearner {
 fn host_port(field: &str, v: &str) -> Result<(), ApiError> {
     let bad = |why: &str| {
         ApiError::bad_request(
-            "invalid_member",
+            ErrorCode::InvalidMember,
             format!(
                 "{field}: {v:?} {why}; expected host:port, e.g. 10.0.0.4:7204 or n4.example:7204"
             ),
@@ -100,7 +100,7 @@ pub async fn add_learner(
     let b = body.into_inner();
     if b.id == 0 {
         return Err(ApiError::bad_request(
-            "invalid_member",
+            ErrorCode::InvalidMember,
             "id: must be positive",
         ));
     }

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use edgerun_actors::{NetFaults, Slot, SupervisorMsg};
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 #[derive(Clone)]
 pub struct DebugCtx {
@@ -20,7 +20,7 @@ pub async fn fail_actor(
     require(&ctx)?;
     let Some(sup) = ctx.supervisor.get() else {
         return Err(ApiError::Unavailable {
-            code: "unavailable",
+            code: ErrorCode::Unavailable,
             message: "the supervisor is not running".into(),
             details: json!(null),
         });
@@ -40,12 +40,12 @@ pub async fn fail_actor(
             Ok(HttpResponse::Accepted().json(json!({ "failed": actor })))
         }
         Ok(ractor::rpc::CallResult::Success(Err(msg))) => Err(ApiError::Conflict {
-            code: "not_running",
+            code: ErrorCode::NotRunning,
             message: msg,
             details: json!(null),
         }),
         _ => Err(ApiError::Unavailable {
-            code: "unavailable",
+            code: ErrorCode::Unavailable,
             message: "the supervisor is stopping".into(),
             details: json!(null),
         }),
@@ -72,7 +72,7 @@ pub async fn set_net(
     let faults = faults.into_inner();
     if faults.loss_percent > 100 {
         return Err(ApiError::bad_request(
-            "invalid_field",
+            ErrorCode::InvalidField,
             format!(
                 "loss_percent: {} is not a share; accepted: 0 to 100",
                 faults.loss_percent

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::handlers::tasks::TasksCtx;
 
 #[derive(Deserialize)]
@@ -59,7 +59,7 @@ impl Filter {
                     .map(|s| {
                         TaskStatus::parse(s.trim()).ok_or_else(|| {
                             ApiError::bad_request(
-                                "invalid_query",
+                                ErrorCode::InvalidQuery,
                                 format!("status {s:?} is not a task status"),
                             )
                         })
@@ -74,7 +74,7 @@ impl Filter {
                 .map(|k| {
                     KINDS.into_iter().find(|x| *x == k.trim()).ok_or_else(|| {
                         ApiError::bad_request(
-                            "invalid_query",
+                            ErrorCode::InvalidQuery,
                             format!("kind {k:?} is not one of task, leader, node"),
                         )
                     })
@@ -83,7 +83,7 @@ impl Filter {
         };
         if q.task == Some(0) {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "task must be a positive id",
             ));
         }
@@ -125,7 +125,7 @@ pub async fn events(
     let filter = Filter::parse(&q)?;
     if q.max_secs.is_some_and(|s| s > MAX_SECS) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("max_secs: 0 to {MAX_SECS} (leave it out to follow the stream until you disconnect)"),
         ));
     }

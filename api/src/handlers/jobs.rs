@@ -3,12 +3,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use edgerun_actors::now_ms;
 use edgerun_actors::scheduler::cron;
-use edgerun_model::{Command, Job, JobId, JobSpec, Misfire, Overlap, Response};
+use edgerun_model::{Job, JobId, JobSpec, Misfire, Overlap};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::dto::TaskSubmission;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::handlers::tasks::{submitter, TasksCtx};
 
 /// Longest job name.
@@ -40,7 +40,7 @@ fn utc() -> String {
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest {
-        code: "invalid_job",
+        code: ErrorCode::InvalidJob,
         message: format!("{field}: {msg}"),
         details: json!({ "field": field }),
     }
@@ -128,7 +128,7 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
         .filter(|id| *id > 0)
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_id",
+                ErrorCode::InvalidId,
                 format!("job id {raw:?} is not a positive integer"),
             )
         })
@@ -180,26 +180,18 @@ pub async fn create(
         ));
     }
     task.after.clear();
-    let resp = ctx
+    let id = ctx
         .proposer
-        .propose(Command::CreateJob {
-            now_ms: now_ms(),
-            spec: Box::new(JobSpec {
-                name: b.name,
-                schedule: b.schedule,
-                timezone: b.timezone,
-                task,
-                overlap: b.overlap,
-                misfire: b.misfire,
-                misfire_deadline_ms: deadline,
-            }),
+        .create_job(JobSpec {
+            name: b.name,
+            schedule: b.schedule,
+            timezone: b.timezone,
+            task,
+            overlap: b.overlap,
+            misfire: b.misfire,
+            misfire_deadline_ms: deadline,
         })
         .await?;
-    let Response::JobCreated(id) = resp else {
-        return Err(ApiError::Internal(format!(
-            "unexpected answer to CreateJob: {resp:?}"
-        )));
-    };
     read_own(&ctx).await?;
     let mut r = render(&ctx, id)?;
     *r.status_mut() = actix_web::http::StatusCode::CREATED;
@@ -237,20 +229,9 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_job_id(&id)?;
-    let resp = ctx
-        .proposer
-        .propose(Command::DeleteJob {
-            now_ms: now_ms(),
-            id,
-        })
-        .await?;
-    match resp {
-        Response::JobDeleted(true) => {
-            Ok(HttpResponse::Ok().json(json!({ "id": id, "deleted": true })))
-        }
-        Response::JobDeleted(false) => Err(ApiError::NotFound(format!("no job with id {id}"))),
-        other => Err(ApiError::Internal(format!(
-            "unexpected answer to DeleteJob: {other:?}"
-        ))),
+    if ctx.proposer.delete_job(id).await? {
+        Ok(HttpResponse::Ok().json(json!({ "id": id, "deleted": true })))
+    } else {
+        Err(ApiError::NotFound(format!("no job with id {id}")))
     }
 }

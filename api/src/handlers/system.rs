@@ -5,7 +5,7 @@ use edgerun_actors::Readiness;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::handlers::cluster::ClusterCtx;
 
 pub async fn healthz(ctx: web::Data<ClusterCtx>) -> HttpResponse {
@@ -18,7 +18,7 @@ pub async fn healthz(ctx: web::Data<ClusterCtx>) -> HttpResponse {
 /// forwarded write or read would be refused.
 pub async fn readyz(ctx: web::Data<ClusterCtx>) -> Result<HttpResponse, ApiError> {
     let not_ready = |message: String, leader: Option<u64>| ApiError::Unavailable {
-        code: "not_ready",
+        code: ErrorCode::NotReady,
         message,
         details: json!({ "leader": leader }),
     };

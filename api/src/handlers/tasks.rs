@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use edgerun_actors::{now_ms, ClusterHandle, Kernels, Policy, Proposer, ResultError};
-use edgerun_model::{Admission, Command, Response, Submitted, TaskId, TaskStatus};
+use edgerun_actors::{
+    CancelOutcome, ClusterHandle, Kernels, Policy, Proposer, RequeueOutcome, ResultError,
+};
+use edgerun_model::{Admission, TaskId, TaskStatus};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::dto::{task_json, task_json_explained, BatchSubmission, TaskSubmission, MAX_BATCH};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// What the task handlers need, and nothing else.
 #[derive(Clone)]
@@ -64,7 +66,7 @@ pub fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
         .filter(|id| *id > 0)
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_id",
+                ErrorCode::InvalidId,
                 format!("task id {raw:?} is not a positive integer"),
             )
         })
@@ -100,7 +102,7 @@ async fn fetch_result(
         Ok(v) => Ok(v),
         Err(e @ ResultError::Missing { .. }) => Err(ApiError::Internal(e.to_string())),
         Err(why) => Err(ApiError::Unavailable {
-            code: "result_unavailable",
+            code: ErrorCode::ResultUnavailable,
             message: format!(
                 "task {id}'s result ({} bytes) is kept on node {}: {why}",
                 r.bytes, r.node
@@ -110,26 +112,18 @@ async fn fetch_result(
     }
 }
 
-fn submitted(resp: Response, n: usize) -> Result<Vec<Submitted>, ApiError> {
-    match resp {
-        Response::Submitted(v) if v.len() == n => Ok(v),
-        Response::Rejected {
-            code,
-            message,
-            retry_after_ms,
-        } => Err(ApiError::TooMany {
-            code: if code == "cluster_full" {
-                "cluster_full"
-            } else {
-                "too_many_pending"
-            },
-            message,
-            retry_after_secs: retry_after_ms.div_ceil(1000),
-        }),
-        other => Err(ApiError::Internal(format!(
-            "unexpected answer to Submit: {other:?}"
-        ))),
-    }
+fn submitted(
+    r: Result<edgerun_actors::Submission, edgerun_actors::Rejected>,
+) -> Result<edgerun_actors::Submission, ApiError> {
+    r.map_err(|r| ApiError::TooMany {
+        code: if r.code == "cluster_full" {
+            ErrorCode::ClusterFull
+        } else {
+            ErrorCode::TooManyPending
+        },
+        message: r.message,
+        retry_after_secs: r.retry_after_ms.div_ceil(1000),
+    })
 }
 
 pub async fn submit(
@@ -143,15 +137,8 @@ pub async fn submit(
     let trace = crate::trace::of_request(&req);
     spec.trace_id = trace.clone();
     tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id(), "submit received");
-    let (resp, index) = ctx
-        .proposer
-        .propose_indexed(Command::Submit {
-            now_ms: now_ms(),
-            tasks: vec![spec],
-            admission: ctx.admission,
-        })
-        .await?;
-    let s = submitted(resp, 1)?[0];
+    let done = submitted(ctx.proposer.submit(vec![spec], ctx.admission).await?)?;
+    let (s, index) = (done.tasks[0], done.index);
     if s.created {
         metrics::counter!(edgerun_actors::metrics_names::TASKS_SUBMITTED).increment(1);
     }
@@ -184,7 +171,7 @@ pub async fn submit_batch(
     let tasks = body.into_inner().tasks;
     if tasks.is_empty() || tasks.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
-            "invalid_batch",
+            ErrorCode::InvalidBatch,
             format!(
                 "tasks: {} given; a batch holds 1 to {MAX_BATCH}",
                 tasks.len()
@@ -200,15 +187,7 @@ pub async fn submit_batch(
         specs.push(spec);
     }
     tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id(), tasks = n, "batch received");
-    let resp = ctx
-        .proposer
-        .propose(Command::Submit {
-            now_ms: now_ms(),
-            tasks: specs,
-            admission: ctx.admission,
-        })
-        .await?;
-    let done = submitted(resp, n)?;
+    let done = submitted(ctx.proposer.submit(specs, ctx.admission).await?)?.tasks;
     let created = done.iter().filter(|s| s.created).count() as u64;
     metrics::counter!(edgerun_actors::metrics_names::TASKS_SUBMITTED).increment(created);
     let ids: Vec<TaskId> = done.iter().map(|s| s.id).collect();
@@ -292,14 +271,14 @@ pub fn parse_timeout(raw: Option<&str>) -> Result<Duration, ApiError> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => humantime::parse_duration(raw).map_err(|e| {
             ApiError::bad_request(
-                "invalid_timeout",
+                ErrorCode::InvalidTimeout,
                 format!("timeout {raw:?}: {e}; e.g. 30s, 500ms, 2m"),
             )
         })?,
     };
     if d > MAX_WAIT {
         return Err(ApiError::bad_request(
-            "invalid_timeout",
+            ErrorCode::InvalidTimeout,
             format!("timeout {raw:?} is more than {}s", MAX_WAIT.as_secs()),
         ));
     }
@@ -360,7 +339,7 @@ pub async fn wait_many(
     let b = body.into_inner();
     if b.ids.is_empty() || b.ids.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
-            "invalid_ids",
+            ErrorCode::InvalidIds,
             format!("ids: 1 to {MAX_BATCH} task ids; got {}", b.ids.len()),
         ));
     }
@@ -423,7 +402,7 @@ pub async fn list(
         None | Some("") => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_status",
+                ErrorCode::InvalidStatus,
                 format!(
                     "status {s:?} is not one of {}",
                     TaskStatus::ALL
@@ -448,7 +427,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(
-            "invalid_limit",
+            ErrorCode::InvalidLimit,
             format!("limit {limit} is out of range 1..={MAX_PAGE}"),
         ));
     }
@@ -478,33 +457,22 @@ pub async fn cancel(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let resp = ctx
-        .proposer
-        .propose(Command::Cancel {
-            now_ms: now_ms(),
-            ids: vec![id],
-        })
-        .await?;
-    match resp {
-        Response::Cancelled(v) => match v.first().copied().flatten() {
-            None => Err(ApiError::NotFound(format!("no task with id {id}"))),
-            Some(TaskStatus::Cancelled) => {
-                // The cancel was applied on the leader; wait until this node has it too.
-                ctx.barrier(None).await?;
-                Ok(json_bytes(
-                    actix_web::http::StatusCode::OK,
-                    render(&ctx.node, id)?,
-                ))
-            }
-            Some(other) => Err(ApiError::Conflict {
-                code: "already_ended",
-                message: format!("task {id} already ended: {}", other.as_str()),
-                details: json!({ "status": other.as_str() }),
-            }),
-        },
-        other => Err(ApiError::Internal(format!(
-            "unexpected answer to Cancel: {other:?}"
-        ))),
+    let outcome = ctx.proposer.cancel(vec![id]).await?;
+    match outcome.first().copied().unwrap_or(CancelOutcome::Unknown) {
+        CancelOutcome::Unknown => Err(ApiError::NotFound(format!("no task with id {id}"))),
+        CancelOutcome::Cancelled => {
+            // The cancel was applied on the leader; wait until this node has it too.
+            ctx.barrier(None).await?;
+            Ok(json_bytes(
+                actix_web::http::StatusCode::OK,
+                render(&ctx.node, id)?,
+            ))
+        }
+        CancelOutcome::AlreadyEnded(other) => Err(ApiError::Conflict {
+            code: ErrorCode::AlreadyEnded,
+            message: format!("task {id} already ended: {}", other.as_str()),
+            details: json!({ "status": other.as_str() }),
+        }),
     }
 }
 
@@ -535,33 +503,22 @@ pub async fn requeue(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let resp = ctx
-        .proposer
-        .propose(Command::Requeue {
-            now_ms: now_ms(),
-            ids: vec![id],
-        })
-        .await?;
-    match resp {
-        Response::Requeued(v) => match v.first().copied().flatten() {
-            None => Err(ApiError::NotFound(format!("no task with id {id}"))),
-            Some(true) => {
+    let outcome = ctx.proposer.requeue(vec![id]).await?;
+    match outcome.first().copied().unwrap_or(RequeueOutcome::Unknown) {
+        RequeueOutcome::Unknown => Err(ApiError::NotFound(format!("no task with id {id}"))),
+        RequeueOutcome::Requeued => {
                 ctx.barrier(None).await?;
                 Ok(json_bytes(
                     actix_web::http::StatusCode::OK,
                     render(&ctx.node, id)?,
                 ))
             }
-            Some(false) => Err(ApiError::Conflict {
-                code: "not_dead_letter",
-                message: format!(
-                    "task {id} is not in the dead-letter queue (only tasks that failed or timed out with their attempts used up are)"
-                ),
-                details: serde_json::Value::Null,
-            }),
-        },
-        other => Err(ApiError::Internal(format!(
-            "unexpected answer to Requeue: {other:?}"
-        ))),
+        RequeueOutcome::NotDeadLetter => Err(ApiError::Conflict {
+            code: ErrorCode::NotDeadLetter,
+            message: format!(
+                "task {id} is not in the dead-letter queue (only tasks that failed or timed out with their attempts used up are)"
+            ),
+            details: serde_json::Value::Null,
+        }),
     }
 }
