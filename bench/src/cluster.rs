@@ -6,7 +6,6 @@
 //! Nothing here asserts a time: the figures are reported, and compared as ratios where there
 //! is something to compare with in the same run.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,7 +211,7 @@ fn f(v: &Value, k: &str) -> String {
 // ---- processes --------------------------------------------------------------------------
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(edgerun_testkit::free_port())
 }
 
 struct Proc {
@@ -262,19 +261,13 @@ impl Drop for Proc {
 
 /// `n` edgerun nodes as one cluster on loopback, spawned (not yet ready).
 fn edgerun_cluster(dir: &Path, n: u64, sets: &[String]) -> anyhow::Result<Vec<Proc>> {
-    let ports: Vec<(u64, u16, u16)> = (1..=n)
-        .map(|id| Ok((id, free_port()?, free_port()?)))
-        .collect::<anyhow::Result<_>>()?;
-    let peers = format!(
-        "cluster.peers=[{}]",
-        ports
-            .iter()
-            .map(|(id, api, rpc)| format!(
-                "{{ id = {id}, rpc = \"127.0.0.1:{rpc}\", api = \"127.0.0.1:{api}\" }}"
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let mut ports = Vec::new();
+    let layout = edgerun_testkit::Layout::new(n, "127.0.0.1", |id| {
+        let p = (edgerun_testkit::free_port(), edgerun_testkit::free_port());
+        ports.push((id, p.0, p.1));
+        p
+    });
+    let peers = layout.peers_set();
     let mut out = Vec::new();
     for (id, api, rpc) in ports {
         let d = dir.join(format!("n{id}"));
@@ -294,13 +287,9 @@ fn edgerun_cluster(dir: &Path, n: u64, sets: &[String]) -> anyhow::Result<Vec<Pr
                 "cluster.secret_file=\"{}\"",
                 dir.join("cluster.secret").display()
             ),
-            "auth.enabled=false".into(),
-            "limits.requests_per_second=100000000".into(),
-            "limits.burst=100000000".into(),
-            "limits.address_requests_per_second=100000000".into(),
-            "limits.address_burst=100000000".into(),
             "limits.max_pending=0".into(),
         ];
+        all.extend(edgerun_testkit::HARNESS_SETS.iter().map(|s| s.to_string()));
         if n > 1 {
             all.push(peers.clone());
         }

@@ -16,7 +16,6 @@
 //! cannot be used (checked at start; see [`Net::netem_available`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -94,7 +93,7 @@ fn quiet(args: &[&str]) {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(edgerun_testkit::free_port())
 }
 
 fn ns(id: u64) -> String {

@@ -71,16 +71,17 @@ fn overrides(
         ),
     ];
     if all.len() > 1 {
-        let peers: Vec<String> = all
-            .iter()
-            .map(|p| {
-                format!(
-                    "{{ id = {}, rpc = \"127.0.0.1:{}\", api = \"127.0.0.1:{}\" }}",
-                    p.id, p.rpc, p.api
-                )
-            })
-            .collect();
-        o.push(("cluster.peers".into(), format!("[{}]", peers.join(", "))));
+        let layout = edgerun_testkit::Layout {
+            members: all
+                .iter()
+                .map(|p| edgerun_testkit::Member {
+                    id: p.id,
+                    api: format!("127.0.0.1:{}", p.api),
+                    rpc: format!("127.0.0.1:{}", p.rpc),
+                })
+                .collect(),
+        };
+        o.push(("cluster.peers".into(), layout.peers_toml()));
     }
     if let Some(t) = tls {
         o.push((

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -113,12 +112,7 @@ pub fn big_result_task() -> Value {
     serde_json::json!({ "kernel": "matmul", "input": { "a": col, "b": row } })
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
+pub use edgerun_testkit::free_port;
 
 /// An HTTP answer: status and parsed JSON (Null when the body is not JSON).
 #[derive(Debug)]
@@ -215,15 +209,9 @@ impl Node {
         if opts.harness_sets {
             // Tests hammer one node from one address; the limit has its own test.
             // Authentication has its own tests (t85); the others talk to the node directly.
-            for s in [
-                "auth.enabled=false",
-                "limits.requests_per_second=1000000",
-                "limits.burst=1000000",
-                "limits.address_requests_per_second=1000000",
-                "limits.address_burst=1000000",
-            ] {
+            for s in edgerun_testkit::HARNESS_SETS {
                 args.push("--set".into());
-                args.push(s.into());
+                args.push(s.to_string());
             }
         }
         if let Some(c) = &opts.config {
@@ -633,18 +621,13 @@ impl Cluster {
         sets: &[&str],
         per: impl Fn(u64) -> Vec<String>,
     ) -> Cluster {
-        let ports: Vec<(u64, u16, u16)> =
-            (1..=n).map(|id| (id, free_port(), free_port())).collect();
-        let peers = format!(
-            "cluster.peers=[{}]",
-            ports
-                .iter()
-                .map(|(id, api, rpc)| format!(
-                    "{{ id = {id}, rpc = \"127.0.0.1:{rpc}\", api = \"127.0.0.1:{api}\" }}"
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let mut ports = Vec::new();
+        let layout = edgerun_testkit::Layout::new(n, "127.0.0.1", |id| {
+            let p = (free_port(), free_port());
+            ports.push((id, p.0, p.1));
+            p
+        });
+        let peers = layout.peers_set();
         let secret = format!(
             "cluster.secret_file=\"{}\"",
             dir.join("cluster.secret").display()
