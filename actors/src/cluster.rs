@@ -29,7 +29,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::child::Slot;
 use crate::scheduler::SchedulerMsg;
-use crate::{InjectedFailure, ProposeError, Proposer};
+use crate::{ProposeError, Proposer};
 
 /// Answers application requests from other nodes.
 pub struct LeaderHandler {
@@ -368,9 +368,9 @@ pub(crate) async fn read_barrier(node: &RaftNode, timeout: Duration) -> Result<(
     wait_applied(node, index, timeout).await
 }
 
-pub enum ClusterRpcMsg {
-    Fail,
-}
+/// The listener takes no messages: it serves until it is stopped (node shutdown, or an
+/// injected failure).
+pub enum ClusterRpcMsg {}
 
 /// Owns the cluster RPC listener.
 pub struct ClusterRpc;
@@ -417,13 +417,8 @@ impl Actor for ClusterRpc {
         &self,
         _myself: ActorRef<ClusterRpcMsg>,
         msg: ClusterRpcMsg,
-        state: &mut ClusterRpcState,
+        _state: &mut ClusterRpcState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            ClusterRpcMsg::Fail => {
-                state.server.abort();
-                Err(Box::new(InjectedFailure))
-            }
-        }
+        match msg {}
     }
 }

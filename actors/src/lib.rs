@@ -9,7 +9,8 @@
 //!   [`proposals`] gives it one typed method per command (`cancel(ids) -> Vec<CancelOutcome>`).
 //! - [`scheduler`]: places pending tasks, only where this node leads.
 //! - [`worker`]: runs the tasks placed on this node and commits their results.
-//! - [`monitor`]: registers the node, heartbeats to the leader, exports gauges.
+//! - [`monitor`]: registers the node, heartbeats to the leader, exports gauges; writes the
+//!   scheduled backups (`monitor/backups.rs`) and hands freed memory back (`monitor/trim.rs`).
 //! - [`cluster`]: ClusterRpc (the node-to-node listener), the leader-side handler for
 //!   forwarded writes, read-index, heartbeats and membership changes, and `read_barrier`.
 //! - [`cluster_handle`]: [`ClusterHandle`], the facade the Api reaches Raft through (leader,
@@ -64,7 +65,8 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Injected failure, used by the supervision tests (`debug.fault_injection`).
-#[derive(Debug, thiserror::Error)]
-#[error("injected failure (debug.fault_injection)")]
-pub struct InjectedFailure;
+/// Why an actor stopped when a failure was injected (`POST /v1/debug/fail/{actor}`, with
+/// `debug.fault_injection` on). The supervisor takes any stop it did not ask for as a failure:
+/// injecting one is stopping the actor with this reason, so no actor carries a test-only
+/// message in its enum.
+pub const INJECTED_FAILURE: &str = "injected failure (debug.fault_injection)";

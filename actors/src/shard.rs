@@ -26,7 +26,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::child::Slot;
 use crate::metrics_names as m;
-use crate::InjectedFailure;
 
 /// Writes handed to Raft at once. openraft pipelines them; more than a couple only makes
 /// batches smaller.
@@ -84,8 +83,6 @@ pub enum ShardMsg {
     },
     /// A write handed to Raft has finished.
     WriteDone,
-    /// Fault injection.
-    Fail,
 }
 
 pub struct StateShard;
@@ -318,7 +315,6 @@ impl Actor for StateShard {
                 state.inflight = state.inflight.saturating_sub(1);
                 state.flush(&myself);
             }
-            ShardMsg::Fail => return Err(Box::new(InjectedFailure)),
         }
         Ok(())
     }

@@ -9,11 +9,11 @@ use edgerun_raft::RaftNode;
 use ractor::{Actor, ActorCell};
 
 use crate::child::{ChildSpec, Slot, SpawnFuture};
-use crate::cluster::{ClusterRpc, ClusterRpcArgs, ClusterRpcMsg, LeaderHandler};
-use crate::monitor::{Monitor, MonitorArgs, MonitorMsg};
+use crate::cluster::{ClusterRpc, ClusterRpcArgs, LeaderHandler};
+use crate::monitor::{Monitor, MonitorArgs};
 use crate::scheduler::{Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::shard::{ShardArgs, ShardMsg, StateShard};
-use crate::worker::{Worker, WorkerArgs, WorkerMsg};
+use crate::worker::{Worker, WorkerArgs};
 use crate::Proposer;
 
 /// Everything the core actors are built from.
@@ -51,7 +51,6 @@ pub struct CoreParts {
 struct Spec<M: ractor::Message> {
     name: &'static str,
     slot: Slot<M>,
-    fail: fn() -> M,
     start: Box<dyn Fn(ActorCell, Slot<M>) -> SpawnFuture<'static> + Send + Sync>,
 }
 
@@ -65,18 +64,14 @@ impl<M: ractor::Message> ChildSpec for Spec<M> {
     }
 
     fn inject_failure(&self) -> bool {
-        self.slot
-            .get()
-            .is_some_and(|r| r.cast((self.fail)()).is_ok())
+        self.slot.get().is_some_and(|r| {
+            r.stop(Some(crate::INJECTED_FAILURE.into()));
+            true
+        })
     }
 }
 
-fn spec<A, F>(
-    name: &'static str,
-    slot: Slot<A::Msg>,
-    fail: fn() -> A::Msg,
-    make: F,
-) -> Arc<dyn ChildSpec>
+fn spec<A, F>(name: &'static str, slot: Slot<A::Msg>, make: F) -> Arc<dyn ChildSpec>
 where
     A: Actor,
     F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
@@ -85,7 +80,6 @@ where
     Arc::new(Spec {
         name,
         slot,
-        fail,
         start: Box::new(move |sup, slot| {
             let make = make.clone();
             Box::pin(async move {
@@ -112,21 +106,16 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
     let mut out: Vec<Arc<dyn ChildSpec>> = Vec::new();
     {
         let p = p.clone();
-        out.push(spec::<StateShard, _>(
-            "state_shard",
-            shard,
-            || ShardMsg::Fail,
-            move || {
-                (
-                    StateShard,
-                    ShardArgs {
-                        node: p.node.clone(),
-                        max_batch: p.max_batch,
-                        forward_timeout: p.forward_timeout,
-                    },
-                )
-            },
-        ));
+        out.push(spec::<StateShard, _>("state_shard", shard, move || {
+            (
+                StateShard,
+                ShardArgs {
+                    node: p.node.clone(),
+                    max_batch: p.max_batch,
+                    forward_timeout: p.forward_timeout,
+                },
+            )
+        }));
     }
     {
         let handler = Arc::new(LeaderHandler {
@@ -139,7 +128,6 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
         out.push(spec::<ClusterRpc, _>(
             "cluster_rpc",
             Slot::default(),
-            || ClusterRpcMsg::Fail,
             move || {
                 (
                     ClusterRpc,
@@ -153,72 +141,57 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
     }
     {
         let (p, proposer, scheduler) = (p.clone(), proposer.clone(), scheduler.clone());
-        out.push(spec::<Monitor, _>(
-            "monitor",
-            Slot::default(),
-            || MonitorMsg::Fail,
-            move || {
-                (
-                    Monitor,
-                    MonitorArgs {
-                        node: p.node.clone(),
-                        proposer: proposer.clone(),
-                        info: p.info.clone(),
-                        scheduler: scheduler.clone(),
-                        heartbeat: p.heartbeat,
-                        alerts: p.alerts.clone(),
-                        data_dir: p.data_dir.clone(),
-                        backups: p.backups.clone(),
-                    },
-                )
-            },
-        ));
+        out.push(spec::<Monitor, _>("monitor", Slot::default(), move || {
+            (
+                Monitor,
+                MonitorArgs {
+                    node: p.node.clone(),
+                    proposer: proposer.clone(),
+                    info: p.info.clone(),
+                    scheduler: scheduler.clone(),
+                    heartbeat: p.heartbeat,
+                    alerts: p.alerts.clone(),
+                    data_dir: p.data_dir.clone(),
+                    backups: p.backups.clone(),
+                },
+            )
+        }));
     }
     {
         let (p, proposer) = (p.clone(), proposer.clone());
-        out.push(spec::<Scheduler, _>(
-            "scheduler",
-            scheduler,
-            || SchedulerMsg::Fail,
-            move || {
-                (
-                    Scheduler,
-                    SchedulerArgs {
-                        node: p.node.clone(),
-                        proposer: proposer.clone(),
-                        lease: p.lease,
-                        policy: p.policy,
-                        retention: p.retention,
-                    },
-                )
-            },
-        ));
+        out.push(spec::<Scheduler, _>("scheduler", scheduler, move || {
+            (
+                Scheduler,
+                SchedulerArgs {
+                    node: p.node.clone(),
+                    proposer: proposer.clone(),
+                    lease: p.lease,
+                    policy: p.policy,
+                    retention: p.retention,
+                },
+            )
+        }));
     }
     {
         let (p, proposer) = (p.clone(), proposer.clone());
-        out.push(spec::<Worker, _>(
-            "worker",
-            Slot::default(),
-            || WorkerMsg::Fail,
-            move || {
-                (
-                    Worker,
-                    WorkerArgs {
-                        node: p.node.clone(),
-                        proposer: proposer.clone(),
-                        executor: p.executor.clone(),
-                        slots: p.slots,
-                        default_timeout: p.default_timeout,
-                        delay: p.kernel_delay,
-                        default_memory_mb: p.default_memory_mb,
-                        results: p.results.clone(),
-                        inline_result_max: p.inline_result_max,
-                        outbox: p.outbox.clone(),
-                        cache: p.cache.clone(),
-                    },
-                )
-            },
-        ));
+        out.push(spec::<Worker, _>("worker", Slot::default(), move || {
+            (
+                Worker,
+                WorkerArgs {
+                    node: p.node.clone(),
+                    proposer: proposer.clone(),
+                    executor: p.executor.clone(),
+                    slots: p.slots,
+                    default_timeout: p.default_timeout,
+                    delay: p.kernel_delay,
+                    default_memory_mb: p.default_memory_mb,
+                    results: p.results.clone(),
+                    inline_result_max: p.inline_result_max,
+                    outbox: p.outbox.clone(),
+                    cache: p.cache.clone(),
+                },
+            )
+        }));
     }
     (out, proposer)
 }

@@ -11,7 +11,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, not std's: the restart window follows `tokio::time::pause` in tests.
+use tokio::time::Instant;
 
 use edgerun_config::SupervisorConfig;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};

@@ -34,7 +34,7 @@ use tracing::Instrument;
 use crate::executor::{Executor, Job as ExecJob};
 use crate::metrics_names as m;
 use crate::scheduler::forward_changes;
-use crate::{now_ms, InjectedFailure, ProposeError, Proposer};
+use crate::{now_ms, ProposeError, Proposer};
 
 const TICK: Duration = Duration::from_millis(500);
 
@@ -43,7 +43,6 @@ pub enum WorkerMsg {
     Tick,
     /// An attempt ended (its completion is committed or no longer wanted).
     Finished(TaskId, u32),
-    Fail,
 }
 
 pub struct Worker;
@@ -577,12 +576,6 @@ impl Actor for Worker {
                     state.done.insert(id, attempt);
                 }
                 state.scan(&myself);
-            }
-            WorkerMsg::Fail => {
-                // post_stop does not run for a failed actor: stop its helpers here.
-                state.ticker.abort();
-                state.forwarder.abort();
-                return Err(Box::new(InjectedFailure));
             }
         }
         Ok(())

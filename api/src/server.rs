@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use edgerun_actors::child::SpawnFuture;
-use edgerun_actors::{ChildSpec, InjectedFailure, Slot};
+use edgerun_actors::{ChildSpec, Slot};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
@@ -40,7 +40,6 @@ pub struct ApiParts {
 
 pub enum ApiMsg {
     ServerExited(String),
-    Fail,
 }
 
 pub struct ApiServer;
@@ -143,15 +142,10 @@ impl Actor for ApiServer {
         &self,
         _myself: ActorRef<ApiMsg>,
         msg: ApiMsg,
-        state: &mut ApiState,
+        _state: &mut ApiState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ApiMsg::ServerExited(why) => Err(why.into()),
-            ApiMsg::Fail => {
-                // post_stop does not run for a failed actor: stop the server here.
-                state.handle.stop(false).await;
-                Err(Box::new(InjectedFailure))
-            }
         }
     }
 }
@@ -199,8 +193,9 @@ impl ChildSpec for ApiSpec {
     }
 
     fn inject_failure(&self) -> bool {
-        self.slot
-            .get()
-            .is_some_and(|r| r.cast(ApiMsg::Fail).is_ok())
+        self.slot.get().is_some_and(|r| {
+            r.stop(Some(edgerun_actors::INJECTED_FAILURE.into()));
+            true
+        })
     }
 }

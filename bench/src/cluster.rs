@@ -7,7 +7,7 @@
 //! is something to compare with in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -214,48 +214,36 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(edgerun_testkit::free_port())
 }
 
+/// A process of a benchmarked cluster (an edgerun node, or an etcd member beside it).
 struct Proc {
     id: u64,
     url: String,
-    child: Option<Child>,
+    proc: edgerun_testkit::NodeProcess,
     args: Vec<String>,
     dir: PathBuf,
 }
 
 impl Proc {
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.proc.pid()
     }
 
+    /// kill -9 and reap (also when the Proc is dropped).
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("finding the edgerun binary")?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("node.log"))?;
-        self.child = Some(
-            Command::new(exe)
-                .args(&self.args)
-                .env("EDGERUN_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .context("starting edgerun node")?,
-        );
+        let mut cmd = Command::new(exe);
+        cmd.args(&self.args).env("EDGERUN_LOG", "warn");
+        self.proc
+            .spawn(
+                cmd,
+                edgerun_testkit::Log::Append(&self.dir.join("node.log")),
+            )
+            .context("starting edgerun node")?;
         Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -301,7 +289,7 @@ fn edgerun_cluster(dir: &Path, n: u64, sets: &[String]) -> anyhow::Result<Vec<Pr
         let mut p = Proc {
             id,
             url: format!("http://127.0.0.1:{api}"),
-            child: None,
+            proc: edgerun_testkit::NodeProcess::default(),
             args,
             dir: d,
         };
@@ -524,18 +512,16 @@ fn etcd_cluster(dir: &Path) -> anyhow::Result<Etcd> {
             "--log-level".into(),
             "error".into(),
         ];
-        let log = std::fs::File::create(d.join("etcd.log"))?;
-        let child = Command::new(etcd)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
+        let mut proc = edgerun_testkit::NodeProcess::default();
+        let mut cmd = Command::new(etcd);
+        cmd.args(&args);
+        proc.spawn(cmd, edgerun_testkit::Log::Fresh(&d.join("etcd.log")))
             .context("starting etcd")?;
         clients.push(format!("http://127.0.0.1:{c}"));
         procs.push(Proc {
             id: i as u64 + 1,
             url: format!("http://127.0.0.1:{c}"),
-            child: Some(child),
+            proc,
             args,
             dir: d,
         });

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -36,7 +35,7 @@ pub struct ChaosNode {
     pub addrs: Addrs,
     pub dir: PathBuf,
     pub voter: bool,
-    child: Option<Child>,
+    proc: edgerun_testkit::NodeProcess,
     /// Stopped with SIGSTOP and not yet continued.
     pub paused: bool,
     /// A tmpfs mounted on the data directory (full-disk scenarios).
@@ -70,20 +69,17 @@ impl ChaosNode {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.proc.pid()
     }
 
     /// Running (not exited; a paused process counts as running).
     pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.proc.is_running()
     }
 
     /// How the process ended, if it has.
     pub fn exit_status(&mut self) -> Option<String> {
-        let c = self.child.as_mut()?;
-        c.try_wait().ok().flatten().map(|s| s.to_string())
+        self.proc.exit_status().map(|s| s.to_string())
     }
 
     pub fn signal(&mut self, sig: Signal) -> Result<()> {
@@ -128,10 +124,7 @@ impl ChaosNode {
                 .args(["kill", name])
                 .output();
         }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
         self.paused = false;
     }
 }
@@ -188,7 +181,7 @@ impl Cluster {
                 addrs,
                 dir: node_dir,
                 voter: true,
-                child: None,
+                proc: edgerun_testkit::NodeProcess::default(),
                 paused: false,
                 tmpfs: false,
                 container: None,
@@ -279,7 +272,8 @@ impl Cluster {
             .append(true)
             .open(node.log_path())?;
         writeln!(log, "==== edgerun-chaos: starting node {id}")?;
-        let err = log.try_clone()?;
+        drop(log);
+        let log_path = node.log_path();
         let clock = node.clock_file();
         let mut cmd = self.net.command(id, &self.program, &node.dir);
         if self.settings.faketime.is_some() && self.net.kind() == Kind::Docker {
@@ -297,15 +291,11 @@ impl Cluster {
         }
         cmd.args(["node", "--config"])
             .arg(&cfg_path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting node {id} ({})", self.program))?;
+            .env("RUST_LOG", "info");
         let node = self.node_mut(id)?;
-        node.child = Some(child);
+        node.proc
+            .spawn(cmd, edgerun_testkit::Log::Append(&log_path))
+            .with_context(|| format!("starting node {id}"))?;
         node.paused = false;
         node.container = docker.then(|| crate::net::container(id));
         Ok(())
@@ -323,7 +313,7 @@ impl Cluster {
                 addrs: addrs.clone(),
                 dir: node_dir,
                 voter: false,
-                child: None,
+                proc: edgerun_testkit::NodeProcess::default(),
                 paused: false,
                 tmpfs: false,
                 container: None,

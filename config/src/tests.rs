@@ -1,4 +1,5 @@
 use super::*;
+use edgerun_model::Tier;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

@@ -270,7 +270,9 @@ pub struct NodeArgs {
     /// Shortcut for --set api.listen=ADDR.
     #[arg(long)]
     pub api_listen: Option<String>,
-    /// Check the configuration (all layers) and exit: 0 and "config ok", or the error.
+    /// Check the configuration (all layers) and what it names (backup schedule and time zone,
+    /// Redis URL, TLS files) as a start would, writing nothing; exit 0 and "config ok", or
+    /// the error.
     #[arg(long)]
     pub check_config: bool,
 }
@@ -467,6 +469,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Node(a) => {
             let cfg = edgerun_config::load(&node_sources(&a)?)?;
             if a.check_config {
+                // What the start checks besides the values (schedule, time zone, Redis URL,
+                // TLS files), without writing or connecting anything.
+                crate::wiring::preflight(&cfg)?;
                 println!(
                     "config ok: node {} ({}), api {}, rpc {}, {} peer(s)",
                     cfg.node.id,

@@ -4,11 +4,12 @@
 //! with its own ports and data dir, and stop with this one (Ctrl-C).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use edgerun_config::{NodeConfig, Sources};
+use edgerun_testkit::{Log, NodeProcess};
 use serde_json::json;
 
 use crate::cli::{toml_string, DevArgs};
@@ -224,22 +225,19 @@ fn run_children(
     crate::wiring::init_logging();
     let exe = std::env::current_exe().context("finding the edgerun binary")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut children: Vec<(u64, Child, PathBuf)> = Vec::new();
+    let mut children: Vec<(u64, NodeProcess, PathBuf)> = Vec::new();
     for p in all {
         let log = dir.join(format!("n{}.log", p.id));
-        let file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(&exe);
         cmd.arg("node");
         for (k, v) in overrides(dir, p, all, tls) {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .with_context(|| format!("starting node {}", p.id))?;
-        tracing::info!(node = p.id, pid = child.id(), log = %log.display(), "node started");
+        let mut child = NodeProcess::default();
+        let pid = child
+            .spawn(cmd, Log::Fresh(&log))
+            .with_context(|| format!("starting node {} (log {})", p.id, log.display()))?;
+        tracing::info!(node = p.id, pid, log = %log.display(), "node started");
         children.push((p.id, child, log));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -255,7 +253,7 @@ fn run_children(
                 _ = &mut stop => return None,
                 _ = tick.tick() => {
                     for (id, c, log) in children.iter_mut() {
-                        if let Ok(Some(st)) = c.try_wait() {
+                        if let Some(st) = c.exit_status() {
                             return Some(format!(
                                 "node {id} exited ({st}){}; its log is {}",
                                 last_errors(log),
@@ -268,24 +266,13 @@ fn run_children(
         }
     });
     tracing::info!("stopping {} nodes", children.len());
+    // All asked at once, then each given up to 15 s before a kill -9.
     for (_, c, _) in children.iter() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+        let _ = c.signal("TERM");
     }
     for (id, c, _) in children.iter_mut() {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() > deadline => {
-                    tracing::warn!(node = *id, "did not stop in 15 s; killing it");
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            }
+        if c.stop(Duration::from_secs(15)).is_none() {
+            tracing::warn!(node = *id, "did not stop in 15 s; killed it");
         }
     }
     match died {

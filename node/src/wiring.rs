@@ -58,6 +58,43 @@ pub fn run(cfg: NodeConfig, sources: Option<Sources>) -> anyhow::Result<()> {
     rt.block_on(run_node(cfg, sources, shutdown_signal()))
 }
 
+/// What a node builds from its settings before it writes anything; an error names the key.
+pub struct Preflight {
+    pub cache: Option<Arc<edgerun_actors::cache::ResultCache>>,
+    pub backups: Option<edgerun_actors::monitor::BackupPlan>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Everything the node checks at start that the config's own validation cannot (it would need
+/// the files, the cron parser, the Redis client): used by the start and by `--check-config`,
+/// so that the two cannot drift apart. Writes nothing and connects nowhere.
+pub fn preflight(cfg: &NodeConfig) -> anyhow::Result<Preflight> {
+    let cache = result_cache(cfg)?;
+    if !cfg.redis.url.is_empty() {
+        // The shared rate limits parse the same URL (the cache may be off).
+        edgerun_actors::redis_link::RedisLink::new(
+            &cfg.redis.url,
+            Duration::from_millis(cfg.redis.timeout_ms.max(1)),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let backups = backup_plan(cfg)?;
+    let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let t = edgerun_api::tls::server_config(cert, key)
+                .map_err(|e| anyhow::anyhow!("api: {e}"))?;
+            tracing::info!(cert = %cert.display(), "REST API over TLS (HTTPS only)");
+            Some(Arc::new(t))
+        }
+        _ => None,
+    };
+    Ok(Preflight {
+        cache,
+        backups,
+        tls,
+    })
+}
+
 /// The result cache `[cache]` asks for: Redis when `redis.url` is set, else in-process.
 fn result_cache(
     cfg: &NodeConfig,
@@ -407,21 +444,13 @@ pub async fn run_node(
         });
     }
 
-    // The result cache's settings (a Redis URL) and the backup schedule are checked before
-    // anything is written.
-    let cache = result_cache(&cfg)?;
-    let backups = backup_plan(&cfg)?;
-
-    // TLS files are checked before anything is written.
-    let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let t = edgerun_api::tls::server_config(cert, key)
-                .map_err(|e| anyhow::anyhow!("api: {e}"))?;
-            tracing::info!(cert = %cert.display(), "REST API over TLS (HTTPS only)");
-            Some(Arc::new(t))
-        }
-        _ => None,
-    };
+    // What the settings name outside themselves (a Redis URL, a backup schedule and its time
+    // zone, TLS files) is checked before anything is written; `--check-config` checks the same.
+    let Preflight {
+        cache,
+        backups,
+        tls,
+    } = preflight(&cfg)?;
 
     // Private to the node's user (SECURITY.md, "Data at rest"): a data directory made
     // looser (by hand, or by an edgerun before umask 077) is tightened to 0700.

@@ -442,3 +442,55 @@ fn edgerun_dev_without_dir_uses_a_fresh_scratch_dir_and_never_removes_a_foreign_
         scratch.display()
     );
 }
+
+/// `--check-config` checks what a start checks besides the values (backup schedule and time
+/// zone, Redis URL, TLS files), names the key, and writes nothing.
+#[test]
+fn check_config_finds_what_the_start_would_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().join("data");
+    let data_set = format!("node.data_dir=\"{}\"", data.display());
+    let check = |sets: &[&str]| {
+        let mut args = vec!["node", "--check-config", "--set", data_set.as_str()];
+        for s in sets {
+            args.push("--set");
+            args.push(s);
+        }
+        common::edgerun_cli(&args)
+    };
+    let ok = check(&[]);
+    assert!(ok.status.success(), "{}", common::said(&ok));
+    assert!(
+        common::said(&ok).contains("config ok"),
+        "{}",
+        common::said(&ok)
+    );
+    let missing_cert = dir.path().join("no-such-cert.pem");
+    let cert = format!("api.tls_cert_file=\"{}\"", missing_cert.display());
+    let key = format!("api.tls_key_file=\"{}\"", missing_cert.display());
+    for (sets, names) in [
+        (vec!["backup.schedule=\"0 0 25 * * *\""], "backup.schedule"),
+        (
+            vec![
+                "backup.schedule=\"0 0 3 * * *\"",
+                "backup.timezone=\"Mars/Olympus_Mons\"",
+            ],
+            "Mars/Olympus_Mons",
+        ),
+        (vec!["redis.url=\"redis://cache:notaport\""], "redis.url"),
+        (vec![cert.as_str(), key.as_str()], "no-such-cert.pem"),
+    ] {
+        let o = check(&sets);
+        assert!(
+            !o.status.success(),
+            "{sets:?} was accepted: {}",
+            common::said(&o)
+        );
+        assert!(
+            common::said(&o).contains(names),
+            "{sets:?}: the error does not name {names}: {}",
+            common::said(&o)
+        );
+    }
+    assert!(!data.exists(), "--check-config wrote the data directory");
+}

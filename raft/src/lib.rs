@@ -22,6 +22,8 @@
 //! - [`faults`]: network faults injected into outgoing cluster RPC (chaos tests).
 //! - [`backup`]: backups of the replicated state, and seeding a data directory from one.
 //! - [`doctor`]: what a (stopped) data directory holds and whether it is whole.
+//! - [`testing`]: in-process clusters for the fast test tier (N nodes over a network the test
+//!   cuts and heals, no sockets).
 //!
 //! ```text
 //!  proposer ──client_write──▶ openraft ──append──▶ LogStore (<data>/log/*.seg, fdatasync)
@@ -60,6 +62,7 @@ pub mod snapshot_files;
 pub mod start;
 pub mod state_machine;
 pub mod store_error;
+pub mod testing;
 
 pub use data_dir::{DataDir, DataDirError, Prepared};
 pub use flush::Flusher;

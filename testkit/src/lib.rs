@@ -6,11 +6,14 @@
 //! - [`ports`]: free TCP ports on 127.0.0.1 that no other harness process is handed.
 //! - [`layout`]: a cluster's shape (ids, API and RPC addresses) and the `cluster.peers` value
 //!   every member is started with.
+//! - [`process`]: one node process: its log, signals, a clean stop or kill -9, reaped, never
+//!   left running.
 //!
 //! std only: it is a dependency of the `edgerun` binary (`edgerun dev`) too.
 
 pub mod layout;
 pub mod ports;
+pub mod process;
 
 pub use layout::{Layout, Member};
 
@@ -25,3 +28,4 @@ pub const HARNESS_SETS: &[&str] = &[
     "limits.address_burst=100000000",
 ];
 pub use ports::free_port;
+pub use process::{Log, NodeProcess};

@@ -46,7 +46,7 @@ pub use plan::{pending_reason, plan, simulated_cluster, Plan, Policy};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::metrics_names as m;
-use crate::{now_ms, InjectedFailure, Proposer};
+use crate::{now_ms, Proposer};
 
 const TICK: Duration = Duration::from_millis(100);
 
@@ -68,7 +68,6 @@ pub enum SchedulerMsg {
     Collected,
     /// A plan held back by the throttle is due.
     Replan,
-    Fail,
 }
 
 /// A plan that placed nothing and took this long or more holds the next one back for
@@ -577,12 +576,6 @@ impl Actor for Scheduler {
                     state.inflight.remove(&id);
                 }
                 state.place(&myself);
-            }
-            SchedulerMsg::Fail => {
-                // post_stop does not run for a failed actor: stop its helpers here.
-                state.ticker.abort();
-                state.forwarder.abort();
-                return Err(Box::new(InjectedFailure));
             }
         }
         Ok(())

@@ -113,6 +113,7 @@ pub fn big_result_task() -> Value {
 }
 
 pub use edgerun_testkit::free_port;
+use edgerun_testkit::process::{Log, NodeProcess};
 
 /// An HTTP answer: status and parsed JSON (Null when the body is not JSON).
 #[derive(Debug)]
@@ -143,7 +144,7 @@ pub struct Node {
     pub url: String,
     pub port: u16,
     args: Vec<String>,
-    child: Option<Child>,
+    proc: NodeProcess,
     agent: ureq::Agent,
     starts: u32,
     /// EDGERUN_LOG for the process; none = unset (the config's log.filter applies).
@@ -228,7 +229,7 @@ impl Node {
             url: format!("http://127.0.0.1:{port}"),
             port,
             args,
-            child: None,
+            proc: NodeProcess::default(),
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(60))
                 .build(),
@@ -240,21 +241,13 @@ impl Node {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.proc.is_running()
     }
 
     /// Send a signal by name (STOP, CONT, TERM) to the process.
     pub fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let st = Command::new("kill")
-                .args([&format!("-{sig}"), &c.id().to_string()])
-                .status();
-            assert!(
-                st.as_ref().is_ok_and(|s| s.success()),
-                "kill -{sig} failed: {st:?}"
-            );
+        if let Err(e) = self.proc.signal(sig) {
+            panic!("{e}");
         }
     }
 
@@ -264,20 +257,15 @@ impl Node {
 
     fn must_spawn(&mut self) {
         self.starts += 1;
-        let log =
-            std::fs::File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgerun"));
         match &self.log_env {
             Some(f) => cmd.env("EDGERUN_LOG", f),
             None => cmd.env_remove("EDGERUN_LOG").env_remove("RUST_LOG"),
         };
-        let child = cmd
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning edgerun: {e}"));
-        self.child = Some(child);
+        cmd.args(&self.args);
+        if let Err(e) = self.proc.spawn(cmd, Log::Fresh(&self.log_path())) {
+            panic!("spawning edgerun: {e}");
+        }
     }
 
     /// host:port of this node's cluster RPC (from its `cluster.listen` override).
@@ -300,11 +288,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         let mut last: String;
         loop {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(st) = exited {
+            if let Some(st) = self.proc.exit_status() {
                 panic!("the node exited during start ({st}); log:\n{}", self.log());
             }
             match self.try_get("/readyz") {
@@ -324,10 +308,7 @@ impl Node {
 
     /// kill -9, as a crash would.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
     /// Send SIGTERM (a clean stop request).
@@ -337,14 +318,7 @@ impl Node {
 
     /// Start again with the same data dir and ports.
     pub fn must_restart(&mut self) {
-        if self
-            .child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-        {
-            self.kill9();
-        }
-        self.child = None;
+        self.kill9();
         self.must_spawn();
         self.must_be_ready();
     }
@@ -352,10 +326,7 @@ impl Node {
     /// Start again with the same data dir and ports, without waiting for readiness (a
     /// cluster needs a majority up before any node is ready).
     pub fn must_restart_no_wait(&mut self) {
-        if self.is_running() {
-            self.kill9();
-        }
-        self.child = None;
+        self.kill9();
         self.must_spawn();
     }
 
@@ -366,11 +337,11 @@ impl Node {
 
     /// Wait for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let c = self.child.as_mut().unwrap_or_else(|| panic!("no process"));
-        wait_until("the node to exit", timeout, || match c.try_wait() {
-            Ok(Some(st)) => Ok(st),
-            Ok(None) => Err("still running".into()),
-            Err(e) => Err(e.to_string()),
+        self.proc.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "the node did not exit within {timeout:?}; log:\n{}",
+                self.log()
+            )
         })
     }
 
@@ -558,12 +529,7 @@ pub fn remove_cgroup_tree(rel: &str) {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // A stopped process must be continued to die.
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-        }
+        // (A stopped process is continued first, or it would not die.)
         self.kill9();
         // A killed node cannot clean its container cgroups; its data dir is going away, so no
         // later node would either.

@@ -5,6 +5,9 @@
 //! Every `cluster.heartbeat_ms` it reports to the leader (over cluster RPC, or straight to the
 //! local Scheduler when this node leads).
 //!
+//! Its periodic duties live beside it: scheduled backups of the state ([`backups`]) and
+//! handing freed memory back to the system ([`trim`]).
+//!
 //! Failure policy: registration and gauge errors are logged; the actor only dies on
 //! injected failures.
 
@@ -17,14 +20,18 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::child::Slot;
 use crate::metrics_names as m;
 use crate::scheduler::SchedulerMsg;
-use crate::{now_ms, InjectedFailure, Proposer};
+use crate::{now_ms, Proposer};
+
+mod backups;
+mod trim;
+
+pub use backups::BackupPlan;
 
 const TICK: Duration = Duration::from_secs(1);
 
 pub enum MonitorMsg {
     Tick,
     Beat,
-    Fail,
 }
 
 pub struct Monitor;
@@ -44,24 +51,6 @@ pub struct MonitorArgs {
     pub backups: Option<BackupPlan>,
 }
 
-/// When and where this node writes backups of the replicated state.
-#[derive(Clone)]
-pub struct BackupPlan {
-    pub schedule: cron::Schedule,
-    /// The schedule's time zone.
-    pub tz: chrono_tz::Tz,
-    pub dir: std::path::PathBuf,
-    /// Newest backups kept.
-    pub keep: usize,
-}
-
-impl BackupPlan {
-    /// The next time after `after_ms` (ms since the epoch).
-    fn next_after(&self, after_ms: u64) -> Option<u64> {
-        crate::scheduler::cron::next_slot(&self.schedule, self.tz, after_ms)
-    }
-}
-
 pub struct MonitorState {
     node: RaftNode,
     alerts: std::sync::Arc<crate::alerts::Alerts>,
@@ -76,76 +65,8 @@ pub struct MonitorState {
     register: tokio::task::JoinHandle<()>,
     /// The heartbeat in flight, if any (one at a time).
     sending: Option<tokio::task::JoinHandle<()>>,
-    /// When free memory was last handed back to the system.
-    last_trim: std::time::Instant,
-    trimming: Option<tokio::task::JoinHandle<()>>,
-    backups: Option<BackupPlan>,
-    /// When the next scheduled backup is due (ms since the epoch).
-    next_backup: Option<u64>,
-    /// The backup being written, if any (one at a time).
-    backing_up: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// How often the Monitor hands the allocator's free pages back to the system.
-const TRIM_EVERY: Duration = Duration::from_secs(10);
-
-impl MonitorState {
-    /// Every [`TRIM_EVERY`], on a blocking thread: freed memory goes back to the system, so
-    /// resident memory follows what the node holds instead of its highest peak.
-    fn maybe_trim(&mut self) {
-        if self.last_trim.elapsed() < TRIM_EVERY
-            || self.trimming.as_ref().is_some_and(|h| !h.is_finished())
-        {
-            return;
-        }
-        self.last_trim = std::time::Instant::now();
-        self.trimming = Some(tokio::task::spawn_blocking(|| {
-            let started = std::time::Instant::now();
-            let released = edgerun_cpp::release_free_memory();
-            tracing::trace!(
-                released,
-                ms = started.elapsed().as_millis() as u64,
-                "free memory handed back"
-            );
-        }));
-    }
-
-    /// Start a scheduled backup when one is due (and none is being written).
-    fn maybe_back_up(&mut self) {
-        let Some(plan) = self.backups.clone() else {
-            return;
-        };
-        let now = now_ms();
-        let Some(due) = self.next_backup else {
-            self.next_backup = plan.next_after(now);
-            return;
-        };
-        if now < due || self.backing_up.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
-        }
-        self.next_backup = plan.next_after(now);
-        let (view, id) = (self.node.view.clone(), self.node.id);
-        self.backing_up = Some(tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let res = edgerun_raft::backup::take(&view, id, now_ms()).and_then(|(info, bytes)| {
-                edgerun_raft::backup::write_rotated(&plan.dir, &info, &bytes, plan.keep)
-                    .map(|p| (info, p))
-            });
-            match res {
-                Ok((info, path)) => tracing::info!(
-                    file = %path.display(),
-                    bytes = info.bytes,
-                    tasks = info.tasks,
-                    last_index = info.last_index,
-                    ms = started.elapsed().as_millis() as u64,
-                    "scheduled backup written"
-                ),
-                Err(e) => {
-                    tracing::error!(dir = %plan.dir.display(), error = %e, "scheduled backup failed")
-                }
-            }
-        }));
-    }
+    trim: trim::Trimmer,
+    backups: Option<backups::ScheduledBackups>,
 }
 
 impl MonitorState {
@@ -249,11 +170,8 @@ impl Actor for Monitor {
             beater,
             register,
             sending: None,
-            last_trim: std::time::Instant::now(),
-            trimming: None,
-            backups: args.backups,
-            next_backup: None,
-            backing_up: None,
+            trim: trim::Trimmer::new(),
+            backups: args.backups.map(backups::ScheduledBackups::new),
         })
     }
 
@@ -274,8 +192,10 @@ impl Actor for Monitor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MonitorMsg::Tick => {
-                state.maybe_back_up();
-                state.maybe_trim();
+                if let Some(b) = state.backups.as_mut() {
+                    b.tick(&state.node.view, state.node.id);
+                }
+                state.trim.tick();
                 let counts: Vec<(TaskStatus, u64)> = state.node.view.read(|s| {
                     TaskStatus::ALL
                         .iter()
@@ -346,11 +266,6 @@ impl Actor for Monitor {
                 state.alerts.report(changes, rm.current_leader == Some(me));
             }
             MonitorMsg::Beat => state.beat(),
-            MonitorMsg::Fail => {
-                // post_stop does not run for a failed actor: stop its helpers here.
-                state.stop_helpers();
-                return Err(Box::new(InjectedFailure));
-            }
         }
         Ok(())
     }
