@@ -15,6 +15,12 @@
 //!   forwarded writes, read-index, heartbeats and membership changes, and `read_barrier`.
 //! - [`cluster_handle`]: [`ClusterHandle`], the facade the Api reaches Raft through (leader,
 //!   readiness, metrics, membership, reads, off-Raft results, backups) in plain types.
+//! - [`specs`]: the core actors' `ChildSpec`s, in start order, and failure injection.
+//! - [`executor`]: how an attempt runs (in-process, a sandboxed process, a container), with
+//!   seccomp, cgroups and the process shim.
+//! - [`alerts`]: the alert rules the Monitor checks; [`cache`]: the result cache of
+//!   deterministic kernels (in-process or Redis); [`redis_link`]: the one Redis connection;
+//!   [`metrics_names`]: every metric's name.
 //!
 //! ```text
 //!  NodeSupervisor ─┬─ StateShard ◀──Propose── Scheduler, Worker, Monitor, Api

@@ -7,39 +7,16 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use edgerun_actors::shard::{ShardArgs, ShardMsg, StateShard};
-use edgerun_actors::{ProposeError, Proposer, Slot};
+use edgerun_actors::ProposeError;
 use edgerun_model::{Admission, TaskSpec};
-use edgerun_raft::testing::Cluster;
-use edgerun_raft::RaftNode;
-use ractor::Actor;
 
-async fn shard(node: &RaftNode, max_batch: usize, forward_timeout: Duration) -> Proposer {
-    let slot: Slot<ShardMsg> = Slot::default();
-    let (r, _) = Actor::spawn(
-        None,
-        StateShard,
-        ShardArgs {
-            node: node.clone(),
-            max_batch,
-            forward_timeout,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("starting the shard: {e}"));
-    slot.set(Some(r));
-    Proposer::new(slot)
-}
+mod common;
+use common::shard;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_proposals_share_entries_and_each_gets_its_own_answer() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let c = Cluster::start(dir.path(), 1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    c.leader(&[1], 0, Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let c = common::cluster(dir.path(), 1).await;
     let node = c.node(1).clone();
     let proposer = shard(&node, 32, Duration::from_secs(2)).await;
     let before = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
@@ -85,9 +62,7 @@ async fn concurrent_proposals_share_entries_and_each_gets_its_own_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_every_leader_says_so_instead_of_waiting() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let c = Cluster::start(dir.path(), 3)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let c = common::cluster(dir.path(), 3).await;
     let (leader, _) = c
         .leader(&[1, 2, 3], 0, Duration::from_secs(10))
         .await

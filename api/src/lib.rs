@@ -9,7 +9,10 @@
 //! - [`dto`]: JSON shapes and their validation into model types.
 //! - [`error`]: `ApiError` and its one mapping to statuses and the error body.
 //! - [`shared_limit`]: rate limits shared through Redis.
-//! - [`server`]: the Api actor and its `ChildSpec` for the node supervisor.
+//! - [`server`]: the Api actor and its `ChildSpec` for the node supervisor; [`tls`]: HTTPS
+//!   with rustls.
+//! - [`openapi`]: the OpenAPI document (`/v1/openapi.json`), derived from the types, with
+//!   every route and `ErrorCode`; [`trace`]: trace ids across a request's nodes.
 //!
 //! Failure policy: every bad request gets a 4xx in API.md's shape and changes nothing;
 //! writes that cannot reach a leader get 503 with Retry-After.

@@ -141,6 +141,12 @@ mod tests {
             .spawn(cmd, Log::Fresh(&log))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(p.is_running());
+        // Its stderr reaches the log (waited for before the STOP, which would hold it back).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&log).unwrap_or_default().trim() != "started" {
+            assert!(Instant::now() < deadline, "nothing in the log");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         p.signal("STOP").unwrap_or_else(|e| panic!("{e}"));
         // A stopped process is still killed (continued first) and reaped.
         p.kill9();
@@ -149,17 +155,12 @@ mod tests {
             !Path::new(&format!("/proc/{pid}")).exists(),
             "process {pid} is still there"
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(&log).unwrap_or_default().trim() != "started" {
-            assert!(Instant::now() < deadline, "nothing in the log");
-            std::thread::sleep(Duration::from_millis(10));
-        }
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"]);
         p.spawn(cmd, Log::Append(&log))
             .unwrap_or_else(|e| panic!("{e}"));
         // Give the shell a moment to set its trap: wait until it has a child (the sleep).
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !std::fs::read_to_string(format!(
             "/proc/{}/task/{}/children",
             p.pid().unwrap_or(0),
@@ -173,7 +174,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let st = p.stop(Duration::from_secs(10));
+        let st = p.stop(Duration::from_secs(30));
         assert_eq!(st.and_then(|s| s.code()), Some(3), "{st:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
