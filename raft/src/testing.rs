@@ -149,6 +149,25 @@ impl RaftNetwork<TypeConfig> for RouterClient {
     }
 }
 
+/// Wait until `probe` answers Ok (polled every 10 ms), up to `within`; panics with `what` and
+/// the probe's last answer when it never does.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 /// Raft settings for in-process nodes: quick elections, small snapshots.
 pub fn quick_config() -> Arc<openraft::Config> {
     Arc::new(openraft::Config {

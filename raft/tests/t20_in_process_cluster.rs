@@ -4,10 +4,10 @@
 //! real sockets and processes is in node/tests/t50_cluster.rs and the chaos suite.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgerun_model::{Admission, Command, RaftRequest, Response, TaskSpec, TaskStatus};
-use edgerun_raft::testing::{quick_config, Cluster};
+use edgerun_raft::testing::{eventually, quick_config, Cluster};
 use edgerun_raft::RaftNode;
 
 fn submit(n: u64) -> RaftRequest {
@@ -31,20 +31,17 @@ fn pending(node: &RaftNode) -> u64 {
     node.view.read(|s| s.count(TaskStatus::Pending))
 }
 
-/// Wait until every node of `c` holds `want` pending tasks; what each held when it gave up.
+/// Wait until every node of `c` holds `want` pending tasks.
 async fn converge(c: &Cluster, want: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(&format!("every node holding {want} tasks"), within, || {
         let seen: Vec<(u64, u64)> = c.nodes.values().map(|n| (n.id, pending(n))).collect();
         if seen.iter().all(|(_, p)| *p == want) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("(node, tasks) {seen:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the nodes did not converge on {want} tasks within {within:?}: (node, tasks) {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,18 +107,24 @@ async fn a_follower_cut_off_past_the_purged_log_comes_back_through_a_snapshot() 
         write(c.node(leader), submit(1)).await;
     }
     // The leader's log before its snapshot is purged: the follower can only get a snapshot.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = c.node(leader).raft.metrics().borrow().clone();
-        if m.purged.is_some_and(|p| p.index > 5) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the leader never purged its log: {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the leader purging its log",
+        Duration::from_secs(10),
+        || {
+            let purged = c
+                .node(leader)
+                .raft
+                .metrics()
+                .borrow()
+                .purged
+                .map(|p| p.index);
+            match purged {
+                Some(i) if i > 5 => Ok(()),
+                other => Err(format!("purged up to {other:?}")),
+            }
+        },
+    )
+    .await;
     c.router.heal();
     converge(&c, 60, Duration::from_secs(15)).await;
     let m = c.node(lagging).raft.metrics().borrow().clone();
