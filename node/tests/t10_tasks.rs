@@ -84,9 +84,11 @@ fn a_batch_of_1000_stats_and_100_matmuls_all_succeed_with_correct_results() {
     let inputs: Vec<Vec<f64>> = (0..1000)
         .map(|i| (0..(1 + i % 200)).map(|_| rng.value()).collect())
         .collect();
+    // A generous timeout: one attempt each is asserted below, and on a starved machine (a
+    // loaded CI host) an attempt may take longer than the default 30 s without being wrong.
     let tasks: Vec<Value> = inputs
         .iter()
-        .map(|v| json!({ "kernel": "stats", "input": { "values": v } }))
+        .map(|v| json!({ "kernel": "stats", "input": { "values": v }, "timeout_ms": 600_000 }))
         .collect();
     let ids = node.must_submit_batch(&tasks);
     assert_eq!(ids.len(), 1000);

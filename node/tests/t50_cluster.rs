@@ -73,19 +73,14 @@ fn three_nodes_agree_on_a_leader_and_run_tasks_submitted_through_any_of_them() {
                     if n >= 2000 {
                         break;
                     }
-                    let url = &urls[(n % 3) as usize];
-                    let r = agent
-                        .post(&format!("{url}/v1/tasks"))
-                        .send_json(stats_task(n));
-                    let v: Value = match r {
-                        Ok(r) => r.into_json().unwrap_or(Value::Null),
-                        Err(ureq::Error::Status(code, r)) => panic!(
-                            "submitting task {n} through {url}: {code} {}",
-                            r.into_string().unwrap_or_default()
-                        ),
-                        Err(e) => panic!("submitting task {n} through {url}: {e}"),
-                    };
-                    let id = v["id"].as_u64().unwrap_or_else(|| panic!("no id in {v}"));
+                    // As a client would on a loaded machine: a 503 while leadership moves
+                    // (heartbeats starved of CPU) is retried, through the next node, under
+                    // an idempotency key so that a retried write is not stored twice.
+                    let mut task = stats_task(n);
+                    task["idempotency_key"] = json!(format!("t50-{n}"));
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    let id = submit_retrying(&agent, &urls, (n % 3) as usize, &task, deadline)
+                        .unwrap_or_else(|| panic!("task {n} not accepted by any node in 120 s"));
                     ids.lock().unwrap_or_else(|p| p.into_inner()).push((id, n));
                 }
             })
