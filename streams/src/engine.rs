@@ -103,9 +103,13 @@ fn result_id(job: &str, key: &str, start: i64, end: i64) -> String {
         .collect()
 }
 
+/// The event times accepted, in ms either side of the epoch (2^53: JSON's exact integers,
+/// ±285,000 years); window arithmetic on them cannot overflow. Beyond it a record is malformed.
+pub const MAX_EVENT_TIME_MS: i64 = 9_007_199_254_740_991;
+
 /// Event time from a field: ms since the epoch, or RFC 3339 text.
 fn event_time(v: &Value) -> Option<i64> {
-    match v {
+    let t = match v {
         Value::Number(n) => n
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
@@ -115,7 +119,10 @@ fn event_time(v: &Value) -> Option<i64> {
             i64::try_from(d.as_millis()).ok()
         }
         _ => None,
-    }
+    }?;
+    (-MAX_EVENT_TIME_MS..=MAX_EVENT_TIME_MS)
+        .contains(&t)
+        .then_some(t)
 }
 
 fn key_of(v: &Value) -> String {

@@ -214,3 +214,44 @@ fn a_job_without_a_window_passes_records_through_numbered() {
         .collect();
     assert_eq!(got, vec![("j:1", json!(4.0)), ("j:2", json!(6.0))]);
 }
+
+#[test]
+fn hostile_records_are_malformed_never_a_panic() {
+    let mut p = job();
+    let mut out = Vec::new();
+    for ts in [
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(1e300),
+        json!(-1e300),
+        json!("not a time"),
+        json!(true),
+        json!(null),
+    ] {
+        p.push(
+            json!({ "sensor": "s1", "ts": ts, "temp": 1.0 }),
+            1,
+            &mut out,
+        );
+    }
+    for rec in [
+        json!({ "sensor": null, "ts": BASE, "temp": 1.0 }),
+        json!({ "sensor": "s1", "ts": BASE, "temp": "warm" }),
+        json!({ "sensor": "s1", "ts": BASE, "temp": [1, 2] }),
+        json!("just text"),
+    ] {
+        p.push(rec, 1, &mut out);
+    }
+    // RFC 3339 text is a time; a key of another type is its JSON text.
+    p.push(
+        json!({ "sensor": 7, "ts": "2023-11-14T22:13:20Z", "temp": 1.0 }),
+        1,
+        &mut out,
+    );
+    p.tick(i64::MAX, &mut out);
+    let c = p.counters();
+    assert_eq!(c.malformed, 11, "{c:?}");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].value["key"], "7");
+    assert_eq!(out[0].value["window_start"], json!(BASE));
+}
