@@ -109,15 +109,16 @@ impl DataDir {
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                // sled 0.34 reports a lock held by another process only as this text (an
+                // io::Error of kind Other, its config.rs); a path that merely contains "lock"
+                // must not read as a running node.
+                sled::Error::Io(ref io)
+                    if io.to_string().starts_with("could not acquire lock on") =>
+                {
                     DataDirError::Locked {
                         path: shown.clone(),
                     }
                 }
-                // sled reports the lock as "could not acquire lock" on some platforms.
-                e if e.to_string().contains("lock") => DataDirError::Locked {
-                    path: shown.clone(),
-                },
                 e => DataDirError::Open {
                     path: shown.clone(),
                     message: e.to_string(),
