@@ -8,7 +8,8 @@
 
 use edgerun_model::{
     Admission, Assignment, AttemptRef, Command, Completion, JobId, JobSpec, NodeId, NodeInfo,
-    Response, SlotDecision, Submitted, TaskId, TaskSpec, TaskStatus,
+    Response, SlotDecision, StreamAction, StreamId, StreamReport, StreamSpec, StreamStatus,
+    Submitted, TaskId, TaskSpec, TaskStatus,
 };
 
 use crate::{now_ms, ProposeError, Proposer};
@@ -284,5 +285,73 @@ impl Proposer {
             Response::NodeRegistered => Ok(()),
             other => Err(mismatch("RegisterNode", &other)),
         }
+    }
+
+    pub async fn create_stream(&self, spec: StreamSpec) -> Result<StreamId, ProposeError> {
+        match self
+            .propose(Command::CreateStream {
+                now_ms: now_ms(),
+                spec: Box::new(spec),
+            })
+            .await?
+        {
+            Response::StreamCreated(id) => Ok(id),
+            other => Err(mismatch("CreateStream", &other)),
+        }
+    }
+
+    /// Pause, resume or delete a stream job: its status after, `None` for an unknown id.
+    pub async fn control_stream(
+        &self,
+        id: StreamId,
+        action: StreamAction,
+    ) -> Result<Option<StreamStatus>, ProposeError> {
+        match self
+            .propose(Command::StreamControl {
+                now_ms: now_ms(),
+                id,
+                action,
+            })
+            .await?
+        {
+            Response::StreamChanged(s) => Ok(s),
+            other => Err(mismatch("StreamControl", &other)),
+        }
+    }
+
+    /// Place a waiting stream job (the leader's scheduler); false when it was stale.
+    pub async fn place_stream(
+        &self,
+        id: StreamId,
+        node: NodeId,
+        epoch: u64,
+    ) -> Result<bool, ProposeError> {
+        let r = self
+            .propose(Command::PlaceStream {
+                now_ms: now_ms(),
+                id,
+                node,
+                epoch,
+            })
+            .await?;
+        Ok(accepted("PlaceStream", r, 1)?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// A runner's report; false when it was fenced (the job moved on, or the checkpoint does
+    /// not follow the last one).
+    pub async fn report_stream(&self, report: StreamReport) -> Result<bool, ProposeError> {
+        let r = self
+            .propose(Command::StreamReport {
+                now_ms: now_ms(),
+                report: Box::new(report),
+            })
+            .await?;
+        Ok(accepted("StreamReport", r, 1)?
+            .first()
+            .copied()
+            .unwrap_or(false))
     }
 }

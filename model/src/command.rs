@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{JobSpec, SlotDecision};
 use crate::node::{NodeId, NodeInfo};
+use crate::stream::{StreamAction, StreamId, StreamReport, StreamSpec, StreamStatus};
 use crate::task::{Isolation, JobId, TaskError, TaskId, TaskSpec, TaskStatus};
 
 /// One Raft entry's application data.
@@ -129,6 +130,30 @@ pub enum Command {
     },
     /// Several commands in one entry, applied in order.
     Batch(Vec<Command>),
+    // Format 7 (stream jobs). New variants go last: the ones above keep their tags, so
+    // entries written by format 6 still decode and apply.
+    CreateStream {
+        now_ms: u64,
+        spec: Box<StreamSpec>,
+    },
+    /// Pause, resume or delete a stream job.
+    StreamControl {
+        now_ms: u64,
+        id: StreamId,
+        action: StreamAction,
+    },
+    /// The leader's Scheduler places a waiting stream job (`epoch` = the job's + 1).
+    PlaceStream {
+        now_ms: u64,
+        id: StreamId,
+        node: NodeId,
+        epoch: u64,
+    },
+    /// A runner's state, checkpoint and results (fenced by node and epoch).
+    StreamReport {
+        now_ms: u64,
+        report: Box<StreamReport>,
+    },
 }
 
 /// Limits a submission is checked against when applied (from the proposer's config, so every
@@ -226,6 +251,9 @@ pub enum Response {
         tasks: Vec<TaskId>,
         refused: u32,
     },
+    StreamCreated(StreamId),
+    /// The job's status after a pause/resume/delete; `None` for an unknown job.
+    StreamChanged(Option<StreamStatus>),
     /// Openraft's own entries (blank, membership) carry no command.
     Empty,
     /// The request's format version is not one this node knows.

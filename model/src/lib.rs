@@ -20,9 +20,11 @@
 pub mod command;
 pub mod faults;
 pub mod job;
+pub mod migrate;
 pub mod node;
 pub mod state;
 pub mod store;
+pub mod stream;
 pub mod task;
 
 pub use command::*;
@@ -31,6 +33,7 @@ pub use job::*;
 pub use node::*;
 pub use state::*;
 pub use store::{EndedBrief, TaskStore};
+pub use stream::*;
 pub use task::*;
 
 /// Version tag written into every Raft request and snapshot. A node refuses to apply a
@@ -45,7 +48,15 @@ pub use task::*;
 /// 5: result memoization: a task may opt out of the cache (`cache`), a completion and a task
 /// say whether the result came from the cache (`cached`).
 /// 6: a task may ask for disk (`resources.disk_mb`).
-pub const FORMAT_VERSION: u16 = 6;
+/// 7: stream jobs (`ClusterState::streams`, four commands appended to `Command`). A format 6
+/// snapshot is migrated when read ([`migrate`]) and format 6 log entries still apply: their
+/// commands encode the same in 7.
+pub const FORMAT_VERSION: u16 = 7;
+
+/// Whether a request of format `v` can be applied by this build.
+pub fn applies_format(v: u16) -> bool {
+    v == FORMAT_VERSION || v == migrate::FROM
+}
 
 /// The log target of the lines that follow one task through the cluster (submit, forward,
 /// commit, placement, run, completion), each with the task's `trace_id`. At debug level:

@@ -40,6 +40,8 @@ pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     pub jobs: BTreeMap<JobId, Job>,
     pub next_job_id: JobId,
+    /// Stream jobs (format 7).
+    pub streams: crate::stream::Streams,
 
     /// Pending tasks in queues of one priority and one [`Shape`], highest priority first,
     /// each queue oldest first. The scheduler drops a whole queue once its shape found no
@@ -98,6 +100,7 @@ impl ClusterState {
 
     /// Recreate the indexes from the tasks (after deserializing a snapshot).
     pub fn rebuild_indexes(&mut self) {
+        self.streams.rebuild_indexes();
         self.pending.clear();
         self.active.clear();
         self.counts = [0; 7];
@@ -378,7 +381,7 @@ impl ClusterState {
 
     /// Apply one command. Deterministic; never panics on any command.
     pub fn apply(&mut self, req: &RaftRequest, events: &mut Vec<TaskEvent>) -> Response {
-        if req.version != crate::FORMAT_VERSION {
+        if !crate::applies_format(req.version) {
             return Response::UnsupportedVersion(req.version);
         }
         self.apply_command(&req.command, events)
@@ -645,7 +648,7 @@ impl ClusterState {
     /// [`ClusterState::apply`] on a request it may take apart: submitted specs move into their
     /// tasks instead of being copied (the same result, tested).
     pub fn apply_owned(&mut self, req: RaftRequest, events: &mut Vec<TaskEvent>) -> Response {
-        if req.version != crate::FORMAT_VERSION {
+        if !crate::applies_format(req.version) {
             return Response::UnsupportedVersion(req.version);
         }
         self.apply_command_owned(req.command, events)
@@ -774,6 +777,7 @@ impl ClusterState {
                     }
                     _ => false,
                 };
+                self.streams.node_down(*now_ms, *node);
                 let ids: Vec<TaskId> = self
                     .active
                     .get(node)
@@ -895,6 +899,24 @@ impl ClusterState {
             Command::Fire { now_ms, job, slots } => self.fire(*now_ms, *job, slots, ev),
             Command::Batch(cmds) => {
                 Response::Batch(cmds.iter().map(|c| self.apply_command(c, ev)).collect())
+            }
+            Command::CreateStream { now_ms, spec } => {
+                Response::StreamCreated(self.streams.create(*now_ms, spec))
+            }
+            Command::StreamControl { now_ms, id, action } => {
+                Response::StreamChanged(self.streams.control(*now_ms, *id, *action))
+            }
+            Command::PlaceStream {
+                now_ms,
+                id,
+                node,
+                epoch,
+            } => {
+                let up = self.nodes.get(node).is_some_and(|n| n.up);
+                Response::Accepted(vec![up && self.streams.place(*now_ms, *id, *node, *epoch)])
+            }
+            Command::StreamReport { now_ms, report } => {
+                Response::Accepted(vec![self.streams.report(*now_ms, report)])
             }
         }
     }

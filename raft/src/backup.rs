@@ -156,20 +156,13 @@ pub fn verify(bytes: &[u8]) -> Result<(BackupInfo, SnapshotFile), BackupError> {
             content: sum,
         });
     }
-    if info.format != FORMAT_VERSION {
+    if !edgerun_model::applies_format(info.format) {
         return Err(BackupError::Format {
             what: "backup",
             found: info.format,
         });
     }
-    let file: SnapshotFile =
-        edgerun_model::decode(payload).map_err(|e| BackupError::Decode(e.to_string()))?;
-    if file.version != FORMAT_VERSION {
-        return Err(BackupError::Format {
-            what: "snapshot",
-            found: file.version,
-        });
-    }
+    let file = SnapshotFile::read(payload).map_err(BackupError::Decode)?;
     Ok((info, file))
 }
 

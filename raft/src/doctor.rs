@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use edgerun_model::FORMAT_VERSION;
 use serde::Serialize;
 
 use crate::log_files::{self, Depth};
@@ -286,21 +285,14 @@ fn check_snapshot_file(
     if !full {
         return;
     }
-    match crate::snapshot_files::decode_file::<SnapshotFile>(&f) {
-        Ok(s) => snapshot_state(&s, r, problems),
+    match SnapshotFile::read(std::io::BufReader::new(&f)) {
+        Ok(s) => snapshot_state(&s, r),
         Err(e) => problems.push(format!("the snapshot's state ({}): {e}", path.display())),
     }
 }
 
-fn snapshot_state(f: &SnapshotFile, r: &mut Report, problems: &mut Vec<String>) {
-    if f.version != FORMAT_VERSION {
-        problems.push(format!(
-            "the snapshot is data format {}; this edgerun reads {FORMAT_VERSION}",
-            f.version
-        ));
-    } else {
-        r.tasks_in_snapshot = Some(f.state.tasks.len() as u64);
-    }
+fn snapshot_state(f: &SnapshotFile, r: &mut Report) {
+    r.tasks_in_snapshot = Some(f.state.tasks.len() as u64);
 }
 
 fn check_snapshot(raw: &[u8], full: bool, r: &mut Report, problems: &mut Vec<String>) {
@@ -321,8 +313,8 @@ fn check_snapshot(raw: &[u8], full: bool, r: &mut Report, problems: &mut Vec<Str
     if !full {
         return;
     }
-    match edgerun_model::decode::<SnapshotFile>(&stored.data) {
-        Ok(f) => snapshot_state(&f, r, problems),
+    match SnapshotFile::read(&stored.data[..]) {
+        Ok(f) => snapshot_state(&f, r),
         Err(e) => problems.push(format!("the snapshot's state does not decode: {e}")),
     }
 }

@@ -16,7 +16,7 @@
 //! a buffered file it costs no more memory than the buffer.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -268,16 +268,6 @@ impl SnapshotDir {
             .map_err(StoreError::db("flushing the database"))?;
         Ok(())
     }
-}
-
-/// Read a whole value written by `edgerun_model::encode` from a file, buffered.
-pub fn decode_file<T: serde::de::DeserializeOwned>(f: &File) -> Result<T, StoreError> {
-    edgerun_model::decode_from(BufReader::with_capacity(256 * 1024, f)).map_err(|e| {
-        StoreError::Corrupt {
-            what: "the snapshot".into(),
-            detail: format!("does not decode: {e}"),
-        }
-    })
 }
 
 /// Copy `src` (from its current position) into `w`.

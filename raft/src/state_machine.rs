@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::log_store::sm_error;
-use crate::snapshot_files::{decode_file, SnapshotDir};
+use crate::snapshot_files::SnapshotDir;
 use crate::store_error::StoreError;
 use crate::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -42,6 +42,53 @@ pub struct SnapshotFile {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub state: ClusterState,
+}
+
+impl SnapshotFile {
+    /// Read a snapshot of this build's format, or of the format before it (migrated: see
+    /// `edgerun_model::migrate`). The version is read first, then the rest in its layout.
+    pub fn read(mut r: impl std::io::Read) -> Result<SnapshotFile, String> {
+        let version: u16 = edgerun_model::decode_from(&mut r)
+            .map_err(|e| format!("the snapshot does not decode: {e}"))?;
+        let bad = |e: edgerun_model::CodecError| format!("the snapshot does not decode: {e}");
+        match version {
+            FORMAT_VERSION => {
+                let (last_applied, membership, state): (
+                    Option<LogId>,
+                    StoredMembership,
+                    ClusterState,
+                ) = edgerun_model::decode_from(r).map_err(bad)?;
+                Ok(SnapshotFile {
+                    version,
+                    last_applied,
+                    membership,
+                    state,
+                })
+            }
+            edgerun_model::migrate::FROM => {
+                let (last_applied, membership, old): (
+                    Option<LogId>,
+                    StoredMembership,
+                    edgerun_model::migrate::ClusterStateV6,
+                ) = edgerun_model::decode_from(r).map_err(bad)?;
+                tracing::info!(
+                    from = version,
+                    to = FORMAT_VERSION,
+                    "migrating a snapshot of the previous data format"
+                );
+                Ok(SnapshotFile {
+                    version: FORMAT_VERSION,
+                    last_applied,
+                    membership,
+                    state: old.into(),
+                })
+            }
+            v => Err(format!(
+                "snapshot format {v} is not {FORMAT_VERSION}, the one this build reads (or {}, which it migrates)",
+                edgerun_model::migrate::FROM
+            )),
+        }
+    }
 }
 
 /// [`SnapshotFile`] borrowing the state: encodes to the same bytes without a copy of the
@@ -140,14 +187,7 @@ pub struct StateMachineStore {
 }
 
 fn decode_snapshot(f: &std::fs::File) -> Result<SnapshotFile, String> {
-    let f: SnapshotFile = decode_file(f)?;
-    if f.version != FORMAT_VERSION {
-        return Err(format!(
-            "snapshot format {} is not {FORMAT_VERSION}, the one this build reads",
-            f.version
-        ));
-    }
-    Ok(f)
+    SnapshotFile::read(std::io::BufReader::with_capacity(256 * 1024, f))
 }
 
 impl StateMachineStore {

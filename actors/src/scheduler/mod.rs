@@ -68,6 +68,8 @@ pub enum SchedulerMsg {
     Collected,
     /// A plan held back by the throttle is due.
     Replan,
+    /// A PlaceStream proposal finished.
+    StreamPlaced(edgerun_model::StreamId),
 }
 
 /// A plan that placed nothing and took this long or more holds the next one back for
@@ -144,6 +146,8 @@ pub struct SchedulerState {
     /// is already on its way.
     quiet_until: Option<Instant>,
     replan_due: bool,
+    /// Stream jobs with a PlaceStream in flight.
+    placing_streams: HashSet<edgerun_model::StreamId>,
 }
 
 impl SchedulerState {
@@ -362,6 +366,33 @@ impl SchedulerState {
 }
 
 impl SchedulerState {
+    /// Leader only: start the stream jobs that wait for a node (one placement in flight per
+    /// job; checked every tick, so a job whose node was lost moves within a tick of the
+    /// NodeDown).
+    fn place_streams(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        if !self.is_leader() {
+            self.placing_streams.clear();
+            return;
+        }
+        let placing = &self.placing_streams;
+        let todo = self.node.view.read(|s| plan::place_streams(s, placing));
+        for (id, node, epoch) in todo {
+            self.placing_streams.insert(id);
+            let proposer = self.proposer.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                match proposer.place_stream(id, node, epoch).await {
+                    Ok(true) => tracing::info!(stream = id, node, epoch, "stream job placed"),
+                    Ok(false) => tracing::debug!(stream = id, "stream placement was stale"),
+                    Err(e) => {
+                        tracing::warn!(stream = id, error = %e, "placing a stream job failed; will retry")
+                    }
+                }
+                let _ = me.cast(SchedulerMsg::StreamPlaced(id));
+            });
+        }
+    }
+
     /// Leader only: decide the due slots of every periodic job (one Fire in flight per job).
     fn fire_jobs(&mut self, myself: &ActorRef<SchedulerMsg>) {
         if !self.is_leader() {
@@ -526,6 +557,7 @@ impl Actor for Scheduler {
             backoff: HashMap::new(),
             quiet_until: None,
             replan_due: false,
+            placing_streams: HashSet::new(),
         })
     }
 
@@ -550,8 +582,12 @@ impl Actor for Scheduler {
             SchedulerMsg::Tick => {
                 state.check_leases(&myself);
                 state.place(&myself);
+                state.place_streams(&myself);
                 state.fire_jobs(&myself);
                 state.collect(&myself);
+            }
+            SchedulerMsg::StreamPlaced(id) => {
+                state.placing_streams.remove(&id);
             }
             SchedulerMsg::Evicted(ids) => {
                 for id in ids {

@@ -23,8 +23,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use edgerun_model::{
-    Assignment, AttemptRef, ClusterState, Constraints, NodeId, NodeInfo, Placement, Task, TaskId,
-    TaskStatus,
+    Assignment, AttemptRef, ClusterState, Constraints, NodeId, NodeInfo, Placement, StreamId,
+    StreamSpec, Task, TaskId, TaskStatus,
 };
 
 /// The cluster-wide scheduling settings (`[scheduler]`).
@@ -74,6 +74,49 @@ fn demand(t: &Task) -> (i64, i64) {
         i64::from(t.spec.resources.cpu_millis.unwrap_or(0)),
         i64::from(t.spec.resources.memory_mb.unwrap_or(0)),
     )
+}
+
+fn stream_demand(s: &StreamSpec) -> (i64, i64) {
+    (
+        i64::from(s.resources.cpu_millis.unwrap_or(0)),
+        i64::from(s.resources.memory_mb.unwrap_or(0)),
+    )
+}
+
+/// Where to start the stream jobs that wait for a node: (job, node, epoch), each on the least
+/// full node that matches its constraints and has a slot and its resources free (stream jobs
+/// spread: each one runs for long). Jobs in `inflight` (a placement not applied yet) are
+/// left alone.
+pub fn place_streams(
+    state: &ClusterState,
+    inflight: &HashSet<StreamId>,
+) -> Vec<(StreamId, NodeId, u64)> {
+    let waiting: Vec<_> = state
+        .streams
+        .unplaced()
+        .filter(|j| !inflight.contains(&j.id))
+        .collect();
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let mut rooms = rooms(state, &HashMap::new());
+    let mut out = Vec::new();
+    for j in waiting {
+        let d = stream_demand(&j.spec);
+        let best = rooms
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.fits(d) && matches(r.info, &j.spec.constraints))
+            .min_by_key(|(_, r)| (r.fill_after(d), r.info.id))
+            .map(|(i, _)| i);
+        if let Some(r) = best.and_then(|i| rooms.get_mut(i)) {
+            r.slots -= 1;
+            r.cpu -= d.0;
+            r.mem -= d.1;
+            out.push((j.id, r.info.id, j.epoch + 1));
+        }
+    }
+    out
 }
 
 /// Whether `node` satisfies the hard constraints.
@@ -142,6 +185,13 @@ fn rooms<'a>(state: &'a ClusterState, inflight: &HashMap<TaskId, NodeId>) -> Vec
             };
             for t in state.active_on(n.id) {
                 let (c, m) = demand(t);
+                r.slots -= 1;
+                r.cpu -= c;
+                r.mem -= m;
+            }
+            // A stream job holds a slot and its resources for as long as it runs there.
+            for j in state.streams.on(n.id) {
+                let (c, m) = stream_demand(&j.spec);
                 r.slots -= 1;
                 r.cpu -= c;
                 r.mem -= m;
