@@ -37,6 +37,8 @@ pub struct LeaderHandler {
     pub proposer: Proposer,
     pub scheduler: Slot<SchedulerMsg>,
     pub results: edgerun_raft::ResultStore,
+    /// Stream jobs running here that take POSTed records.
+    pub ingress: crate::streams::Ingress,
 }
 
 impl LeaderHandler {
@@ -104,6 +106,11 @@ impl LeaderHandler {
                 self.results
                     .get(task, attempt)
                     .map_err(|e| RemoteError::Failed(e.to_string())),
+            ),
+            AppRequest::StreamRecords { stream, body } => AppResponse::StreamRecords(
+                self.ingress
+                    .offer(stream, body, crate::streams::INGEST_WAIT)
+                    .await,
             ),
             AppRequest::Membership(change) => AppResponse::Membership(
                 apply_membership(&self.node, change)

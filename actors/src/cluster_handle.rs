@@ -30,6 +30,7 @@ use crate::ProposeError;
 pub struct ClusterHandle {
     node: RaftNode,
     results: ResultStore,
+    ingress: crate::streams::Ingress,
 }
 
 /// Who leads, as this node knows it, and in which term.
@@ -211,8 +212,51 @@ pub fn net_faults() -> NetFaults {
 }
 
 impl ClusterHandle {
-    pub fn new(node: RaftNode, results: ResultStore) -> ClusterHandle {
-        ClusterHandle { node, results }
+    pub fn new(
+        node: RaftNode,
+        results: ResultStore,
+        ingress: crate::streams::Ingress,
+    ) -> ClusterHandle {
+        ClusterHandle {
+            node,
+            results,
+            ingress,
+        }
+    }
+
+    /// Records for stream job `id`'s `http` source: handed to its runner here, or forwarded
+    /// to the node that runs it; answered once they are in a committed checkpoint.
+    pub async fn ingest(
+        &self,
+        id: edgerun_model::StreamId,
+        body: Vec<u8>,
+    ) -> Result<u64, edgerun_raft::IngestRefusal> {
+        use edgerun_raft::IngestRefusal;
+        let wait = crate::streams::INGEST_WAIT;
+        let node = self.read(|s| s.streams.get(id).map(|j| j.node));
+        let node = match node {
+            None => return Err(IngestRefusal::Failed(format!("no stream job {id}"))),
+            Some(None) => return Err(IngestRefusal::NotHere(id)),
+            Some(Some(n)) => n,
+        };
+        if node == self.node.id {
+            return self.ingress.offer(id, body, wait).await;
+        }
+        let rpc = self.read(|s| s.nodes.get(&node).map(|n| n.rpc.clone()));
+        let Some(rpc) = rpc else {
+            return Err(IngestRefusal::NotHere(id));
+        };
+        match self
+            .node
+            .peers
+            .stream_records(&rpc, id, body, wait + Duration::from_secs(5))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(IngestRefusal::Failed(format!(
+                "forwarding to node {node}, which runs stream job {id}: {e}"
+            ))),
+        }
     }
 
     /// This node's id.

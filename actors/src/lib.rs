@@ -18,6 +18,8 @@
 //! - [`specs`]: the core actors' `ChildSpec`s, in start order, and failure injection.
 //! - [`executor`]: how an attempt runs (in-process, a sandboxed process, a container), with
 //!   seccomp, cgroups and the process shim.
+//! - [`streams`]: stream jobs on this node: the StreamManager and one runner actor per job
+//!   (sources, the engine of `edgerun-streams`, sinks, checkpoints through Raft).
 //! - [`alerts`]: the alert rules the Monitor checks; [`cache`]: the result cache of
 //!   deterministic kernels (in-process or Redis); [`redis_link`]: the one Redis connection;
 //!   [`metrics_names`]: every metric's name.
@@ -47,6 +49,7 @@ pub mod redis_link;
 pub mod scheduler;
 pub mod shard;
 pub mod specs;
+pub mod streams;
 pub mod supervisor;
 pub mod worker;
 
@@ -58,10 +61,11 @@ pub use cluster_handle::{
 pub use proposals::{CancelOutcome, Fired, NodeMarked, Rejected, RequeueOutcome, Submission};
 pub use scheduler::{Policy, Retention};
 pub use shard::{ProposeError, Proposer};
-pub use specs::{core_children, CoreParts};
+pub use specs::{core_children, CoreParts, StreamsParts};
 pub use supervisor::{NodeExit, NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 pub use edgerun_cpp::{catalog, CppKernels, KernelError, KernelInfo, Kernels};
+pub use edgerun_raft::IngestRefusal;
 
 /// The current time in milliseconds since the Unix epoch, as proposers stamp it.
 pub fn now_ms() -> u64 {

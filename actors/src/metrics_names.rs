@@ -20,6 +20,17 @@ pub const RAFT_COMMIT_INDEX: &str = "edgerun_raft_commit_index";
 pub const RAFT_REPLICATION_LAG: &str = "edgerun_raft_replication_lag";
 /// 1 when `node` is up (heartbeats within its lease), 0 when marked down.
 pub const NODE_UP: &str = "edgerun_node_up";
+/// Records through each stream job's `stage` (in, out, filtered, late, malformed), on the node
+/// that runs it.
+pub const STREAM_RECORDS: &str = "edgerun_stream_records_total";
+/// Wall clock minus the job's watermark.
+pub const STREAM_WATERMARK_LAG: &str = "edgerun_stream_watermark_lag_seconds";
+/// From the sink's flush to the committed checkpoint.
+pub const STREAM_CHECKPOINT_SECONDS: &str = "edgerun_stream_checkpoint_seconds";
+/// Restarts of a stream job's runner on this node.
+pub const STREAM_RESTARTS: &str = "edgerun_stream_restarts_total";
+/// POSTs of records refused with 429 (the job's input queue was full).
+pub const STREAM_INGEST_REFUSED: &str = "edgerun_stream_ingest_refused_total";
 /// Gauges of the whole cluster (every node knows them from the replicated state): only the
 /// leader's /metrics shows them, so that `sum()` over the nodes counts each task once.
 pub const CLUSTER_WIDE: &[&str] = &[TASKS_BY_STATUS, NODE_UP, SCHEDULER_PENDING];
@@ -117,6 +128,20 @@ pub fn describe_all() {
         "Time to create and start an attempt's container (container executor)"
     );
     describe_counter!(RAFT_PROPOSALS, "Writes proposed to Raft by this node");
+    describe_counter!(STREAM_RECORDS, "Records through a stream job's stage");
+    describe_gauge!(
+        STREAM_WATERMARK_LAG,
+        "Wall clock minus a stream job's watermark"
+    );
+    describe_histogram!(
+        STREAM_CHECKPOINT_SECONDS,
+        "Time to flush a stream job's sink and commit its checkpoint"
+    );
+    describe_counter!(STREAM_RESTARTS, "Restarts of a stream job's runner");
+    describe_counter!(
+        STREAM_INGEST_REFUSED,
+        "Record POSTs refused because a stream job's input queue was full"
+    );
     describe_histogram!(RAFT_BATCH_SIZE, "Writes per Raft entry (group commit)");
     describe_gauge!(RAFT_TERM, "This node's current Raft term");
     describe_gauge!(RAFT_IS_LEADER, "1 while this node leads");

@@ -13,6 +13,7 @@ use crate::cluster::{ClusterRpc, ClusterRpcArgs, LeaderHandler};
 use crate::monitor::{Monitor, MonitorArgs};
 use crate::scheduler::{Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::shard::{ShardArgs, ShardMsg, StateShard};
+use crate::streams::{ManagerArgs, RunnerCtx, StreamManager};
 use crate::worker::{Worker, WorkerArgs};
 use crate::Proposer;
 
@@ -45,6 +46,19 @@ pub struct CoreParts {
     pub backups: Option<crate::monitor::BackupPlan>,
     /// The result cache (`[cache]`); none when off.
     pub cache: Option<Arc<crate::cache::ResultCache>>,
+    /// `[streams]`, and the door POSTed records come in by.
+    pub streams: StreamsParts,
+}
+
+/// What the StreamManager and its runners are built from.
+#[derive(Clone)]
+pub struct StreamsParts {
+    pub ingress: crate::streams::Ingress,
+    pub files_dir: std::path::PathBuf,
+    pub max_record_bytes: usize,
+    pub queue_batches: usize,
+    pub max_restarts: u32,
+    pub window: Duration,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -123,6 +137,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
             proposer: proposer.clone(),
             scheduler: scheduler.clone(),
             results: p.results.clone(),
+            ingress: p.streams.ingress.clone(),
         });
         let listen = p.rpc_listen;
         out.push(spec::<ClusterRpc, _>(
@@ -192,6 +207,32 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                 },
             )
         }));
+    }
+    {
+        let (p, proposer) = (p.clone(), proposer.clone());
+        out.push(spec::<StreamManager, _>(
+            "streams",
+            Slot::default(),
+            move || {
+                let s = &p.streams;
+                (
+                    StreamManager,
+                    ManagerArgs {
+                        node: p.node.clone(),
+                        ctx: RunnerCtx {
+                            node: p.node.id,
+                            proposer: proposer.clone(),
+                            ingress: s.ingress.clone(),
+                            files_dir: s.files_dir.clone(),
+                            max_record_bytes: s.max_record_bytes,
+                            queue_batches: s.queue_batches,
+                        },
+                        max_restarts: s.max_restarts,
+                        window: s.window,
+                    },
+                )
+            },
+        ));
     }
     (out, proposer)
 }

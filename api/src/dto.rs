@@ -55,6 +55,27 @@ pub struct ConstraintsDto {
     pub labels: BTreeMap<String, OneOrMany>,
 }
 
+impl ConstraintsDto {
+    /// Checked (`at` prefixes the field in errors, e.g. `task.`).
+    pub fn into_constraints(self, at: &str) -> Result<Constraints, ApiError> {
+        let mut labels = BTreeMap::new();
+        for (k, v) in self.labels {
+            let vs = v.into_vec();
+            if vs.is_empty() {
+                return Err(bad(
+                    &format!("{at}constraints.labels.{k}"),
+                    "give a value or a non-empty list of values",
+                ));
+            }
+            labels.insert(k, vs);
+        }
+        Ok(Constraints {
+            tier: self.tier,
+            labels,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AffinityDto {
@@ -253,17 +274,7 @@ impl TaskSubmission {
                 format!("at most {MAX_AFTER} task ids, each a positive integer"),
             ));
         }
-        let mut labels = BTreeMap::new();
-        for (k, v) in self.constraints.labels {
-            let vs = v.into_vec();
-            if vs.is_empty() {
-                return Err(bad(
-                    &format!("{at}constraints.labels.{k}"),
-                    "give a value or a non-empty list of values",
-                ));
-            }
-            labels.insert(k, vs);
-        }
+        let constraints = self.constraints.into_constraints(at)?;
         let mut affinities = Vec::with_capacity(self.affinities.len());
         for (i, a) in self.affinities.into_iter().enumerate() {
             if !(-100..=100).contains(&a.weight) {
@@ -289,10 +300,7 @@ impl TaskSubmission {
         Ok(TaskSpec {
             work,
             priority: self.priority,
-            constraints: Constraints {
-                tier: self.constraints.tier,
-                labels,
-            },
+            constraints,
             resources: Resources {
                 cpu_millis: self.resources.cpu_millis,
                 memory_mb: self.resources.memory_mb,

@@ -124,6 +124,17 @@ error_codes! {
     NotRunning = "not_running",
     /// The node that keeps the task's result cannot be reached.
     ResultUnavailable = "result_unavailable",
+    /// A stream job definition is invalid (`details.field` names the field).
+    InvalidStream = "invalid_stream",
+    /// Records were POSTed to a stream job whose source is not `http`.
+    NotHttpSource = "not_http_source",
+    /// The stream job's input queue is full; retry after `Retry-After`.
+    StreamBusy = "stream_busy",
+    /// The stream job is not running now (starting, moving, paused); retry.
+    StreamMoving = "stream_moving",
+    /// The stream job's runner could not take the records (it stopped, or its node cannot
+    /// be reached); send them again.
+    StreamUnavailable = "stream_unavailable",
     /// A bug or an unexpected failure (logged on the node).
     Internal = "internal",
 }

@@ -24,6 +24,7 @@ use crate::dto::{
 use crate::handlers::admin::{LogChange, LogView, ReloadReport};
 use crate::handlers::cluster::NewLearner;
 use crate::handlers::jobs::{FireView, JobSubmission, JobView};
+use crate::handlers::streams::{CheckpointView, StreamMetricsView, StreamView};
 use crate::handlers::tasks::WaitMany;
 
 #[derive(ToSchema)]
@@ -212,6 +213,62 @@ pub struct Nodes {
 #[derive(ToSchema)]
 pub struct Jobs {
     jobs: Vec<JobView<'static>>,
+}
+
+/// A stream job as submitted (API.md "Stream jobs"); `source`, `sink` and each pipeline step
+/// are checked by the engine, and a mistake is answered 400 naming the field.
+#[derive(ToSchema)]
+pub struct StreamSubmission {
+    #[schema(min_length = 1, max_length = 128)]
+    name: String,
+    /// `{"type": "http"}`, `{"type": "mqtt", "url", "topic", "qos"}`, `{"type": "redis", "url",
+    /// "stream", "group"}` or `{"type": "file", "path"}`.
+    #[schema(value_type = Object)]
+    source: serde_json::Value,
+    /// `{"field", "max_delay_ms", "idle_ms"}`; no field = arrival time.
+    #[schema(value_type = Option<Object>)]
+    time: Option<serde_json::Value>,
+    /// Steps: `{"filter": expr}`, `{"map": {field: expr}}`, `{"key_by": field}`, `{"window":
+    /// {...}, "aggregate": {...}}` (last).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pipeline: Option<Vec<serde_json::Value>>,
+    /// `{"type": "results"}`, `mqtt {url, topic}`, `redis {url, stream}`, `http {url}`, `file
+    /// {path}`.
+    #[schema(value_type = Object)]
+    sink: serde_json::Value,
+    #[schema(minimum = 100, maximum = 3600000)]
+    checkpoint_ms: Option<u64>,
+    constraints: Option<ConstraintsDto>,
+    resources: Option<ResourcesDto>,
+    #[schema(minimum = 1, maximum = 1000000)]
+    max_results: Option<u32>,
+}
+
+#[derive(ToSchema)]
+pub struct Streams {
+    streams: Vec<StreamView>,
+}
+
+#[derive(ToSchema)]
+pub struct StreamDeleted {
+    id: u64,
+    /// `stopped`
+    status: String,
+}
+
+#[derive(ToSchema)]
+pub struct RecordsAccepted {
+    /// Records taken (malformed ones included: they are counted in the job's `malformed`).
+    accepted: u64,
+}
+
+#[derive(ToSchema)]
+pub struct StreamResults {
+    /// Each with `key`, `window_start`, `window_end`, the aggregates, `result_id` and `seq`.
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<serde_json::Value>,
+    /// The `after` of the next page (none when this page is empty).
+    next: Option<u64>,
 }
 
 #[derive(ToSchema)]
@@ -438,6 +495,103 @@ fn get_job() {}
         (status = 503, description = "No leader now; retry", body = ErrorBody)))]
 fn delete_job() {}
 
+#[utoipa::path(post, path = "/v1/streams", tag = "streams", request_body = StreamSubmission,
+    responses(
+        (status = 201, description = "Stored; placed on a node shortly (status starting)", body = StreamView),
+        (status = 400, description = "Malformed or invalid; `details.field` names the field", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn create_stream() {}
+
+#[utoipa::path(get, path = "/v1/streams", tag = "streams",
+    responses(
+        (status = 200, description = "Every stream job", body = Streams),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn list_streams() {}
+
+#[utoipa::path(get, path = "/v1/streams/{id}", tag = "streams",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "The stream job", body = StreamView),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such stream job", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn get_stream() {}
+
+#[utoipa::path(delete, path = "/v1/streams/{id}", tag = "streams",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "Stopped and removed (what its sinks hold is kept)", body = StreamDeleted),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such stream job", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn delete_stream() {}
+
+#[utoipa::path(post, path = "/v1/streams/{id}/pause", tag = "streams",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "Paused (its runner stops; a resume goes on from the last checkpoint)", body = StreamView),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such stream job", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn pause_stream() {}
+
+#[utoipa::path(post, path = "/v1/streams/{id}/resume", tag = "streams",
+    params(("id" = u64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "Starting again from its last checkpoint (a paused or failed job)", body = StreamView),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such stream job", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn resume_stream() {}
+
+#[utoipa::path(post, path = "/v1/streams/{id}/records", tag = "streams",
+    params(("id" = u64, Path, minimum = 1)),
+    request_body(content = Vec<Object>, description = "A JSON array of records, or JSON lines (one record per line)"),
+    responses(
+        (status = 202, description = "Taken, and in a committed checkpoint", body = RecordsAccepted),
+        (status = 400, description = "Bad id or an empty body", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such stream job", body = ErrorBody),
+        (status = 409, description = "The job's source is not http", body = ErrorBody),
+        (status = 413, description = "Body over streams.max_body_bytes", body = ErrorBody),
+        (status = 429, description = "The job's input queue is full (or rate limited); retry after Retry-After", body = ErrorBody),
+        (status = 503, description = "The job is not running now, or its node cannot be reached; send again", body = ErrorBody)))]
+fn stream_records() {}
+
+#[utoipa::path(get, path = "/v1/streams/{id}/results", tag = "streams",
+    params(("id" = u64, Path, minimum = 1),
+        ("after" = Option<u64>, Query, description = "Results after this seq (the last page's next)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000)),
+    responses(
+        (status = 200, description = "Results of a results sink, oldest first", body = StreamResults),
+        (status = 400, description = "Bad id or query", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such stream job", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn stream_results() {}
+
 #[utoipa::path(get, path = "/v1/events", tag = "tasks",
     params(
         ("task" = Option<u64>, Query, minimum = 1, description = "Only this task's changes"),
@@ -603,17 +757,20 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "edgerun", description = "A compute cluster for the edge: tasks, jobs, cluster membership."),
+    info(title = "edgerun", description = "A compute cluster for the edge: tasks, jobs, stream jobs, cluster membership."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, wait_many, get_task, wait,
-        cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job, kernels, cluster,
+        cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job,
+        create_stream, list_streams, get_stream, delete_stream, pause_stream, resume_stream,
+        stream_records, stream_results, kernels, cluster,
         add_learner, promote, remove, nodes, alerts, dashboard, get_log, set_log, reload, snapshot),
     components(schemas(ErrorBody, ErrorDetail, crate::error::ErrorCode, TaskDto, TaskSubmission, BatchSubmission,
         ExecDto, OneOrMany, ConstraintsDto, AffinityDto, ResourcesDto, RetryDto, ErrorDto,
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,
         JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport,
-        WaitMany, WaitManyAnswer, WaitEnded, ViewDoc))
+        WaitMany, WaitManyAnswer, WaitEnded, ViewDoc, StreamSubmission, StreamView,
+        StreamMetricsView, CheckpointView, Streams, StreamDeleted, RecordsAccepted, StreamResults))
 )]
 pub struct ApiDoc;
 

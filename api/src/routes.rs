@@ -11,7 +11,7 @@ use actix_web::{guard, http::Method, web, FromRequest, Handler, Responder};
 
 use crate::auth::Role;
 use crate::error::{json_error, ApiError, ErrorCode};
-use crate::handlers::{admin, cluster, dashboard, debug, events, jobs, system, tasks};
+use crate::handlers::{admin, cluster, dashboard, debug, events, jobs, streams, system, tasks};
 
 /// One route: method (OpenAPI's spelling), full path template, the least role it needs
 /// (`None`: open to anyone), and whether the OpenAPI document lists it (the `/v1/debug`
@@ -76,6 +76,14 @@ pub const ROUTES: &[Route] = &[
     needs("get", "/v1/jobs", Viewer),
     needs("get", "/v1/jobs/{id}", Viewer),
     needs("delete", "/v1/jobs/{id}", Operator),
+    needs("post", "/v1/streams", Operator),
+    needs("get", "/v1/streams", Viewer),
+    needs("get", "/v1/streams/{id}", Viewer),
+    needs("delete", "/v1/streams/{id}", Operator),
+    needs("post", "/v1/streams/{id}/pause", Operator),
+    needs("post", "/v1/streams/{id}/resume", Operator),
+    needs("post", "/v1/streams/{id}/records", Operator),
+    needs("get", "/v1/streams/{id}/results", Viewer),
     needs("get", "/v1/events", Viewer),
     needs("get", "/v1/kernels", Viewer),
     needs("get", "/v1/cluster", Viewer),
@@ -160,6 +168,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(at("get", "/v1/jobs", jobs::list))
         .service(at("get", "/v1/jobs/{id}", jobs::get))
         .service(at("delete", "/v1/jobs/{id}", jobs::delete))
+        .service(at("post", "/v1/streams", streams::create))
+        .service(at("get", "/v1/streams", streams::list))
+        .service(at("get", "/v1/streams/{id}", streams::get))
+        .service(at("delete", "/v1/streams/{id}", streams::delete))
+        .service(at("post", "/v1/streams/{id}/pause", streams::pause))
+        .service(at("post", "/v1/streams/{id}/resume", streams::resume))
+        .service(at("post", "/v1/streams/{id}/records", streams::records))
+        .service(at("get", "/v1/streams/{id}/results", streams::results))
         .service(at("get", "/v1/events", events::events))
         .service(at("get", "/v1/kernels", system::kernels))
         .service(at("get", "/v1/cluster", cluster::cluster))

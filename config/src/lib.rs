@@ -5,7 +5,7 @@
 //!   in its own file with its own `validate`: `node`, `api`, `cluster` (membership, leases,
 //!   the RPC circuit breaker), `auth`, `limits` (rate limits and the audit log), `scheduling`
 //!   (scheduler and retention), `executor`, `raft`, `ops` (Redis, result cache, backups,
-//!   supervisor, alerts, log, debug). [`NodeConfig::validate`] runs them all, then the rules
+//!   supervisor, alerts, log, debug), `streams`. [`NodeConfig::validate`] runs them all, then the rules
 //!   that span sections.
 //! - [`Sources`]: where the layers come from. Tests pass their own environment instead of
 //!   touching the process's.
@@ -40,6 +40,7 @@ mod ops;
 mod raft;
 mod scheduling;
 pub mod secret;
+mod streams;
 
 pub use api::ApiConfig;
 pub use auth::{ApiKey, AuthConfig, AuthRole};
@@ -53,6 +54,7 @@ pub use ops::{
 };
 pub use raft::RaftConfig;
 pub use scheduling::{RetentionConfig, SchedulerConfig};
+pub use streams::StreamsConfig;
 
 /// Prefix of the environment variables read as configuration.
 pub const ENV_PREFIX: &str = "EDGERUN_";
@@ -84,6 +86,7 @@ pub struct NodeConfig {
     pub scheduler: SchedulerConfig,
     pub retention: RetentionConfig,
     pub alerts: AlertsConfig,
+    pub streams: StreamsConfig,
     pub log: LogConfig,
     pub debug: DebugConfig,
 }
@@ -279,6 +282,7 @@ impl NodeConfig {
         self.redis.validate()?;
         self.alerts.validate()?;
         self.supervisor.validate()?;
+        self.streams.validate()?;
         let ids: std::collections::BTreeSet<NodeId> =
             self.cluster.peers.iter().map(|p| p.id).collect();
         if !self.cluster.peers.is_empty()

@@ -307,7 +307,8 @@ impl Streams {
             self.changes = self.changes.wrapping_add(1);
             return true;
         }
-        if job.status == StreamStatus::Starting {
+        // Running once the runner says so without a problem (its source is ready).
+        if job.status == StreamStatus::Starting && r.error.is_none() {
             job.status = StreamStatus::Running;
             self.changes = self.changes.wrapping_add(1);
         }

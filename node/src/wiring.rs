@@ -550,6 +550,15 @@ pub async fn run_node(
             webhook_url: Some(cfg.alerts.webhook_url.clone()).filter(|u| !u.is_empty()),
         },
     ));
+    let ingress = edgerun_actors::streams::Ingress::default();
+    let files_dir = cfg.streams.files_dir(&cfg.node.data_dir);
+    if let Err(e) = private_dir(&files_dir) {
+        shutdown_raft(&node, &db).await;
+        return Err(anyhow::anyhow!(
+            "streams.files_dir {}: {e}",
+            files_dir.display()
+        ));
+    }
     let (mut children, proposer) = core_children(CoreParts {
         node: node.clone(),
         info,
@@ -576,6 +585,14 @@ pub async fn run_node(
         data_dir: cfg.node.data_dir.clone(),
         cache,
         backups,
+        streams: edgerun_actors::StreamsParts {
+            ingress: ingress.clone(),
+            files_dir,
+            max_record_bytes: cfg.streams.max_record_bytes,
+            queue_batches: cfg.streams.queue_batches,
+            max_restarts: cfg.streams.max_restarts,
+            window: Duration::from_secs(cfg.streams.window_secs),
+        },
     });
     let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {
         Ok(a) => Arc::new(a),
@@ -644,7 +661,7 @@ pub async fn run_node(
     ));
     spawn_reload_on_sighup(control.clone());
     let supervisor_slot: Slot<SupervisorMsg> = Slot::default();
-    let cluster = ClusterHandle::new(node.clone(), results);
+    let cluster = ClusterHandle::new(node.clone(), results, ingress);
     children.push(Arc::new(ApiSpec::new(ApiParts {
         listen: cfg.api.listen,
         workers: cfg.api.workers,
@@ -661,6 +678,10 @@ pub async fn run_node(
                 idempotency_window_ms: cfg.limits.idempotency_window_secs.saturating_mul(1000),
             },
             policy: scheduler_policy(&cfg),
+            streams: edgerun_api::handlers::streams::StreamLimits {
+                max_body: cfg.streams.max_body_bytes,
+                max_results: cfg.streams.max_results,
+            },
         },
         cluster: ClusterCtx {
             node: cluster,
@@ -807,4 +828,16 @@ fn capacity_memory_mb(cfg: &NodeConfig) -> u32 {
         })
         .unwrap_or(1024 * 1024);
     u32::try_from(total_kb / 1024 * 8 / 10).unwrap_or(u32::MAX)
+}
+
+/// Create `dir` (and its parents) if missing; a directory the node creates is 0700.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

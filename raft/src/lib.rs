@@ -68,7 +68,9 @@ pub use data_dir::{DataDir, DataDirError, Prepared};
 pub use flush::Flusher;
 pub use log_store::LogStore;
 pub use results::{Outbox, ResultStore};
-pub use rpc::{AppRequest, AppResponse, Heartbeat, MembershipChange, Peers, RemoteError};
+pub use rpc::{
+    AppRequest, AppResponse, Heartbeat, IngestRefusal, MembershipChange, Peers, RemoteError,
+};
 pub use start::{start_raft, RaftNode};
 pub use state_machine::{StateEvent, StateMachineStore, StateView};
 pub use store_error::StoreError;

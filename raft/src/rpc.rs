@@ -61,6 +61,20 @@ pub enum AppRequest {
     Membership(MembershipChange),
     /// A result this node stored off-Raft.
     FetchResult { task: u64, attempt: u32 },
+    /// Records for a stream job's `http` source, forwarded to the node that runs the job (a
+    /// JSON array or JSON lines, as POSTed). Answered once they are in a checkpoint.
+    StreamRecords { stream: u64, body: Vec<u8> },
+}
+
+/// Why records for a stream job were not taken.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+pub enum IngestRefusal {
+    #[error("stream job {0} does not run on this node (it may be moving)")]
+    NotHere(u64),
+    #[error("the stream job's input buffer is full")]
+    Full { retry_after_ms: u64 },
+    #[error("{0}")]
+    Failed(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -103,6 +117,8 @@ pub enum AppResponse {
     Membership(Result<(), RemoteError>),
     /// The stored result (JSON text), or none when this node does not have it.
     Result(Result<Option<String>, RemoteError>),
+    /// How many records were taken (they are in a committed checkpoint).
+    StreamRecords(Result<u64, IngestRefusal>),
 }
 
 /// A failed exchange, classified for openraft.
@@ -462,6 +478,23 @@ impl Peers {
         {
             AppResponse::Result(r) => Ok(r),
             other => Err(mismatch(addr, "FetchResult", &other)),
+        }
+    }
+
+    /// Hand records to the stream job's runner on the node at `addr`.
+    pub async fn stream_records(
+        &self,
+        addr: &str,
+        stream: u64,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Result<u64, IngestRefusal>, RpcError> {
+        match self
+            .app(addr, AppRequest::StreamRecords { stream, body }, timeout)
+            .await?
+        {
+            AppResponse::StreamRecords(r) => Ok(r),
+            other => Err(mismatch(addr, "StreamRecords", &other)),
         }
     }
 }

@@ -176,6 +176,19 @@ impl Pipeline {
         self.state.open.len()
     }
 
+    /// Start measuring idleness from `now_ms` (a runner that resumed from a checkpoint: the
+    /// time the job was down or moving is not the source being silent, and counting it would
+    /// close windows whose records are still on their way).
+    pub fn resume_clock(&mut self, now_ms: i64) {
+        self.state.last_arrival_ms = now_ms;
+    }
+
+    /// Count records a source could not read as JSON objects (they never reach `push`).
+    pub fn count_malformed(&mut self, n: u64) {
+        self.state.counters.records_in += n;
+        self.state.counters.malformed += n;
+    }
+
     /// Take one record that arrived at `arrival_ms` (the caller's clock); results go to `out`.
     pub fn push(&mut self, record: Value, arrival_ms: i64, out: &mut Vec<Output>) {
         let c = &mut self.state.counters;

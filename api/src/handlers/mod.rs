@@ -6,5 +6,6 @@ pub mod dashboard;
 pub mod debug;
 pub mod events;
 pub mod jobs;
+pub mod streams;
 pub mod system;
 pub mod tasks;

@@ -27,6 +27,8 @@ pub struct TasksCtx {
     pub admission: Admission,
     /// `[scheduler]`, for explaining why a task is pending.
     pub policy: Policy,
+    /// `[streams]`: the records body limit, results kept by default.
+    pub streams: crate::handlers::streams::StreamLimits,
 }
 
 /// Who sent a request, for per-submitter limits: the client's IP address (the token's subject

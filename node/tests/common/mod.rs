@@ -751,3 +751,138 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A real MQTT broker (Debian's mosquitto) on a free port, in `dir`; killed on drop. It keeps
+/// up to 100,000 queued QoS 1 messages per client (the default 1,000 would drop a stream
+/// job's input while its runner moves), in memory only.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn must_start(dir: &Path) -> Mosquitto {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 100000\nmax_inflight_messages 1000\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let bin = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|b| !b.starts_with('/') || Path::new(b).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("mosquitto.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting mosquitto: {e} (install it with ./scripts/setup)")
+            });
+        wait_until(
+            "mosquitto to accept connections",
+            Duration::from_secs(20),
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .map(|_| ())
+                    .map_err(|e| format!("connect: {e}"))
+            },
+        );
+        Mosquitto {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// A handle on a broker another value owns (for publishing from a thread).
+    pub fn at(port: u16) -> Mosquitto {
+        Mosquitto { port, child: None }
+    }
+
+    /// Publish each line of `lines` as one QoS 1 message to `topic` (mosquitto_pub -l).
+    pub fn must_publish(&self, topic: &str, lines: &[String]) {
+        use std::io::Write;
+        let mut c = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-q", "1", "-t", topic, "-l"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("mosquitto_pub: {e} (install it with ./scripts/setup)"));
+        if let Some(mut stdin) = c.stdin.take() {
+            for l in lines {
+                writeln!(stdin, "{l}").unwrap_or_else(|e| panic!("mosquitto_pub stdin: {e}"));
+            }
+        }
+        let out = c
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("mosquitto_pub: {e}"));
+        assert!(
+            out.status.success(),
+            "mosquitto_pub: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Subscribe to `topic` (QoS 1) in the background, appending each message as a line to
+    /// `out`; the subscriber is killed on drop of the returned child guard.
+    pub fn subscribe_to_file(&self, topic: &str, out: &Path) -> ChildGuard {
+        let f = std::fs::File::create(out).unwrap_or_else(|e| panic!("{e}"));
+        let c = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-q", "1", "-t", topic])
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("mosquitto_sub: {e}"));
+        ChildGuard(c)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A helper process killed when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `redis-cli` against `url`'s port; the raw output lines.
+pub fn redis_cli(port: u16, args: &[&str]) -> Vec<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli: {e} (install redis-tools with ./scripts/setup)"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}

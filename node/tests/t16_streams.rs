@@ -1,0 +1,365 @@
+//! Stream jobs on real nodes, a real MQTT broker (mosquitto) and a real Redis: results equal
+//! a reference computed here, across a kill -9 of the node that runs the job.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::{redis_cli, wait_until, Cluster, Mosquitto, Node, RedisServer, FAST_FAILOVER};
+use serde_json::{json, Value};
+
+/// Event times start here (2023-11-14): far in the past, so an idle source lets the watermark
+/// run to the clock and every window closes.
+const T0: i64 = 1_700_000_000_000;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Window {
+    n: u64,
+    sum: f64,
+    hi: f64,
+}
+
+/// The windows a list of (sensor, ts, temp) fall in, by (sensor, window start).
+fn reference(records: &[(String, i64, f64)], size: i64) -> BTreeMap<(String, i64), Window> {
+    let mut out: BTreeMap<(String, i64), Window> = BTreeMap::new();
+    for (s, ts, temp) in records {
+        let start = ts.div_euclid(size) * size;
+        let w = out.entry((s.clone(), start)).or_insert(Window {
+            n: 0,
+            sum: 0.0,
+            hi: f64::MIN,
+        });
+        w.n += 1;
+        w.sum += temp;
+        w.hi = w.hi.max(*temp);
+    }
+    out
+}
+
+fn record(sensor: &str, ts: i64, temp: f64) -> String {
+    json!({ "sensor": sensor, "ts": ts, "temp": temp }).to_string()
+}
+
+fn temp_of(sensor: usize, i: i64) -> f64 {
+    // Distinct, exactly representable values.
+    (sensor as f64) * 10.0 + ((i * 7) % 13) as f64 * 0.25
+}
+
+fn stream(node: &Node, id: u64) -> Value {
+    let a = node.must_get(&format!("/v1/streams/{id}"));
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+}
+
+fn wait_running(node: &Node, id: u64) -> Value {
+    wait_until(
+        &format!("stream job {id} to run"),
+        Duration::from_secs(30),
+        || {
+            let s = node
+                .try_get(&format!("/v1/streams/{id}"))
+                .map_err(|e| e.to_string())?;
+            if s.body["status"] == "running" {
+                Ok(s.body)
+            } else {
+                Err(s.body.to_string())
+            }
+        },
+    )
+}
+
+fn check_window(key: &str, start: i64, got: &Value, want: &Window) {
+    assert_eq!(got["n"].as_u64(), Some(want.n), "{key}@{start}: {got}");
+    let mean = got["mean"].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        (mean - want.sum / want.n as f64).abs() < 1e-9,
+        "{key}@{start}: mean {mean} vs {}",
+        want.sum / want.n as f64
+    );
+    assert_eq!(got["hi"].as_f64(), Some(want.hi), "{key}@{start}: {got}");
+}
+
+#[test]
+fn mqtt_sensors_into_tumbling_windows_equal_a_reference_and_bad_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Mosquitto::must_start(&dir.path().join("mqtt"));
+    let node = Node::must_start(&dir.path().join("n1"), &[]);
+
+    // Bad definitions: 400, naming the field.
+    let good_source = json!({"type": "mqtt", "url": broker.url(), "topic": "sensors/+/temp"});
+    for (body, field) in [
+        (
+            json!({"source": {"type": "http"}, "sink": {"type": "results"}}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "source": {"type": "kafka"}, "sink": {"type": "results"}}),
+            "source.type",
+        ),
+        (
+            json!({"name": "x", "source": good_source, "sink": {"type": "results"},
+                   "pipeline": [{"filter": "temp >"}]}),
+            "pipeline[0].filter",
+        ),
+        (
+            json!({"name": "x", "source": good_source, "sink": {"type": "results"},
+                   "pipeline": [{"window": {"type": "tumbling", "size_ms": 1000},
+                                 "aggregate": {"m": {"median": "temp"}}}]}),
+            "pipeline[0].aggregate.m",
+        ),
+        (
+            json!({"name": "x", "source": {"type": "file", "path": "/etc/passwd"},
+                   "sink": {"type": "results"}}),
+            "source.path",
+        ),
+        (
+            json!({"name": "x", "source": good_source, "sink": {"type": "results"},
+                   "max_results": 0}),
+            "max_results",
+        ),
+    ] {
+        let a = node.must_post("/v1/streams", &body);
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert_eq!(a.body["error"]["code"], "invalid_stream", "{}", a.body);
+        let f = a.body["error"]["details"]["field"].as_str().unwrap_or("");
+        assert!(
+            f.starts_with(field),
+            "{body}: field {f:?}, wanted {field:?}"
+        );
+    }
+    assert_eq!(node.must_get("/v1/streams/77").status, 404);
+    assert_eq!(node.must_get("/v1/streams/0").status, 400);
+
+    let job = json!({
+        "name": "temps",
+        "source": good_source,
+        "time": { "field": "ts", "max_delay_ms": 2000 },
+        "pipeline": [
+            { "filter": "temp > -50.0" },
+            { "key_by": "sensor" },
+            { "window": { "type": "tumbling", "size_ms": 10000 },
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+        ],
+        "sink": { "type": "results" },
+        "checkpoint_ms": 200
+    });
+    let a = node.must_post("/v1/streams", &job);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    assert_eq!(a.body["status"], "starting", "{}", a.body);
+    wait_running(&node, id);
+    // Records go to an http source only.
+    let a = node.must_post(&format!("/v1/streams/{id}/records"), &json!([{"a": 1}]));
+    assert_eq!(a.status, 409, "{}", a.body);
+
+    // 3 sensors, one reading a second for 35 s; each pair of seconds sent in reverse order
+    // (out of order by 1 s, within max_delay_ms); one filtered, one malformed, and one late.
+    let sensors = ["s1", "s2", "s3"];
+    let mut kept = Vec::new();
+    let mut lines = Vec::new();
+    for pair in (0..35).step_by(2) {
+        for i in [pair + 1, pair] {
+            if i >= 35 {
+                continue;
+            }
+            for (k, s) in sensors.iter().enumerate() {
+                let ts = T0 + i * 1000 + k as i64;
+                let t = temp_of(k, i);
+                kept.push((s.to_string(), ts, t));
+                lines.push(record(s, ts, t));
+            }
+        }
+    }
+    lines.push(record("s1", T0 + 20_500, -99.0)); // filtered
+    lines.push("not json".to_string()); // malformed
+    lines.push(record("s2", T0 + 500, 1000.0)); // late: its window closed long ago
+    broker.must_publish("sensors/mix/temp", &lines);
+
+    let want = reference(&kept, 10_000);
+    assert_eq!(want.len(), 12);
+    let results = wait_until("every window's result", Duration::from_secs(60), || {
+        let a = node
+            .try_get(&format!("/v1/streams/{id}/results?limit=1000"))
+            .map_err(|e| e.to_string())?;
+        let r = a.body["results"].as_array().cloned().unwrap_or_default();
+        if r.len() >= want.len() {
+            Ok(r)
+        } else {
+            Err(format!("{} results; job {}", r.len(), stream(&node, id)))
+        }
+    });
+    assert_eq!(results.len(), want.len(), "{results:?}");
+    for r in &results {
+        let key = r["key"].as_str().unwrap_or("").to_string();
+        let start = r["window_start"].as_i64().unwrap_or(0);
+        let w = want
+            .get(&(key.clone(), start))
+            .unwrap_or_else(|| panic!("unexpected result {r}"));
+        check_window(&key, start, r, w);
+        assert_eq!(r["window_end"].as_i64(), Some(start + 10_000));
+        assert_eq!(r["result_id"].as_str().map(str::len), Some(32), "{r}");
+    }
+    let s = wait_until("the counters", Duration::from_secs(30), || {
+        let s = stream(&node, id);
+        if s["metrics"]["late"] == 1 && s["checkpoint"]["seq"].as_u64() >= Some(1) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(s["metrics"]["malformed"], 1, "{s}");
+    assert_eq!(s["metrics"]["filtered"], 1, "{s}");
+    assert_eq!(s["node"], 1, "{s}");
+    // Paging: after the 5th, the rest.
+    let a = node.must_get(&format!("/v1/streams/{id}/results?after=5&limit=100"));
+    assert_eq!(
+        a.body["results"].as_array().map(Vec::len),
+        Some(want.len() - 5),
+        "{}",
+        a.body
+    );
+
+    // Pause, resume, delete.
+    let a = node.must_post(&format!("/v1/streams/{id}/pause"), &json!({}));
+    assert_eq!(a.body["status"], "paused", "{}", a.body);
+    let a = node.must_post(&format!("/v1/streams/{id}/resume"), &json!({}));
+    assert_eq!(a.body["status"], "starting", "{}", a.body);
+    wait_running(&node, id);
+    let a = node.must_call("DELETE", &format!("/v1/streams/{id}"), None, None);
+    assert_eq!(a.body["status"], "stopped", "{}", a.body);
+    assert_eq!(node.must_get(&format!("/v1/streams/{id}")).status, 404);
+}
+
+/// The windows a Redis stream holds: result_id → the result.
+fn redis_results(port: u16, stream: &str) -> Vec<Value> {
+    let lines = redis_cli(port, &["XRANGE", stream, "-", "+"]);
+    let mut out = Vec::new();
+    let mut it = lines.iter();
+    while let Some(l) = it.next() {
+        if l == "json" {
+            if let Some(j) = it.next() {
+                out.push(serde_json::from_str(j).unwrap_or(Value::Null));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_stream_job_moves_off_a_killed_node_and_redis_holds_each_window_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Mosquitto::must_start(&dir.path().join("mqtt"));
+    let redis = RedisServer::must_start(&dir.path().join("redis"));
+    let mut cluster = Cluster::must_start(dir.path(), 3, FAST_FAILOVER);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
+    let job = json!({
+        "name": "failover",
+        "source": { "type": "mqtt", "url": broker.url(), "topic": "plant/#", "qos": 1 },
+        "time": { "field": "ts", "max_delay_ms": 500, "idle_ms": 2000 },
+        "pipeline": [
+            { "key_by": "sensor" },
+            { "window": { "type": "tumbling", "size_ms": 1000 },
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+        ],
+        "sink": { "type": "redis", "url": redis.url(), "stream": "windows" },
+        "checkpoint_ms": 200
+    });
+    let a = cluster.node(leader).must_post("/v1/streams", &job);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    let s = wait_running(cluster.node(leader), id);
+    let runner = s["node"].as_u64().unwrap_or(0);
+
+    // 40 seconds of event time, 3 sensors, 5 readings each per second, published one second
+    // at a time by a paced publisher while the runner's node is killed: the records the dead
+    // runner took after its last checkpoint come back from the broker (unacknowledged QoS 1)
+    // to the job's next runner, and the rest wait in the broker for the job's session.
+    let mut all = Vec::new();
+    let mut seconds = Vec::new();
+    for sec in 0..40i64 {
+        let mut lines = Vec::new();
+        for j in 0..5 {
+            for (k, s) in ["a", "b", "c"].iter().enumerate() {
+                let ts = T0 + sec * 1000 + j * 200 + k as i64;
+                let t = temp_of(k, sec * 5 + j);
+                all.push((s.to_string(), ts, t));
+                lines.push(record(s, ts, t));
+            }
+        }
+        seconds.push(lines);
+    }
+    let port = broker.port;
+    let publisher = std::thread::spawn(move || {
+        let b = Mosquitto::at(port);
+        for lines in seconds {
+            b.must_publish("plant/line1", &lines);
+            // Pacing the producer (a sensor's rate), not waiting for anything.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let other = [1, 2, 3].into_iter().find(|n| *n != runner).unwrap_or(1);
+    wait_until(
+        "windows in Redis and a checkpoint",
+        Duration::from_secs(30),
+        || {
+            let n = redis_results(redis.port, "windows").len();
+            let s = stream(cluster.node(other), id);
+            if n >= 15 && s["checkpoint"]["seq"].as_u64() >= Some(1) {
+                Ok(())
+            } else {
+                Err(format!("{n} in redis; job {s}"))
+            }
+        },
+    );
+    cluster.node_mut(runner).kill9();
+    let in_redis_at_kill = redis_results(redis.port, "windows").len();
+    let alive: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != runner).collect();
+    let leader = cluster.wait_for_leader(&alive, Duration::from_secs(30));
+    let moved = wait_until("the job on another node", Duration::from_secs(60), || {
+        let s = stream(cluster.node(leader), id);
+        match s["node"].as_u64() {
+            Some(n) if n != runner && s["status"] == "running" => Ok(s),
+            _ => Err(s.to_string()),
+        }
+    });
+    assert!(moved["moves"].as_u64() >= Some(1), "{moved}");
+    if publisher.join().is_err() {
+        panic!("the publisher failed");
+    }
+    assert!(
+        in_redis_at_kill < 120,
+        "the kill came after the last window ({in_redis_at_kill}): not mid-stream"
+    );
+
+    let want = reference(&all, 1000);
+    assert_eq!(want.len(), 120);
+    let got = wait_until("every window in Redis", Duration::from_secs(90), || {
+        let r = redis_results(redis.port, "windows");
+        if r.len() >= want.len() {
+            Ok(r)
+        } else {
+            Err(format!(
+                "{} of {} windows; job {}",
+                r.len(),
+                want.len(),
+                stream(cluster.node(leader), id)
+            ))
+        }
+    });
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for r in &got {
+        *seen
+            .entry(r["result_id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+        let key = r["key"].as_str().unwrap_or("").to_string();
+        let start = r["window_start"].as_i64().unwrap_or(0);
+        let w = want
+            .get(&(key.clone(), start))
+            .unwrap_or_else(|| panic!("unexpected result {r}"));
+        check_window(&key, start, r, w);
+    }
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "windows written twice: {repeated:?}");
+    assert_eq!(got.len(), want.len());
+}
