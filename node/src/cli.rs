@@ -17,6 +17,7 @@ Examples:
   edgerun task submit --kernel stats --input '{\"values\": [1]}' --count 1000 --wait
   edgerun task submit --file tasks.jsonl --wait one task per line, with a progress bar
   edgerun cluster status                        members, leader, load, tasks by state
+  edgerun stream create --file job.json         a stream job (sources, windows, sinks)
   edgerun top                                   the same, live
   edgerun task list --status failed -o json     any client command as JSON
 
@@ -55,6 +56,15 @@ enum Cmd {
         conn: Conn,
         #[command(subcommand)]
         cmd: TaskCmd,
+    },
+    /// Stream jobs: continuous pipelines over sensor data (sources, windows, sinks).
+    ///
+    /// Example: edgerun stream create --file temps.json && edgerun stream list
+    Stream {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: crate::stream_cli::StreamCmd,
     },
     /// Cluster membership and leader.
     Cluster {
@@ -563,6 +573,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Events { .. }
         | Cmd::Cluster { .. }
         | Cmd::Task { .. }
+        | Cmd::Stream { .. }
         | Cmd::Top { .. }
         | Cmd::Backup { .. } => run_client(cli.cmd).map_err(crate::client::with_exit_code),
     }
@@ -675,6 +686,10 @@ fn run_client(cmd: Cmd) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Cmd::Stream { conn, cmd } => {
+            let c = conn.client()?;
+            crate::stream_cli::run(&c, conn.output, cmd)
         }
         Cmd::Task { conn, cmd } => {
             let c = conn.client()?;

@@ -33,6 +33,7 @@ mod dev;
 mod logging;
 mod output;
 mod sandbox;
+mod stream_cli;
 mod top;
 mod wiring;
 

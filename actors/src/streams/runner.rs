@@ -75,6 +75,8 @@ struct Run {
     committed: Vec<Ack>,
     /// Something changed since the last checkpoint.
     dirty: bool,
+    /// Records POSTed to the http source wait for the next checkpoint.
+    callers_waiting: bool,
     reported_problem: Option<Option<String>>,
     /// Counters already exported as metrics.
     exported: edgerun_streams::Counters,
@@ -150,6 +152,7 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
         acks: Vec::new(),
         committed: Vec::new(),
         dirty: false,
+        callers_waiting: false,
         reported_problem: None,
         exported,
         job_label: job.id.to_string(),
@@ -195,6 +198,7 @@ impl Run {
                         if p.pos != SourcePos::Replayed {
                             self.pos = p.pos;
                         }
+                        self.callers_waiting |= matches!(p.ack, Ack::Http { .. });
                         self.acks.push(p.ack);
                     }
                     self.dirty = true;
@@ -206,6 +210,11 @@ impl Run {
                     }
                 }
                 _ = ticker.tick() => {
+                    // Callers of the http source wait for a checkpoint: do not make them wait
+                    // a long checkpoint interval.
+                    if self.callers_waiting && self.checkpoint(ctx).await? == Some(false) {
+                        return Ok(Ended::Fenced);
+                    }
                     self.pipeline.tick(now_ms() as i64, &mut outs);
                     if !outs.is_empty() {
                         self.dirty = true;
@@ -335,6 +344,7 @@ impl Run {
             Some(true) => {
                 self.seq += 1;
                 self.dirty = false;
+                self.callers_waiting = false;
                 metrics::histogram!(m::STREAM_CHECKPOINT_SECONDS, "job" => self.job_label.clone())
                     .record(started.elapsed().as_secs_f64());
                 tracing::debug!(
