@@ -72,6 +72,25 @@ pub enum BenchCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Stream jobs on one node: http batches → 1 s tumbling window over --keys keys →
+    /// results (records/s); and MQTT → the same window → Redis beside mosquitto_sub draining
+    /// the same broker (the ceiling for any consumer).
+    Stream {
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+        /// Records per POST.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        /// Messages for the MQTT part (0 = skip it).
+        #[arg(long, default_value_t = 200_000)]
+        mqtt: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The leader's placement planner with 1,000 simulated nodes: placements/s.
     Scheduler {
         #[arg(long, default_value_t = 1000)]
@@ -104,6 +123,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Memory { common, .. } => ("memory", common),
         BenchCmd::Startup { common, .. } => ("startup", common),
         BenchCmd::Scheduler { common, .. } => ("scheduler", common),
+        BenchCmd::Stream { common, .. } => ("stream", common),
     };
     let tmp;
     let dir = match &common.dir {
@@ -150,6 +170,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             rounds,
             ..
         } => scheduler(nodes, tasks, rounds),
+        BenchCmd::Stream {
+            secs,
+            clients,
+            keys,
+            batch,
+            mqtt,
+            ..
+        } => crate::stream::stream(&dir, secs, clients, keys.max(1), batch.max(1), mqtt)?,
     };
     let doc = json!({
         "scenario": name,
@@ -181,7 +209,7 @@ fn machine() -> Value {
 // ---- numbers ----------------------------------------------------------------------------
 
 /// p50/p95/p99/max of `ms` (sorted here).
-fn percentiles(ms: &mut [f64]) -> Value {
+pub(crate) fn percentiles(ms: &mut [f64]) -> Value {
     if ms.is_empty() {
         return json!({ "n": 0 });
     }
@@ -198,7 +226,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn f(v: &Value, k: &str) -> String {
+pub(crate) fn f(v: &Value, k: &str) -> String {
     v[k].as_f64().map_or("-".into(), |x| {
         if x >= 100.0 {
             format!("{x:.0}")
@@ -215,9 +243,9 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A process of a benchmarked cluster (an edgerun node, or an etcd member beside it).
-struct Proc {
+pub(crate) struct Proc {
     id: u64,
-    url: String,
+    pub(crate) url: String,
     proc: edgerun_testkit::NodeProcess,
     args: Vec<String>,
     dir: PathBuf,
@@ -229,7 +257,7 @@ impl Proc {
     }
 
     /// kill -9 and reap (also when the Proc is dropped).
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.proc.kill9();
     }
 
@@ -248,7 +276,7 @@ impl Proc {
 }
 
 /// `n` edgerun nodes as one cluster on loopback, spawned (not yet ready).
-fn edgerun_cluster(dir: &Path, n: u64, sets: &[String]) -> anyhow::Result<Vec<Proc>> {
+pub(crate) fn edgerun_cluster(dir: &Path, n: u64, sets: &[String]) -> anyhow::Result<Vec<Proc>> {
     let mut ports = Vec::new();
     let layout = edgerun_testkit::Layout::new(n, "127.0.0.1", |id| {
         let p = (edgerun_testkit::free_port(), edgerun_testkit::free_port());
@@ -299,7 +327,7 @@ fn edgerun_cluster(dir: &Path, n: u64, sets: &[String]) -> anyhow::Result<Vec<Pr
     Ok(out)
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
@@ -308,7 +336,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// Poll `probe` every `every` until it gives a value or `timeout` passes.
-fn poll<T>(
+pub(crate) fn poll<T>(
     what: &str,
     timeout: Duration,
     every: Duration,
@@ -346,7 +374,7 @@ fn agreed_leader(a: &ureq::Agent, procs: &[&Proc]) -> Option<u64> {
     seen
 }
 
-fn wait_cluster(a: &ureq::Agent, procs: &[Proc]) -> anyhow::Result<u64> {
+pub(crate) fn wait_cluster(a: &ureq::Agent, procs: &[Proc]) -> anyhow::Result<u64> {
     let all: Vec<&Proc> = procs.iter().collect();
     poll(
         "the cluster to agree on a leader",
@@ -356,7 +384,7 @@ fn wait_cluster(a: &ureq::Agent, procs: &[Proc]) -> anyhow::Result<u64> {
     )
 }
 
-fn post_json(a: &ureq::Agent, url: &str, body: &Value) -> Result<Value, String> {
+pub(crate) fn post_json(a: &ureq::Agent, url: &str, body: &Value) -> Result<Value, String> {
     match a.post(url).send_json(body) {
         Ok(r) => r.into_json().map_err(|e| e.to_string()),
         Err(ureq::Error::Status(code, r)) => Err(format!(

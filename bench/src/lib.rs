@@ -8,8 +8,11 @@
 //!   `bench-<scenario>.json`.
 //! - [`sandbox`]: `edgerun bench-sandbox` — per-task overhead of each isolation mode, and of
 //!   `runc run` on the same bundle.
+//! - [`stream`]: `edgerun bench stream` — stream jobs: http ingest → window → results, and
+//!   MQTT → window → Redis beside mosquitto_sub's drain rate.
 //! - [`kernels`]: `edgerun bench-kernels` — each C++ kernel called directly (no cluster).
 
 pub mod cluster;
 pub mod kernels;
 pub mod sandbox;
+pub mod stream;
