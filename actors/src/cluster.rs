@@ -107,9 +107,13 @@ impl LeaderHandler {
                     .get(task, attempt)
                     .map_err(|e| RemoteError::Failed(e.to_string())),
             ),
-            AppRequest::StreamRecords { stream, body } => AppResponse::StreamRecords(
+            AppRequest::StreamRecords {
+                stream,
+                body,
+                batch_id,
+            } => AppResponse::StreamRecords(
                 self.ingress
-                    .offer(stream, body, crate::streams::INGEST_WAIT)
+                    .offer(stream, body, batch_id, crate::streams::INGEST_WAIT)
                     .await,
             ),
             AppRequest::Membership(change) => AppResponse::Membership(

@@ -230,6 +230,7 @@ impl ClusterHandle {
         &self,
         id: edgerun_model::StreamId,
         body: Vec<u8>,
+        batch_id: Option<String>,
     ) -> Result<u64, edgerun_raft::IngestRefusal> {
         use edgerun_raft::IngestRefusal;
         let wait = crate::streams::INGEST_WAIT;
@@ -240,7 +241,7 @@ impl ClusterHandle {
             Some(Some(n)) => n,
         };
         if node == self.node.id {
-            return self.ingress.offer(id, body, wait).await;
+            return self.ingress.offer(id, body, batch_id, wait).await;
         }
         let rpc = self.read(|s| s.nodes.get(&node).map(|n| n.rpc.clone()));
         let Some(rpc) = rpc else {
@@ -249,7 +250,7 @@ impl ClusterHandle {
         match self
             .node
             .peers
-            .stream_records(&rpc, id, body, wait + Duration::from_secs(5))
+            .stream_records(&rpc, id, body, batch_id, wait + Duration::from_secs(5))
             .await
         {
             Ok(r) => r,

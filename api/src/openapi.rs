@@ -564,7 +564,9 @@ fn pause_stream() {}
 fn resume_stream() {}
 
 #[utoipa::path(post, path = "/v1/streams/{id}/records", tag = "streams",
-    params(("id" = u64, Path, minimum = 1)),
+    params(("id" = u64, Path, minimum = 1),
+        ("batch_id" = Option<String>, Query, min_length = 1, max_length = 128,
+            description = "The caller's id for this batch: sent again (its answer was lost), it is not taken twice (the job remembers its last 10,000)")),
     request_body(content = Vec<Object>, description = "A JSON array of records, or JSON lines (one record per line)"),
     responses(
         (status = 202, description = "Taken, and in a committed checkpoint", body = RecordsAccepted),

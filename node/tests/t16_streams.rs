@@ -363,3 +363,98 @@ fn a_stream_job_moves_off_a_killed_node_and_redis_holds_each_window_once() {
     assert!(repeated.is_empty(), "windows written twice: {repeated:?}");
     assert_eq!(got.len(), want.len());
 }
+
+#[test]
+fn http_batches_are_taken_once_per_batch_id_into_a_file_sink_and_bad_bodies_are_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::must_start(
+        &dir.path().join("n1"),
+        &[
+            "streams.max_body_bytes=65536",
+            "streams.max_record_bytes=4096",
+        ],
+    );
+    let job = json!({
+        "name": "to-file",
+        "source": { "type": "http" },
+        "time": { "field": "ts", "max_delay_ms": 0, "idle_ms": 1000 },
+        "pipeline": [
+            { "key_by": "sensor" },
+            { "window": { "type": "tumbling", "size_ms": 1000 },
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+        ],
+        "sink": { "type": "file", "path": "out/windows.jsonl" },
+        "checkpoint_ms": 1000
+    });
+    let a = node.must_post("/v1/streams", &job);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    wait_running(&node, id);
+    let path = format!("/v1/streams/{id}/records");
+
+    let mut all = Vec::new();
+    for b in 0..10i64 {
+        let mut lines = String::new();
+        for j in 0..20i64 {
+            let (s, ts, t) = (
+                format!("s{}", j % 2),
+                T0 + b * 500 + j * 20,
+                (b * 20 + j) as f64,
+            );
+            all.push((s.clone(), ts, t));
+            lines.push_str(&record(&s, ts, t));
+            lines.push('\n');
+        }
+        // JSON lines; each batch sent twice under its id (a retry after a lost answer).
+        for _ in 0..2 {
+            let a = node
+                .try_post_raw(&format!("{path}?batch_id=b{b}"), lines.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            // Answered once checkpointed.
+            assert_eq!(a.status, 202, "{}", a.body);
+            assert_eq!(a.body["accepted"], 20, "{}", a.body);
+        }
+    }
+    let s = stream(&node, id);
+    assert_eq!(s["metrics"]["records_in"], 200, "each batch once: {s}");
+    // Bad bodies: too large, empty, a bad batch id; nothing taken.
+    let big = vec![b' '; 70_000];
+    assert_eq!(node.try_post_raw(&path, &big).map(|a| a.status), Ok(413));
+    assert_eq!(node.try_post_raw(&path, b"  ").map(|a| a.status), Ok(400));
+    let long = "x".repeat(200);
+    assert_eq!(
+        node.try_post_raw(&format!("{path}?batch_id={long}"), b"{}")
+            .map(|a| a.status),
+        Ok(400)
+    );
+    assert_eq!(
+        node.try_post_raw("/v1/streams/999/records", b"{}")
+            .map(|a| a.status),
+        Ok(404)
+    );
+
+    // Every window in the file once (the idle source closes the last ones), as the reference.
+    let want = reference(&all, 1000);
+    let file = dir.path().join("n1/data/stream-files/out/windows.jsonl");
+    let got = wait_until("every window in the file", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect();
+        if lines.len() >= want.len() {
+            Ok(lines)
+        } else {
+            Err(format!("{} of {} lines", lines.len(), want.len()))
+        }
+    });
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for r in &got {
+        let key = r["key"].as_str().unwrap_or("").to_string();
+        let start = r["window_start"].as_i64().unwrap_or(0);
+        let w = want
+            .get(&(key.clone(), start))
+            .unwrap_or_else(|| panic!("unexpected line {r}"));
+        check_window(&key, start, r, w);
+    }
+}

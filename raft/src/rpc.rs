@@ -63,7 +63,12 @@ pub enum AppRequest {
     FetchResult { task: u64, attempt: u32 },
     /// Records for a stream job's `http` source, forwarded to the node that runs the job (a
     /// JSON array or JSON lines, as POSTed). Answered once they are in a checkpoint.
-    StreamRecords { stream: u64, body: Vec<u8> },
+    StreamRecords {
+        stream: u64,
+        body: Vec<u8>,
+        /// The caller's batch id: a batch seen before is not taken twice.
+        batch_id: Option<String>,
+    },
 }
 
 /// Why records for a stream job were not taken.
@@ -487,10 +492,19 @@ impl Peers {
         addr: &str,
         stream: u64,
         body: Vec<u8>,
+        batch_id: Option<String>,
         timeout: Duration,
     ) -> Result<Result<u64, IngestRefusal>, RpcError> {
         match self
-            .app(addr, AppRequest::StreamRecords { stream, body }, timeout)
+            .app(
+                addr,
+                AppRequest::StreamRecords {
+                    stream,
+                    body,
+                    batch_id,
+                },
+                timeout,
+            )
             .await?
         {
             AppResponse::StreamRecords(r) => Ok(r),

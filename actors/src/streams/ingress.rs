@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Records for a runner, and where to say that they are checkpointed.
 pub struct Batch {
     pub body: Vec<u8>,
+    /// The caller's id for the batch (a retry of a batch already taken is not taken again).
+    pub batch_id: Option<String>,
     /// Answered with the number of records taken once they are in a committed checkpoint;
     /// dropped (an error for the caller) when the runner stops first.
     pub done: oneshot::Sender<u64>,
@@ -59,6 +61,7 @@ impl Ingress {
         &self,
         id: StreamId,
         body: Vec<u8>,
+        batch_id: Option<String>,
         wait: Duration,
     ) -> Result<u64, IngestRefusal> {
         let tx = self
@@ -68,7 +71,11 @@ impl Ingress {
             .and_then(|m| m.get(&id).map(|(_, tx)| tx.clone()))
             .ok_or(IngestRefusal::NotHere(id))?;
         let (done, answer) = oneshot::channel();
-        match tx.try_send(Batch { body, done }) {
+        match tx.try_send(Batch {
+            body,
+            batch_id,
+            done,
+        }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!(crate::metrics_names::STREAM_INGEST_REFUSED, "job" => id.to_string())

@@ -8,6 +8,7 @@
 //! on (another epoch: a pause, a move after this node was thought lost) and the runner stops
 //! without touching anything more.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use edgerun_model::{NodeId, StreamCheckpoint, StreamId, StreamJob, StreamMetrics, StreamReport};
@@ -36,7 +37,12 @@ struct Saved {
     engine: Vec<u8>,
     source: SourcePos,
     sink: SinkPos,
+    /// The http source's most recent batch ids, oldest first.
+    batches: VecDeque<String>,
 }
+
+/// Batch ids remembered for the http source's duplicate check.
+const KEEP_BATCH_IDS: usize = 10_000;
 
 const SAVED_VERSION: u16 = 1;
 
@@ -77,6 +83,9 @@ struct Run {
     dirty: bool,
     /// Records POSTed to the http source wait for the next checkpoint.
     callers_waiting: bool,
+    /// Recent batch ids of the http source (in the checkpoint), and the same as a set.
+    batches: VecDeque<String>,
+    batch_set: HashSet<String>,
     reported_problem: Option<Option<String>>,
     /// Counters already exported as metrics.
     exported: edgerun_streams::Counters,
@@ -91,6 +100,7 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
     let steps = def.steps().map_err(|e| e.to_string())?;
     let mut pipeline = Pipeline::new(&engine_job(job.id), def.time.clone(), steps);
     let (mut spos, mut kpos, seq) = (SourcePos::default(), SinkPos::default(), 0);
+    let mut batches = VecDeque::new();
     let seq = match &job.checkpoint {
         None => seq,
         Some(c) => {
@@ -108,6 +118,7 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
             pipeline.resume_clock(now_ms() as i64);
             spos = saved.source;
             kpos = saved.sink;
+            batches = saved.batches;
             c.seq
         }
     };
@@ -153,6 +164,8 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
         committed: Vec::new(),
         dirty: false,
         callers_waiting: false,
+        batch_set: batches.iter().cloned().collect(),
+        batches,
         reported_problem: None,
         exported,
         job_label: job.id.to_string(),
@@ -189,6 +202,21 @@ impl Run {
                     }
                     let now = now_ms() as i64;
                     for p in batch.drain(..) {
+                        if let Some(b) = p.batch_id {
+                            if !self.batch_set.insert(b.clone()) {
+                                // Taken before (a retry whose first answer was lost): answered
+                                // with the next checkpoint, not taken again.
+                                self.callers_waiting = true;
+                                self.acks.push(p.ack);
+                                continue;
+                            }
+                            self.batches.push_back(b);
+                            while self.batches.len() > KEEP_BATCH_IDS {
+                                if let Some(old) = self.batches.pop_front() {
+                                    self.batch_set.remove(&old);
+                                }
+                            }
+                        }
                         for r in p.records {
                             self.pipeline.push(r, now, &mut outs);
                         }
@@ -324,6 +352,7 @@ impl Run {
             engine: self.pipeline.checkpoint(),
             source: self.pos.clone(),
             sink: self.sink.position(),
+            batches: self.batches.clone(),
         };
         let data = edgerun_model::encode(&saved).map_err(|e| e.to_string())?;
         if data.len() > MAX_CHECKPOINT_BYTES {

@@ -66,6 +66,8 @@ pub struct Polled {
     pub malformed: u64,
     pub pos: SourcePos,
     pub ack: Ack,
+    /// The http caller's batch id.
+    pub batch_id: Option<String>,
 }
 
 /// A problem the source reports while it keeps trying (an unreachable broker).
@@ -181,6 +183,7 @@ impl Source {
                             malformed,
                             pos: SourcePos::Replayed,
                             ack: Ack::Http { done: b.done, n },
+                            batch_id: b.batch_id,
                         };
                         if tx.send(polled).await.is_err() {
                             return;
@@ -427,6 +430,7 @@ async fn tail_file(
                     malformed,
                     pos: SourcePos::File { offset },
                     ack: Ack::None,
+                    batch_id: None,
                 };
                 if tx.send(polled).await.is_err() {
                     return;
@@ -645,6 +649,7 @@ async fn read_redis(
                     last_id: last.clone(),
                 },
                 ack: Ack::Redis(ids),
+                batch_id: None,
             };
             if tx.send(polled).await.is_err() {
                 return;
@@ -720,6 +725,7 @@ async fn read_mqtt(
                     } else {
                         Ack::Mqtt(vec![p])
                     },
+                    batch_id: None,
                 };
                 backlog.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if tx.send(polled).is_err() {

@@ -277,12 +277,32 @@ pub async fn delete(
 }
 
 /// Records into an `http` source: `202 {"accepted": n}` once they are in a checkpoint.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsQuery {
+    batch_id: Option<String>,
+}
+
+/// Longest `batch_id`.
+const MAX_BATCH_ID: usize = 128;
+
 pub async fn records(
     ctx: web::Data<TasksCtx>,
     id: web::Path<String>,
+    q: web::Query<RecordsQuery>,
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    let batch_id = q.into_inner().batch_id;
+    if batch_id
+        .as_ref()
+        .is_some_and(|b| b.is_empty() || b.len() > MAX_BATCH_ID)
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidQuery,
+            format!("batch_id: 1 to {MAX_BATCH_ID} bytes"),
+        ));
+    }
     let source = ctx.node.read(|s| {
         s.streams.get(id).map(|j| {
             serde_json::from_str::<Value>(&j.spec.definition)
@@ -329,7 +349,7 @@ pub async fn records(
             "no records: send a JSON array of objects or JSON lines",
         ));
     }
-    match ctx.node.ingest(id, body).await {
+    match ctx.node.ingest(id, body, batch_id).await {
         Ok(n) => Ok(HttpResponse::Accepted().json(json!({ "accepted": n }))),
         Err(IngestRefusal::Full { retry_after_ms }) => Err(ApiError::TooMany {
             code: ErrorCode::StreamBusy,
