@@ -22,6 +22,8 @@ pub enum Target {
     /// Any node, chosen by the run's seed.
     Random,
     Node(u64),
+    /// The node running the run's stream job (as the live nodes' state says).
+    StreamRunner,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,6 +107,13 @@ impl Injector {
         match t {
             Target::Node(id) => Ok(id),
             Target::Leader => c.leader().context("no agreed leader to target"),
+            Target::StreamRunner => live
+                .iter()
+                .find_map(|n| {
+                    let a = c.get(*n, "/v1/streams").ok()?;
+                    a.body["streams"].as_array()?.first()?["node"].as_u64()
+                })
+                .context("no node runs the stream job"),
             Target::Follower => {
                 let leader = c.leader();
                 live.into_iter()

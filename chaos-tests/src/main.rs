@@ -13,7 +13,9 @@
 //!   or containers) and how the network between them is broken.
 //! - `cluster`: the real `edgerun node` processes under test; `workload`: clients that submit
 //!   with idempotency keys and retry, readers, and the leader monitor.
-//! - `check`: the checkers run on the recorded history and the final state.
+//! - `check`: the checkers run on the recorded history and the final state; `stream`: a stream
+//!   job fed through every node during the faults, and its checker (each window once, equal
+//!   to the reference made from the acknowledged batches).
 //! - `run`: one scenario from start to verdict; `report`: its report, the recovery times
 //!   measured from the history, and the run's summary. This file: the command line and the
 //!   loop over the scenarios.
@@ -28,6 +30,7 @@ mod net;
 mod report;
 mod run;
 mod scenarios;
+mod stream;
 mod workload;
 
 use std::path::{Path, PathBuf};

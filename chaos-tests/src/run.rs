@@ -94,6 +94,7 @@ pub(crate) fn run_scenario(sc: &Scenario, opts: &Opts, seed: u64, dir: &Path) ->
     let mut c = Cluster::start(&opts.program, dir, net, sc.voters, settings, sc.tmpfs)?;
     c.wait_ready(Duration::from_secs(60))?;
     let job = create_job(&c, Duration::from_secs(20))?;
+    let feeder = crate::stream::start(&c, Duration::from_secs(20))?;
     let t0 = Instant::now();
     let t0_epoch = now_ms();
     let wl = Workload::start(
@@ -120,6 +121,7 @@ pub(crate) fn run_scenario(sc: &Scenario, opts: &Opts, seed: u64, dir: &Path) ->
     }
     pause_until(t0, workload_ms);
     let history = wl.finish();
+    let fed = feeder.finish();
     let _ = inj.inject(&mut c, Fault::Heal, t0);
     let heal_at = Instant::now();
     let mut verdict = Verdict::default();
@@ -148,6 +150,9 @@ pub(crate) fn run_scenario(sc: &Scenario, opts: &Opts, seed: u64, dir: &Path) ->
         }
     };
     check::check(&history, &tasks, &mut verdict);
+    crate::stream::close(&c.urls(), &fed, Duration::from_secs(60));
+    let stream_summary = crate::stream::check(&c, &fed, Duration::from_secs(60), &mut verdict);
+    eprintln!("chaos: {} {stream_summary}", sc.name);
     // A skewed leader clock legitimately moves which slots are due; only the at-most-once
     // rule holds then.
     check::check_job(job, &tasks, !sc.faketime, &mut verdict);

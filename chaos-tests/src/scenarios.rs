@@ -84,6 +84,13 @@ pub fn all() -> Vec<Scenario> {
             vec![Heal],
         ),
         s(
+            "isolate-stream-runner",
+            "cut the node running the stream job off from the others: the job moves after the lease and goes on from its checkpoint; the cut-off runner is fenced",
+            3,
+            vec![Isolate { target: StreamRunner }],
+            vec![Heal],
+        ),
+        s(
             "split-5",
             "five voters split 2 | 3: the minority cannot commit, the majority goes on",
             5,

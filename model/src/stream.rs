@@ -81,6 +81,8 @@ pub struct StreamMetrics {
 pub struct StreamCheckpoint {
     /// Increases by one per committed checkpoint of the job.
     pub seq: u64,
+    /// The placement (epoch) whose runner made it.
+    pub epoch: u64,
     pub at_ms: u64,
     pub data: Vec<u8>,
 }
@@ -292,9 +294,16 @@ impl Streams {
         if job.node != Some(r.node) || job.epoch != r.epoch {
             return false;
         }
-        let last_seq = job.checkpoint.as_ref().map_or(0, |c| c.seq);
+        // The next checkpoint; or the last one again from the same runner, which did not get
+        // the answer to it (its leader died after the commit): its state now is later and its
+        // results a superset (repeats are skipped by result_id), so it replaces the last one.
         if let Some(c) = &r.checkpoint {
-            if c.seq != last_seq + 1 {
+            let next = c.seq == job.checkpoint.as_ref().map_or(0, |l| l.seq) + 1;
+            let again = job
+                .checkpoint
+                .as_ref()
+                .is_some_and(|l| l.seq == c.seq && l.epoch == r.epoch && c.epoch == r.epoch);
+            if !(next || again) {
                 return false;
             }
         }
@@ -381,6 +390,7 @@ mod tests {
             metrics: StreamMetrics::default(),
             checkpoint: Some(StreamCheckpoint {
                 seq,
+                epoch,
                 at_ms: 5,
                 data: vec![seq as u8],
             }),
@@ -400,7 +410,12 @@ mod tests {
         assert!(!s.place(2, id, 2, 2), "already placed");
         assert!(s.report(3, &report(id, 1, 1, 1, &["a", "b"])));
         assert_eq!(s.get(id).map(|j| j.status), Some(StreamStatus::Running));
-        assert!(!s.report(3, &report(id, 1, 1, 1, &["c"])), "seq 1 again");
+        // seq 1 again from the same runner (its answer was lost): it replaces seq 1.
+        assert!(
+            s.report(3, &report(id, 1, 1, 1, &["a", "b"])),
+            "seq 1 again"
+        );
+        assert_eq!(s.results(id, 0, 10).len(), 2, "repeats skipped");
         assert!(!s.report(3, &report(id, 1, 1, 3, &["c"])), "seq skipped");
         // The node is lost: the job moves; the old runner's reports are refused.
         assert_eq!(s.node_down(4, 1), vec![id]);

@@ -304,6 +304,25 @@ impl Actor for StreamManager {
         let Some((id, epoch)) = found else {
             return Ok(()); // a runner stopped on purpose
         };
+        // Fenced while the state still gives the job to this runner: its report was refused
+        // for another reason (a checkpoint out of step with the state's): start it again
+        // from the state's checkpoint rather than leave the job without a runner.
+        let still_here = state.args.node.view.read(|s| {
+            s.streams
+                .get(id)
+                .is_some_and(|j| j.node == Some(state.args.node.id) && j.epoch == epoch)
+        });
+        if reason.as_deref() == Some(FENCED) && still_here {
+            state
+                .failed(
+                    &myself,
+                    id,
+                    epoch,
+                    "its report was refused although the job is still placed here; starting again from the last committed checkpoint".into(),
+                )
+                .await;
+            return Ok(());
+        }
         match reason.as_deref() {
             Some(FENCED) | None => {
                 tracing::info!(stream = id, epoch, "stream runner ended: the job moved on");

@@ -83,6 +83,8 @@ struct Run {
     dirty: bool,
     /// Records POSTed to the http source wait for the next checkpoint.
     callers_waiting: bool,
+    /// The last report failed (no leader): logged once per streak.
+    report_failing: bool,
     /// Recent batch ids of the http source (in the checkpoint), and the same as a set.
     batches: VecDeque<String>,
     batch_set: HashSet<String>,
@@ -164,6 +166,7 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
         committed: Vec::new(),
         dirty: false,
         callers_waiting: false,
+        report_failing: false,
         batch_set: batches.iter().cloned().collect(),
         batches,
         reported_problem: None,
@@ -334,9 +337,18 @@ impl Run {
             results,
         };
         match ctx.proposer.report_stream(r).await {
-            Ok(ok) => Ok(Some(ok)),
+            Ok(ok) => {
+                if std::mem::take(&mut self.report_failing) {
+                    tracing::info!(stream = self.id, "reporting to the cluster works again");
+                }
+                Ok(Some(ok))
+            }
             Err(e) => {
-                tracing::warn!(stream = self.id, error = %e, "reporting to the cluster failed; will retry");
+                // Once per streak (a leader change fails every report for a moment).
+                if !self.report_failing {
+                    tracing::warn!(stream = self.id, error = %e, "reporting to the cluster failed; retrying at each checkpoint");
+                }
+                self.report_failing = true;
                 Ok(None)
             }
         }
@@ -364,6 +376,7 @@ impl Run {
         let results = self.sink.take_results();
         let cp = StreamCheckpoint {
             seq: self.seq + 1,
+            epoch: self.epoch,
             at_ms: now_ms(),
             data,
         };
