@@ -59,6 +59,8 @@ pub struct StreamsParts {
     pub queue_batches: usize,
     pub max_restarts: u32,
     pub window: Duration,
+    /// `streams.http_sink_allow`, parsed.
+    pub http_allow: Arc<Vec<edgerun_config::allow::Allowed>>,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -226,6 +228,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                             files_dir: s.files_dir.clone(),
                             max_record_bytes: s.max_record_bytes,
                             queue_batches: s.queue_batches,
+                            http_allow: s.http_allow.clone(),
                         },
                         max_restarts: s.max_restarts,
                         window: s.window,

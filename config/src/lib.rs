@@ -30,6 +30,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
+pub mod allow;
 mod api;
 mod auth;
 mod cluster;

@@ -25,6 +25,10 @@ pub struct StreamsConfig {
     /// A runner that fails more often than this within `window_secs` makes its job `failed`.
     pub max_restarts: u32,
     pub window_secs: u64,
+    /// Where an `http` sink may POST: networks (`10.0.0.0/8`, `127.0.0.1/32`) and
+    /// `host:port` pairs, checked on the address connected to. Empty (the default) allows
+    /// none.
+    pub http_sink_allow: Vec<String>,
 }
 
 impl Default for StreamsConfig {
@@ -37,6 +41,7 @@ impl Default for StreamsConfig {
             max_results: 10_000,
             max_restarts: 5,
             window_secs: 60,
+            http_sink_allow: Vec::new(),
         }
     }
 }
@@ -73,6 +78,13 @@ impl StreamsConfig {
         }
         if self.window_secs == 0 {
             return Err(invalid("streams.window_secs", "0", "at least 1"));
+        }
+        if let Err(e) = crate::allow::parse(&self.http_sink_allow) {
+            return Err(invalid(
+                "streams.http_sink_allow",
+                e,
+                "networks (10.0.0.0/8) and host:port pairs",
+            ));
         }
         Ok(())
     }

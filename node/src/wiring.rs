@@ -592,6 +592,10 @@ pub async fn run_node(
             queue_batches: cfg.streams.queue_batches,
             max_restarts: cfg.streams.max_restarts,
             window: Duration::from_secs(cfg.streams.window_secs),
+            // Checked by the config's validation.
+            http_allow: Arc::new(
+                edgerun_config::allow::parse(&cfg.streams.http_sink_allow).unwrap_or_default(),
+            ),
         },
     });
     let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {

@@ -62,6 +62,8 @@ pub struct RunnerCtx {
     pub files_dir: std::path::PathBuf,
     pub max_record_bytes: usize,
     pub queue_batches: usize,
+    /// `streams.http_sink_allow`, parsed.
+    pub http_allow: std::sync::Arc<Vec<edgerun_config::allow::Allowed>>,
 }
 
 /// The engine's name for a job (part of every result id).
@@ -124,7 +126,7 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
             c.seq
         }
     };
-    let sink = Sink::open(&def.sink, &kpos, job.id, &ctx.files_dir).await?;
+    let sink = Sink::open(&def.sink, &kpos, job.id, &ctx.files_dir, &ctx.http_allow).await?;
     let ingress = matches!(def.source, edgerun_streams::SourceDef::Http)
         .then(|| ctx.ingress.register(job.id, job.epoch, ctx.queue_batches));
     let source = Source::open(

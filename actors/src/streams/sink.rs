@@ -81,6 +81,61 @@ pub struct MqttSink {
 pub struct HttpSink {
     url: String,
     pending: Vec<String>,
+    allow: std::sync::Arc<Vec<edgerun_config::allow::Allowed>>,
+}
+
+/// The `host:port` part of an http(s) URL.
+fn netloc(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let auth = rest.split(['/', '?', '#']).next()?;
+    let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+    let default = if scheme == "https" { 443 } else { 80 };
+    match auth.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            if let Ok(port) = p.parse::<u16>() {
+                return Some((
+                    h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                    port,
+                ));
+            }
+            Some((auth.to_string(), default))
+        }
+        _ => Some((
+            auth.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            default,
+        )),
+    }
+}
+
+/// Resolve `host:port` and keep the addresses `streams.http_sink_allow` allows (none: an
+/// error that names the setting). ureq connects only to what this returns, so a name that
+/// resolves elsewhere later (DNS rebinding) or a redirect (none are followed) cannot get past
+/// the check.
+fn allowed_addrs(
+    allow: &[edgerun_config::allow::Allowed],
+    netloc: &str,
+) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let host = netloc
+        .rsplit_once(':')
+        .map_or(netloc, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let all: Vec<std::net::SocketAddr> = netloc.to_socket_addrs()?.collect();
+    let ok: Vec<std::net::SocketAddr> = all
+        .iter()
+        .copied()
+        .filter(|a| edgerun_config::allow::allows(allow, host, *a))
+        .collect();
+    if ok.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{netloc} ({all:?}) is not in streams.http_sink_allow on this node"),
+        ));
+    }
+    Ok(ok)
 }
 
 pub struct FileSink {
@@ -101,6 +156,7 @@ impl Sink {
         pos: &SinkPos,
         job: edgerun_model::StreamId,
         files_dir: &std::path::Path,
+        allow: &std::sync::Arc<Vec<edgerun_config::allow::Allowed>>,
     ) -> Result<Sink, String> {
         Ok(match def {
             SinkDef::Results => Sink::Results(Vec::new()),
@@ -160,10 +216,19 @@ impl Sink {
                     task,
                 })
             }
-            SinkDef::Http { url } => Sink::Http(HttpSink {
-                url: url.clone(),
-                pending: Vec::new(),
-            }),
+            SinkDef::Http { url } => {
+                let (host, port) = netloc(url).ok_or(format!("sink.url {url:?}: no host"))?;
+                let (a, loc) = (allow.clone(), format!("{host}:{port}"));
+                tokio::task::spawn_blocking(move || allowed_addrs(&a, &loc))
+                    .await
+                    .map_err(|e| format!("http sink: {e}"))?
+                    .map_err(|e| format!("http sink: {e}"))?;
+                Sink::Http(HttpSink {
+                    url: url.clone(),
+                    pending: Vec::new(),
+                    allow: allow.clone(),
+                })
+            }
             SinkDef::File { path } => {
                 let path: PathBuf = files_dir.join(path);
                 let keep = match pos {
@@ -404,11 +469,13 @@ impl HttpSink {
             .map(|c| format!("[{}]", c.join(",")))
             .collect();
         let url = self.url.clone();
+        let allow = self.allow.clone();
         let started = Instant::now();
         tokio::task::spawn_blocking(move || {
             let agent = ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(10))
                 .redirects(0)
+                .resolver(move |netloc: &str| allowed_addrs(&allow, netloc))
                 .build();
             for body in batches {
                 let mut attempt = 0u32;
@@ -421,6 +488,9 @@ impl HttpSink {
                         Ok(_) => break,
                         Err(ureq::Error::Status(code, _)) if code < 500 && code != 429 => {
                             return Err(format!("http sink {url}: answered {code}"));
+                        }
+                        Err(e) if e.to_string().contains("streams.http_sink_allow") => {
+                            return Err(format!("http sink: {e}"));
                         }
                         Err(e) => {
                             attempt += 1;

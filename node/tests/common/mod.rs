@@ -240,6 +240,23 @@ impl Node {
         n
     }
 
+    /// The node's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// Resident memory of the node's process, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
     }
