@@ -61,6 +61,8 @@ pub struct StreamsParts {
     pub window: Duration,
     /// `streams.http_sink_allow`, parsed.
     pub http_allow: Arc<Vec<edgerun_config::allow::Allowed>>,
+    /// The kernels a window step may run.
+    pub kernels: Arc<dyn edgerun_cpp::Kernels>,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -229,6 +231,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                             max_record_bytes: s.max_record_bytes,
                             queue_batches: s.queue_batches,
                             http_allow: s.http_allow.clone(),
+                            kernels: s.kernels.clone(),
                         },
                         max_restarts: s.max_restarts,
                         window: s.window,

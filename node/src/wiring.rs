@@ -518,6 +518,7 @@ pub async fn run_node(
         })?;
     tracing::info!(id = node.id, "raft started");
 
+    let stream_kernels = kernels.clone();
     let (executor, containers) = match choose_executor(&cfg, kernels.clone()).await {
         Ok(x) => x,
         Err(e) => {
@@ -596,6 +597,7 @@ pub async fn run_node(
             http_allow: Arc::new(
                 edgerun_config::allow::parse(&cfg.streams.http_sink_allow).unwrap_or_default(),
             ),
+            kernels: stream_kernels,
         },
     });
     let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {

@@ -139,7 +139,8 @@ fn mqtt_sensors_into_tumbling_windows_equal_a_reference_and_bad_input_is_refused
             { "filter": "temp > -50.0" },
             { "key_by": "sensor" },
             { "window": { "type": "tumbling", "size_ms": 10000 },
-              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } },
+              "kernel": { "name": "stats", "field": "temp" } }
         ],
         "sink": { "type": "results" },
         "checkpoint_ms": 200
@@ -197,6 +198,13 @@ fn mqtt_sensors_into_tumbling_windows_equal_a_reference_and_bad_input_is_refused
             .get(&(key.clone(), start))
             .unwrap_or_else(|| panic!("unexpected result {r}"));
         check_window(&key, start, r, w);
+        // The C++ stats kernel over the window's values agrees with the incremental ones.
+        assert_eq!(r["stats"]["count"].as_u64(), Some(w.n), "{r}");
+        assert_eq!(r["stats"]["max"].as_f64(), Some(w.hi), "{r}");
+        assert!(
+            (r["stats"]["mean"].as_f64().unwrap_or(f64::NAN) - w.sum / w.n as f64).abs() < 1e-9,
+            "{r}"
+        );
         assert_eq!(r["window_end"].as_i64(), Some(start + 10_000));
         assert_eq!(r["result_id"].as_str().map(str::len), Some(32), "{r}");
     }

@@ -98,6 +98,9 @@ pub struct FieldAcc {
     first: Option<(i64, f64)>,
     last: Option<(i64, f64)>,
     sketch: Option<DDSketch>,
+    /// Every (event time, value), when a kernel reads this field (at most
+    /// `spec::MAX_KERNEL_VALUES`).
+    values: Option<Vec<(i64, f64)>>,
 }
 
 impl std::fmt::Debug for FieldAcc {
@@ -117,7 +120,7 @@ fn sketch() -> DDSketch {
 }
 
 impl FieldAcc {
-    fn new(with_sketch: bool) -> FieldAcc {
+    fn new(with_sketch: bool, collect: bool) -> FieldAcc {
         FieldAcc {
             n: 0,
             sum: 0.0,
@@ -128,6 +131,7 @@ impl FieldAcc {
             first: None,
             last: None,
             sketch: with_sketch.then(sketch),
+            values: collect.then(Vec::new),
         }
     }
 
@@ -147,6 +151,11 @@ impl FieldAcc {
         }
         if let Some(s) = self.sketch.as_mut() {
             s.add(v);
+        }
+        if let Some(vs) = self.values.as_mut() {
+            if vs.len() < crate::spec::MAX_KERNEL_VALUES {
+                vs.push((t, v));
+            }
         }
     }
 
@@ -185,6 +194,10 @@ impl FieldAcc {
             (None, Some(b)) => self.sketch = Some(b.clone()),
             _ => {}
         }
+        if let (Some(a), Some(b)) = (self.values.as_mut(), o.values.as_ref()) {
+            let room = crate::spec::MAX_KERNEL_VALUES.saturating_sub(a.len());
+            a.extend(b.iter().take(room));
+        }
     }
 
     fn value(&self, kind: AggKind) -> Option<f64> {
@@ -222,6 +235,8 @@ pub struct AggSet {
     pub aggs: Vec<Aggregate>,
     /// Fields read, and whether a percentile of each is asked.
     fields: BTreeMap<String, bool>,
+    /// The field whose values are kept for a kernel.
+    collect: Option<String>,
 }
 
 /// A record's value for a field the aggregates read was missing or not a number.
@@ -232,6 +247,11 @@ pub struct NotANumber {
 
 impl AggSet {
     pub fn new(aggs: Vec<Aggregate>) -> AggSet {
+        AggSet::collecting(aggs, None)
+    }
+
+    /// Aggregates, and the values of `collect` kept for a kernel.
+    pub fn collecting(aggs: Vec<Aggregate>, collect: Option<String>) -> AggSet {
         let mut fields = BTreeMap::new();
         for a in &aggs {
             if let Some(f) = &a.field {
@@ -239,7 +259,20 @@ impl AggSet {
                 *p |= a.kind.quantile().is_some();
             }
         }
-        AggSet { aggs, fields }
+        if let Some(f) = &collect {
+            fields.entry(f.clone()).or_insert(false);
+        }
+        AggSet {
+            aggs,
+            fields,
+            collect,
+        }
+    }
+
+    /// The kept values of a window, when a kernel reads them.
+    pub fn collected(&self, acc: &Acc) -> Option<Vec<(i64, f64)>> {
+        let f = self.collect.as_ref()?;
+        acc.fields.get(f)?.values.clone()
     }
 
     pub fn empty(&self) -> Acc {
@@ -248,7 +281,10 @@ impl AggSet {
             fields: self
                 .fields
                 .iter()
-                .map(|(f, p)| (f.clone(), FieldAcc::new(*p)))
+                .map(|(f, p)| {
+                    let keep = self.collect.as_ref() == Some(f);
+                    (f.clone(), FieldAcc::new(*p, keep))
+                })
                 .collect(),
         }
     }

@@ -50,7 +50,8 @@ struct State {
 }
 
 /// The checkpoint format's version (a checkpoint of another version is refused, not guessed).
-const CHECKPOINT_VERSION: u16 = 1;
+/// 2: a window may keep the values a kernel reads.
+const CHECKPOINT_VERSION: u16 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -77,6 +78,35 @@ pub struct Output {
     /// (no window) from its number in the job.
     pub result_id: String,
     pub value: Value,
+    /// A kernel to run over the window before the result goes out (its result goes into
+    /// `value` under the step's `as`).
+    pub kernel: Option<KernelCall>,
+}
+
+/// One kernel run for one closed window: the kernel, its input, where its result goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelCall {
+    pub kernel: String,
+    pub input: Value,
+    pub output: String,
+}
+
+/// The input a window kernel gets (see `spec::WINDOW_KERNELS`).
+fn kernel_input(kernel: &str, values: &[(i64, f64)], start: i64, end: i64) -> Value {
+    match kernel {
+        "window_agg" => serde_json::json!({
+            "points": values.iter().map(|(t, v)| serde_json::json!([t, v])).collect::<Vec<_>>(),
+            "window_ms": (end - start).max(1),
+            "aggs": ["count", "mean", "anomaly"],
+        }),
+        "fft" => {
+            let n = values.len().max(1).next_power_of_two();
+            let mut v: Vec<f64> = values.iter().map(|(_, v)| *v).collect();
+            v.resize(n, 0.0);
+            serde_json::json!({ "values": v })
+        }
+        _ => serde_json::json!({ "values": values.iter().map(|(_, v)| *v).collect::<Vec<_>>() }),
+    }
 }
 
 /// A job's compiled pipeline and its running state.
@@ -86,6 +116,7 @@ pub struct Pipeline {
     steps: Vec<Step>,
     key_by: Option<String>,
     window: Option<(WindowKind, AggSet)>,
+    kernel: Option<crate::spec::KernelStep>,
     state: State,
 }
 
@@ -137,11 +168,20 @@ impl Pipeline {
     pub fn new(job: &str, time: TimeSpec, steps: Vec<Step>) -> Pipeline {
         let mut key_by = None;
         let mut window = None;
+        let mut kernel = None;
         let mut rest = Vec::new();
         for s in steps {
             match s {
                 Step::KeyBy(f) => key_by = Some(f),
-                Step::Window { kind, aggregates } => window = Some((kind, AggSet::new(aggregates))),
+                Step::Window {
+                    kind,
+                    aggregates,
+                    kernel: k,
+                } => {
+                    let collect = k.as_ref().map(|k| k.field.clone());
+                    window = Some((kind, AggSet::collecting(aggregates, collect)));
+                    kernel = k;
+                }
                 other => rest.push(other),
             }
         }
@@ -151,6 +191,7 @@ impl Pipeline {
             steps: rest,
             key_by,
             window,
+            kernel,
             state: State {
                 max_event: None,
                 watermark: i64::MIN,
@@ -233,6 +274,7 @@ impl Pipeline {
             out.push(Output {
                 result_id: format!("{}:{}", self.job, self.state.seq),
                 value: Value::Object(rec),
+                kernel: None,
             });
             return;
         };
@@ -293,9 +335,18 @@ impl Pipeline {
             v.insert("window_end".into(), Value::from(c.end));
             v.extend(c.fields);
             self.state.counters.records_out += 1;
+            let kernel = match (&self.kernel, &c.collected) {
+                (Some(k), Some(vals)) if !vals.is_empty() => Some(KernelCall {
+                    kernel: k.name.clone(),
+                    input: kernel_input(&k.name, vals, c.start, c.end),
+                    output: k.output.clone(),
+                }),
+                _ => None,
+            };
             out.push(Output {
                 result_id: id,
                 value: Value::Object(v),
+                kernel,
             });
         }
     }

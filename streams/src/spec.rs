@@ -57,8 +57,27 @@ pub enum Step {
     Window {
         kind: WindowKind,
         aggregates: Vec<Aggregate>,
+        /// A C++ kernel run over each closed window's values of one field.
+        kernel: Option<KernelStep>,
     },
 }
+
+/// `"kernel": {"name", "field", "as"}` of a window step: the kernel gets the window's values
+/// of `field` (in arrival order, at most [`MAX_KERNEL_VALUES`]) and its result goes into the
+/// window's result under `as` (default: the kernel's name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelStep {
+    pub name: String,
+    pub field: String,
+    pub output: String,
+}
+
+/// The kernels a window step can run, with the input each is given: `stats` and `sort`
+/// `{"values"}`, `fft` `{"values"}` zero-padded to a power of two, `window_agg`
+/// `{"points": [[t, v]...], "window_ms", "aggs": ["count", "mean", "anomaly"]}`.
+pub const WINDOW_KERNELS: [&str; 4] = ["stats", "sort", "fft", "window_agg"];
+/// The most values of one window a kernel gets (later ones are left out of its input).
+pub const MAX_KERNEL_VALUES: usize = 65_536;
 
 /// The largest window size accepted (a day): open windows live in memory.
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
@@ -116,7 +135,7 @@ pub fn pipeline(v: &Value) -> Result<Vec<Step>, SpecError> {
                 Step::KeyBy(f.to_string())
             }
             ["window"] => {
-                only(o, &["window", "aggregate"], &at)?;
+                only(o, &["window", "aggregate", "kernel"], &at)?;
                 windows += 1;
                 if windows > 1 {
                     return Err(bad(&at, "one window step per job"));
@@ -131,7 +150,15 @@ pub fn pipeline(v: &Value) -> Result<Vec<Step>, SpecError> {
                     })?,
                     &format!("{at}.aggregate"),
                 )?;
-                Step::Window { kind, aggregates }
+                let kernel = match o.get("kernel") {
+                    None => None,
+                    Some(k) => Some(kernel_step(k, &format!("{at}.kernel"))?),
+                };
+                Step::Window {
+                    kind,
+                    aggregates,
+                    kernel,
+                }
             }
             [] => {
                 return Err(bad(
@@ -170,6 +197,46 @@ fn only(o: &serde_json::Map<String, Value>, allowed: &[&str], at: &str) -> Resul
         )),
         None => Ok(()),
     }
+}
+
+fn kernel_step(v: &Value, at: &str) -> Result<KernelStep, SpecError> {
+    let o = v.as_object().ok_or_else(|| {
+        bad(
+            at,
+            "an object such as {\"name\": \"stats\", \"field\": \"temp\"}",
+        )
+    })?;
+    only(o, &["name", "field", "as"], at)?;
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| WINDOW_KERNELS.contains(n))
+        .ok_or_else(|| {
+            bad(
+                format!("{at}.name"),
+                format!("one of {}", WINDOW_KERNELS.join(", ")),
+            )
+        })?;
+    let field = o
+        .get("field")
+        .and_then(Value::as_str)
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| {
+            bad(
+                format!("{at}.field"),
+                "the numeric field whose values it gets",
+            )
+        })?;
+    let output = match o.get("as") {
+        None => name.to_string(),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+        Some(_) => return Err(bad(format!("{at}.as"), "a field name")),
+    };
+    Ok(KernelStep {
+        name: name.to_string(),
+        field: field.to_string(),
+        output,
+    })
 }
 
 fn expr(v: &Value, at: &str) -> Result<Expr, SpecError> {
@@ -281,7 +348,9 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.len(), 4);
         match &p[3] {
-            Step::Window { kind, aggregates } => {
+            Step::Window {
+                kind, aggregates, ..
+            } => {
                 assert_eq!(*kind, WindowKind::Tumbling { size_ms: 10_000 });
                 assert_eq!(aggregates.len(), 3);
             }

@@ -255,3 +255,69 @@ fn hostile_records_are_malformed_never_a_panic() {
     assert_eq!(out[0].value["key"], "7");
     assert_eq!(out[0].value["window_start"], json!(BASE));
 }
+
+#[test]
+fn a_window_kernel_gets_the_windows_values_and_they_survive_a_checkpoint() {
+    let steps = |kernel: &str| {
+        pipeline(&json!([
+            { "key_by": "s" },
+            { "window": { "type": "tumbling", "size_ms": 1000 },
+              "aggregate": { "n": { "count": "*" } },
+              "kernel": { "name": kernel, "field": "v", "as": "k" } }
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let time = TimeSpec {
+        field: Some("ts".into()),
+        max_delay_ms: 0,
+        idle_ms: None,
+    };
+    let mut p = Pipeline::new("j", time.clone(), steps("stats"));
+    let mut out = Vec::new();
+    for (i, v) in [3.0, 1.0, 2.0].iter().enumerate() {
+        p.push(json!({"s": "a", "ts": 100 + i as i64, "v": v}), 0, &mut out);
+    }
+    // A checkpoint with values kept, restored elsewhere, then the window closes.
+    let mut q = Pipeline::new("j", time.clone(), steps("stats"));
+    q.restore(&p.checkpoint()).unwrap_or_else(|e| panic!("{e}"));
+    q.push(json!({"s": "a", "ts": 1500, "v": 9.0}), 0, &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let call = out[0]
+        .kernel
+        .clone()
+        .unwrap_or_else(|| panic!("no kernel call"));
+    assert_eq!(call.kernel, "stats");
+    assert_eq!(call.output, "k");
+    assert_eq!(
+        call.input,
+        json!({"values": [3.0, 1.0, 2.0]}),
+        "arrival order"
+    );
+    // fft gets a power of two (zero-padded); window_agg the points and the window's length.
+    let mut f = Pipeline::new("j", time.clone(), steps("fft"));
+    let mut out = Vec::new();
+    for (i, v) in [1.0, 2.0, 3.0].iter().enumerate() {
+        f.push(json!({"s": "a", "ts": i as i64, "v": v}), 0, &mut out);
+    }
+    f.push(json!({"s": "a", "ts": 2000, "v": 0.0}), 0, &mut out);
+    let input = out[0].kernel.as_ref().map(|k| k.input.clone());
+    assert_eq!(input, Some(json!({"values": [1.0, 2.0, 3.0, 0.0]})));
+    let mut w = Pipeline::new("j", time, steps("window_agg"));
+    let mut out = Vec::new();
+    w.push(json!({"s": "a", "ts": 5, "v": 4.0}), 0, &mut out);
+    w.push(json!({"s": "a", "ts": 1005, "v": 0.0}), 0, &mut out);
+    let input = out[0].kernel.as_ref().map(|k| k.input.clone());
+    assert_eq!(
+        input,
+        Some(
+            json!({"points": [[5, 4.0]], "window_ms": 1000, "aggs": ["count", "mean", "anomaly"]})
+        )
+    );
+    // A bad kernel step names its field.
+    let e = pipeline(&json!([{ "window": { "type": "tumbling", "size_ms": 1000 },
+        "aggregate": { "n": { "count": "*" } }, "kernel": { "name": "matmul", "field": "v" } }]));
+    assert_eq!(
+        e.map(|_| ()).map_err(|e| e.field),
+        Err("pipeline[0].kernel.name".into())
+    );
+}

@@ -57,6 +57,8 @@ pub struct Closed {
     pub start: i64,
     pub end: i64,
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// (event time, value) of the field a kernel reads, in arrival order.
+    pub collected: Option<Vec<(i64, f64)>>,
 }
 
 /// The open windows of every key.
@@ -153,6 +155,7 @@ impl Open {
             if let Some((_, acc)) = w.remove(&start) {
                 out.push(Closed {
                     fields: aggs.finish(&acc),
+                    collected: aggs.collected(&acc),
                     key: key.clone(),
                     start,
                     end,

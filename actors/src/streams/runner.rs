@@ -64,6 +64,46 @@ pub struct RunnerCtx {
     pub queue_batches: usize,
     /// `streams.http_sink_allow`, parsed.
     pub http_allow: std::sync::Arc<Vec<edgerun_config::allow::Allowed>>,
+    /// The C++ kernels a window step may run.
+    pub kernels: std::sync::Arc<dyn edgerun_cpp::Kernels>,
+}
+
+/// Run the kernels of closed windows (on a blocking thread: a kernel over 65,536 values is
+/// real work) and put each result into its window's result; a kernel that refuses its input
+/// leaves `{"error": ...}` there instead, and the job goes on.
+async fn run_kernels(kernels: &std::sync::Arc<dyn edgerun_cpp::Kernels>, outs: &mut [Output]) {
+    let calls: Vec<(usize, edgerun_streams::engine::KernelCall)> = outs
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, o)| o.kernel.take().map(|k| (i, k)))
+        .collect();
+    if calls.is_empty() {
+        return;
+    }
+    let k = kernels.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        calls
+            .into_iter()
+            .map(|(i, c)| {
+                let r = k.run(&c.kernel, &c.input.to_string());
+                (i, c.output, r)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(done) = done else {
+        tracing::warn!("a window kernel panicked; its windows go out without its result");
+        return;
+    };
+    for (i, name, r) in done {
+        let v = match r {
+            Ok(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        if let Some(serde_json::Value::Object(m)) = outs.get_mut(i).map(|o| &mut o.value) {
+            m.insert(name, v);
+        }
+    }
 }
 
 /// The engine's name for a job (part of every result id).
@@ -235,6 +275,7 @@ impl Run {
                         self.acks.push(p.ack);
                     }
                     self.dirty = true;
+                    run_kernels(&ctx.kernels, &mut outs).await;
                     self.sink.write(&outs).await?;
                     outs.clear();
                     let full = self.sink.held() >= HOLD_RESULTS || self.acks.len() >= HOLD_ACKS;
@@ -251,6 +292,7 @@ impl Run {
                     self.pipeline.tick(now_ms() as i64, &mut outs);
                     if !outs.is_empty() {
                         self.dirty = true;
+                        run_kernels(&ctx.kernels, &mut outs).await;
                         self.sink.write(&outs).await?;
                         outs.clear();
                     }
