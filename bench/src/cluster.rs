@@ -252,7 +252,7 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.proc.pid()
     }
 
@@ -992,7 +992,7 @@ fn failover(dir: &Path, rounds: usize) -> anyhow::Result<Value> {
 
 // ---- memory -----------------------------------------------------------------------------
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with("VmRSS:"))?

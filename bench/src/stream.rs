@@ -67,6 +67,9 @@ pub fn stream(
     let a = agent();
     wait_cluster(&a, &procs)?;
     let url = procs[0].url.clone();
+    let pid = procs[0].pid();
+    let idle_kib = pid.and_then(crate::cluster::rss_kib);
+    let small = small_latencies(&a, &url)?;
 
     // ---- http → window → results
     let job = post_json(
@@ -147,10 +150,19 @@ pub fn stream(
         crate::cluster::f(&post_ms, "p50_ms"),
         crate::cluster::f(&post_ms, "p99_ms")
     );
+    // The node's memory with the 1,000-key job's windows open, beside the node idle.
+    let job_kib = pid.and_then(crate::cluster::rss_kib);
+    println!(
+        "stream memory: node idle {} MiB, with the {keys}-key job after the run {} MiB",
+        idle_kib.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+        job_kib.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+    );
     let mut report = json!({
         "http": { "records": taken, "secs": elapsed, "records_per_sec": rate,
                   "keys": keys, "clients": clients, "batch": batch, "window_results": results,
-                  "post_until_checkpointed": post_ms, "refused_429": refused }
+                  "post_until_checkpointed": post_ms, "refused_429": refused },
+        "latency": small,
+        "rss_kib": { "idle": idle_kib, "with_job": job_kib },
     });
 
     // ---- mqtt → window → redis, beside mosquitto_sub
@@ -167,6 +179,71 @@ pub fn stream(
         p.kill();
     }
     Ok(report)
+}
+
+/// Job create → first record taken, and record → window result after the window closes.
+fn small_latencies(a: &ureq::Agent, url: &str) -> anyhow::Result<Value> {
+    let job = window_job(json!({"type": "http"}), json!({"type": "results"}));
+    let created = Instant::now();
+    let v = post_json(a, &format!("{url}/v1/streams"), &job)
+        .map_err(|e| anyhow::anyhow!("creating the job: {e}"))?;
+    let id = v["id"].as_u64().context("no job id")?;
+    // The first record is taken (checkpointed) as soon as the job runs: 503 until then.
+    let base = edgerun_actors::now_ms() as i64 / 1000 * 1000;
+    let first = json!([{ "k": "a", "ts": base, "v": 1.0 }]);
+    let start_ms = crate::cluster::poll(
+        "the first record to be taken",
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        || {
+            post_json(a, &format!("{url}/v1/streams/{id}/records"), &first)
+                .ok()
+                .map(|_| created.elapsed().as_secs_f64() * 1000.0)
+        },
+    )?;
+    // Each round: a record in window i, then one in window i + 1 (closing window i); from
+    // sending the closing record until window i's result can be read.
+    let mut lat = Vec::new();
+    let mut after = 0u64;
+    for i in 1..=50i64 {
+        let w = base + i * 1000;
+        post_json(
+            a,
+            &format!("{url}/v1/streams/{id}/records"),
+            &json!([{ "k": "a", "ts": w + 1, "v": 1.0 }]),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t = Instant::now();
+        post_json(
+            a,
+            &format!("{url}/v1/streams/{id}/records"),
+            &json!([{ "k": "a", "ts": w + 1000, "v": 2.0 }]),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let next = crate::cluster::poll(
+            "the window's result",
+            Duration::from_secs(30),
+            Duration::from_millis(1),
+            || {
+                let r = get(a, &format!("{url}/v1/streams/{id}/results?after={after}"))?;
+                let found = r["results"]
+                    .as_array()?
+                    .iter()
+                    .any(|x| x["window_start"].as_i64() == Some(w));
+                found.then(|| r["next"].as_u64()).flatten()
+            },
+        )?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        after = next;
+    }
+    let _ = a.delete(&format!("{url}/v1/streams/{id}")).call();
+    let lat = crate::cluster::percentiles(&mut lat);
+    println!(
+        "stream latency: job create -> first record taken {start_ms:.0} ms; window closed -> its result readable p50 {} ms p99 {} ms",
+        crate::cluster::f(&lat, "p50_ms"),
+        crate::cluster::f(&lat, "p99_ms")
+    );
+    Ok(json!({ "create_to_first_record_ms": start_ms, "window_closed_to_result": lat }))
 }
 
 /// A child process killed on drop.

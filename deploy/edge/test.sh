@@ -94,7 +94,7 @@ def submit(site, n, off):
 site_a = submit("a", 12, 0)
 site_b = submit("b", 12, 1000)
 wait("site a tasks running", lambda: (
-    sum(call("GET", f"/v1/tasks/{i}")[1]["status"] == "running" for i in site_a) > 0, None))
+    sum(call("GET", f"/v1/tasks/{i}")[1].get("status") == "running" for i in site_a) > 0, None))
 subprocess.run(["docker", "network", "disconnect", uplink, edge_a], check=True)
 cut = time.time()
 print("edge: site a's uplink cut")
@@ -106,7 +106,8 @@ def node_up(nid):
 wait("the leader to mark the cut node down after its lease", lambda: (node_up(11) == [False], node_up(11)))
 print(f"edge: node 11 marked down {time.time() - cut:.1f} s after the cut")
 done_b = wait("site b's tasks while site a is cut off", lambda: (
-    all(call("GET", f"/v1/tasks/{i}")[1]["status"] == "succeeded" for i in site_b), None))
+    # A read answered 503 while the cluster notices the cut counts as not yet (it has no status).
+    all(call("GET", f"/v1/tasks/{i}")[1].get("status") == "succeeded" for i in site_b), None))
 time.sleep(0)  # (no fixed wait: the next step is the reconnect itself)
 subprocess.run(["docker", "network", "connect", uplink, edge_a], check=True)
 print(f"edge: site a's uplink back after {time.time() - cut:.1f} s")
@@ -115,7 +116,7 @@ bad, refused_attempts = [], 0
 for tasks, node in ((site_a, 11), (site_b, 21)):
     for tid, base in tasks.items():
         t = wait(f"task {tid} to end", lambda: (
-            (lambda t: (t["status"] in ("succeeded", "failed", "timed_out", "cancelled"), t))(
+            (lambda t: (t.get("status") in ("succeeded", "failed", "timed_out", "cancelled"), t))(
                 call("GET", f"/v1/tasks/{tid}/wait?timeout=10s")[1])))
         wins = [a for a in t.get("attempts", []) if a["outcome"] == "succeeded"]
         if t["status"] != "succeeded" or t["result"]["mean"] != base + 1.0 or len(wins) != 1 or t["node"] != node:

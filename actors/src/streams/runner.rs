@@ -24,6 +24,8 @@ use crate::{now_ms, Proposer};
 const TICK: Duration = Duration::from_millis(200);
 /// The largest checkpoint kept in the replicated state.
 pub const MAX_CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
+/// How often at most POSTed records make the runner checkpoint at once.
+const CALLER_CHECKPOINT: Duration = Duration::from_millis(20);
 /// Results a `results` sink holds before the runner checkpoints early.
 const HOLD_RESULTS: usize = 20_000;
 /// Unacknowledged batches before the runner checkpoints early (half the MQTT source's receive
@@ -127,6 +129,8 @@ struct Run {
     callers_waiting: bool,
     /// The last report failed (no leader): logged once per streak.
     report_failing: bool,
+    /// When the last checkpoint was committed (or the runner started).
+    last_checkpoint: Instant,
     /// Recent batch ids of the http source (in the checkpoint), and the same as a set.
     batches: VecDeque<String>,
     batch_set: HashSet<String>,
@@ -209,6 +213,7 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
         dirty: false,
         callers_waiting: false,
         report_failing: false,
+        last_checkpoint: Instant::now(),
         batch_set: batches.iter().cloned().collect(),
         batches,
         reported_problem: None,
@@ -279,7 +284,11 @@ impl Run {
                     self.sink.write(&outs).await?;
                     outs.clear();
                     let full = self.sink.held() >= HOLD_RESULTS || self.acks.len() >= HOLD_ACKS;
-                    if full && self.checkpoint(ctx).await? == Some(false) {
+                    // Callers of the http source wait for a checkpoint: one right away (at
+                    // most every CALLER_CHECKPOINT), not at the next tick or interval.
+                    let callers = self.callers_waiting
+                        && self.last_checkpoint.elapsed() >= CALLER_CHECKPOINT;
+                    if (full || callers) && self.checkpoint(ctx).await? == Some(false) {
                         return Ok(Ended::Fenced);
                     }
                 }
@@ -431,6 +440,7 @@ impl Run {
                 self.seq += 1;
                 self.dirty = false;
                 self.callers_waiting = false;
+                self.last_checkpoint = Instant::now();
                 metrics::histogram!(m::STREAM_CHECKPOINT_SECONDS, "job" => self.job_label.clone())
                     .record(started.elapsed().as_secs_f64());
                 tracing::debug!(
