@@ -159,10 +159,14 @@ impl StateChanges {
     /// The next change. `Lagged(n)`: this receiver was too slow and missed `n` batches;
     /// `Closed`: the state machine is gone. Cancel-safe.
     pub async fn recv(&mut self) -> Result<StateChange, broadcast::error::RecvError> {
-        self.0.recv().await.map(|e| match e {
-            StateEvent::Tasks(batch) => StateChange::Tasks(batch),
-            StateEvent::Reset => StateChange::Reset,
-        })
+        loop {
+            match self.0.recv().await? {
+                StateEvent::Tasks(batch) => return Ok(StateChange::Tasks(batch)),
+                StateEvent::Reset => return Ok(StateChange::Reset),
+                // Not a change readers of task events follow.
+                StateEvent::Streams => continue,
+            }
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub enum StateEvent {
     Tasks(Arc<Vec<TaskEvent>>),
     /// The whole state was replaced (snapshot installed): rescan.
     Reset,
+    /// Stream jobs changed (created, placed, paused, moved, reported).
+    Streams,
 }
 
 /// The snapshot file format.
@@ -305,8 +307,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut out = Vec::new();
         let mut events = Vec::new();
+        let streams_changed;
         let last = {
             let mut d = self.shared.write();
+            let streams_before = d.state.streams.changes();
             for e in entries {
                 d.last_applied = Some(e.log_id);
                 match e.payload {
@@ -318,6 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             }
+            streams_changed = d.state.streams.changes() != streams_before;
             d.last_applied.map_or(0, |l| l.index)
         };
         if !events.is_empty()
@@ -342,6 +347,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if !events.is_empty() {
             // No receiver is fine: nobody is listening yet.
             let _ = self.shared.events.send(StateEvent::Tasks(Arc::new(events)));
+        }
+        if streams_changed {
+            let _ = self.shared.events.send(StateEvent::Streams);
         }
         self.shared.applied.send_replace(last);
         Ok(out)

@@ -508,6 +508,7 @@ pub(crate) fn forward_changes<M: ractor::Message>(
             match rx.recv().await {
                 Ok(StateEvent::Tasks(_))
                 | Ok(StateEvent::Reset)
+                | Ok(StateEvent::Streams)
                 | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     if !dirty.swap(true, Ordering::SeqCst) && actor.cast(msg()).is_err() {
                         return;
@@ -578,7 +579,10 @@ impl Actor for Scheduler {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SchedulerMsg::Changed => state.place(&myself),
+            SchedulerMsg::Changed => {
+                state.place(&myself);
+                state.place_streams(&myself);
+            }
             SchedulerMsg::Tick => {
                 state.check_leases(&myself);
                 state.place(&myself);

@@ -68,6 +68,9 @@ pub struct ManagerState {
     done: HashSet<(StreamId, u64)>,
     last_changes: Option<u64>,
     ticker: tokio::task::JoinHandle<()>,
+    forwarder: tokio::task::JoinHandle<()>,
+    /// Set by the forwarder while a Check it sent is pending.
+    dirty: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ManagerState {
@@ -77,6 +80,7 @@ impl ManagerState {
 
     /// Start and stop runners to match the state.
     async fn check(&mut self, myself: &ActorRef<ManagerMsg>, force: bool) {
+        self.dirty.store(false, std::sync::atomic::Ordering::SeqCst);
         let me = self.me();
         let (changes, wanted): (u64, HashMap<StreamId, u64>) = self.args.node.view.read(|s| {
             (
@@ -237,12 +241,21 @@ impl Actor for StreamManager {
         args: ManagerArgs,
     ) -> Result<ManagerState, ActorProcessingErr> {
         let ticker = myself.send_interval(CHECK, || ManagerMsg::Check);
+        // Look at once when the state changes (a job placed here starts without waiting for
+        // the next CHECK); the check is cheap when no stream job changed.
+        let dirty = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let forwarder =
+            crate::scheduler::forward_changes(&args.node, myself.clone(), dirty.clone(), || {
+                ManagerMsg::Check
+            });
         Ok(ManagerState {
             args,
             runners: HashMap::new(),
             done: HashSet::new(),
             last_changes: None,
             ticker,
+            forwarder,
+            dirty,
         })
     }
 
@@ -252,6 +265,7 @@ impl Actor for StreamManager {
         state: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
+        state.forwarder.abort();
         for r in state.runners.values() {
             if let Some(a) = &r.actor {
                 a.stop(None);

@@ -315,6 +315,13 @@ impl Run {
                         }
                     }
                 }
+                // Callers wait and the last checkpoint was too recent a moment ago: now.
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(self.last_checkpoint + CALLER_CHECKPOINT)),
+                    if self.callers_waiting => {
+                    if self.checkpoint(ctx).await? == Some(false) {
+                        return Ok(Ended::Fenced);
+                    }
+                }
                 _ = every.tick() => {
                     // Nothing taken and nothing closed: no entry (an idle job costs nothing).
                     if self.dirty && self.checkpoint(ctx).await? == Some(false) {
