@@ -645,3 +645,169 @@ fn a_slow_http_sink_slows_the_source_with_memory_bounded_and_nothing_lost() {
         "{d}"
     );
 }
+
+#[test]
+fn a_redis_stream_source_through_a_consumer_group_into_windows_equal_a_reference() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let redis = RedisServer::must_start(&dir.path().join("redis"));
+    let node = Node::must_start(&dir.path().join("n1"), &[]);
+    // Entries first, the job after: the group it makes starts at the stream's beginning.
+    let mut all = Vec::new();
+    for i in 0..60i64 {
+        let (s, ts, t) = (format!("s{}", i % 3), T0 + i * 100, (i % 11) as f64);
+        all.push((s.clone(), ts, t));
+        let (ts_s, t_s) = (ts.to_string(), t.to_string());
+        let out = redis_cli(
+            redis.port,
+            &[
+                "XADD", "readings", "*", "sensor", &s, "ts", &ts_s, "temp", &t_s,
+            ],
+        );
+        assert_eq!(out.len(), 1, "XADD: {out:?}");
+    }
+    let job = json!({
+        "name": "from-redis",
+        "source": { "type": "redis", "url": redis.url(), "stream": "readings", "group": "edgerun" },
+        "time": { "field": "ts", "max_delay_ms": 0, "idle_ms": 1000 },
+        "pipeline": [
+            { "key_by": "sensor" },
+            { "window": { "type": "tumbling", "size_ms": 1000 },
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+        ],
+        "sink": { "type": "results" },
+        "checkpoint_ms": 200
+    });
+    let a = node.must_post("/v1/streams", &job);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    let want = reference(&all, 1000);
+    let got = wait_until("every window from Redis", Duration::from_secs(60), || {
+        let a = node
+            .try_get(&format!("/v1/streams/{id}/results?limit=1000"))
+            .map_err(|e| e.to_string())?;
+        let r = a.body["results"].as_array().cloned().unwrap_or_default();
+        if r.len() >= want.len() {
+            Ok(r)
+        } else {
+            Err(format!(
+                "{} of {}; job {}",
+                r.len(),
+                want.len(),
+                stream(&node, id)
+            ))
+        }
+    });
+    assert_eq!(got.len(), want.len());
+    for r in &got {
+        let key = r["key"].as_str().unwrap_or("").to_string();
+        let start = r["window_start"].as_i64().unwrap_or(0);
+        let w = want
+            .get(&(key.clone(), start))
+            .unwrap_or_else(|| panic!("unexpected result {r}"));
+        check_window(&key, start, r, w);
+    }
+    // Everything taken was acknowledged after its checkpoint: nothing pending in the group.
+    let pending = wait_until(
+        "the group's pending list to empty",
+        Duration::from_secs(30),
+        || {
+            let p = redis_cli(redis.port, &["XPENDING", "readings", "edgerun"]);
+            match p.first().map(String::as_str) {
+                Some("0") => Ok(p),
+                _ => Err(format!("{p:?}")),
+            }
+        },
+    );
+    assert_eq!(pending.first().map(String::as_str), Some("0"));
+}
+
+#[test]
+fn a_file_source_is_tailed_into_windows_equal_a_reference() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::must_start(&dir.path().join("n1"), &[]);
+    let files = dir.path().join("n1/data/stream-files");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&files)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the node's stream directory is private"
+    );
+    std::fs::create_dir_all(files.join("in")).unwrap_or_else(|e| panic!("{e}"));
+    let path = files.join("in/readings.jsonl");
+    let mut all = Vec::new();
+    let lines = |from: i64, to: i64, all: &mut Vec<(String, i64, f64)>| -> String {
+        let mut text = String::new();
+        for i in from..to {
+            let (s, ts, t) = (format!("s{}", i % 2), T0 + i * 100, (i % 7) as f64);
+            all.push((s.clone(), ts, t));
+            text.push_str(&record(&s, ts, t));
+            text.push('\n');
+        }
+        text
+    };
+    std::fs::write(&path, lines(0, 30, &mut all)).unwrap_or_else(|e| panic!("{e}"));
+    let job = json!({
+        "name": "from-file",
+        "source": { "type": "file", "path": "in/readings.jsonl" },
+        "time": { "field": "ts", "max_delay_ms": 0, "idle_ms": 1000 },
+        "pipeline": [
+            { "key_by": "sensor" },
+            { "window": { "type": "tumbling", "size_ms": 1000 },
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+        ],
+        "sink": { "type": "results" },
+        "checkpoint_ms": 200
+    });
+    let a = node.must_post("/v1/streams", &job);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    wait_until("the first lines taken", Duration::from_secs(30), || {
+        let s = stream(&node, id);
+        if s["metrics"]["records_in"].as_u64() >= Some(30) {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    // Lines appended later are read too (tailed).
+    let more = lines(30, 60, &mut all);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, more.as_bytes()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = reference(&all, 1000);
+    let got = wait_until(
+        "every window from the file",
+        Duration::from_secs(60),
+        || {
+            let a = node
+                .try_get(&format!("/v1/streams/{id}/results?limit=1000"))
+                .map_err(|e| e.to_string())?;
+            let r = a.body["results"].as_array().cloned().unwrap_or_default();
+            if r.len() >= want.len() {
+                Ok(r)
+            } else {
+                Err(format!(
+                    "{} of {}; job {}",
+                    r.len(),
+                    want.len(),
+                    stream(&node, id)
+                ))
+            }
+        },
+    );
+    assert_eq!(got.len(), want.len());
+    for r in &got {
+        let key = r["key"].as_str().unwrap_or("").to_string();
+        let start = r["window_start"].as_i64().unwrap_or(0);
+        let w = want
+            .get(&(key.clone(), start))
+            .unwrap_or_else(|| panic!("unexpected result {r}"));
+        check_window(&key, start, r, w);
+    }
+}
