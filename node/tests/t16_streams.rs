@@ -811,3 +811,90 @@ fn a_file_source_is_tailed_into_windows_equal_a_reference() {
         check_window(&key, start, r, w);
     }
 }
+
+#[test]
+fn an_mqtt_sink_publishes_each_window_at_least_once_with_its_result_id() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Mosquitto::must_start(&dir.path().join("mqtt"));
+    let node = Node::must_start(&dir.path().join("n1"), &[]);
+    let out = dir.path().join("sub.jsonl");
+    let _sub = broker.subscribe_to_file("windows/out", &out);
+    // MQTT drops what is published before a subscription exists: probe until the subscriber
+    // gets a message, then start the job.
+    wait_until(
+        "the subscriber to be subscribed",
+        Duration::from_secs(30),
+        || {
+            broker.must_publish("windows/out", &["{\"probe\":true}".to_string()]);
+            let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+            if text.contains("probe") {
+                Ok(())
+            } else {
+                Err("no probe yet".into())
+            }
+        },
+    );
+    let job = json!({
+        "name": "to-mqtt",
+        "source": { "type": "http" },
+        "time": { "field": "ts", "max_delay_ms": 0, "idle_ms": 1000 },
+        "pipeline": [
+            { "key_by": "sensor" },
+            { "window": { "type": "tumbling", "size_ms": 1000 },
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+        ],
+        "sink": { "type": "mqtt", "url": broker.url(), "topic": "windows/out" },
+        "checkpoint_ms": 200
+    });
+    let a = node.must_post("/v1/streams", &job);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    wait_running(&node, id);
+    let mut all = Vec::new();
+    let mut body = Vec::new();
+    for i in 0..40i64 {
+        let (s, ts, t) = (format!("s{}", i % 2), T0 + i * 100, (i % 5) as f64);
+        all.push((s.clone(), ts, t));
+        body.push(json!({"sensor": s, "ts": ts, "temp": t}));
+    }
+    let a = node.must_post(&format!("/v1/streams/{id}/records"), &Value::from(body));
+    assert_eq!(a.status, 202, "{}", a.body);
+    let want = reference(&all, 1000);
+    let got = wait_until(
+        "every window on the MQTT topic",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+            let r: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v.get("result_id").is_some())
+                .collect();
+            let ids: std::collections::BTreeSet<&str> =
+                r.iter().filter_map(|x| x["result_id"].as_str()).collect();
+            if ids.len() >= want.len() {
+                Ok(r)
+            } else {
+                Err(format!("{} of {} windows", ids.len(), want.len()))
+            }
+        },
+    );
+    // At least once: a repeat carries the same result_id and the same values.
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    for r in &got {
+        let rid = r["result_id"].as_str().unwrap_or("").to_string();
+        if let Some(first) = by_id.get(&rid) {
+            assert_eq!(first, r, "a repeat differs");
+        }
+        by_id.insert(rid, r.clone());
+    }
+    for r in by_id.values() {
+        let key = r["key"].as_str().unwrap_or("").to_string();
+        let start = r["window_start"].as_i64().unwrap_or(0);
+        let w = want
+            .get(&(key.clone(), start))
+            .unwrap_or_else(|| panic!("unexpected result {r}"));
+        check_window(&key, start, r, w);
+    }
+    assert_eq!(by_id.len(), want.len());
+}
