@@ -69,6 +69,33 @@ fn wait_running(node: &Node, id: u64) -> Value {
     )
 }
 
+/// The reference window `r` is (by its key and start), checked against it; panics on a
+/// result the reference has no window for.
+fn matches_reference(r: &Value, want: &BTreeMap<(String, i64), Window>) -> (i64, Window) {
+    let key = r["key"].as_str().unwrap_or("").to_string();
+    let start = r["window_start"].as_i64().unwrap_or(0);
+    let w = want
+        .get(&(key.clone(), start))
+        .unwrap_or_else(|| panic!("unexpected result {r}"));
+    check_window(&key, start, r, w);
+    (start, w.clone())
+}
+
+/// Wait until the job's `results` sink holds at least `n` results; all of them.
+fn wait_results(node: &Node, id: u64, n: usize, what: &str) -> Vec<Value> {
+    wait_until(what, Duration::from_secs(60), || {
+        let a = node
+            .try_get(&format!("/v1/streams/{id}/results?limit=1000"))
+            .map_err(|e| e.to_string())?;
+        let r = a.body["results"].as_array().cloned().unwrap_or_default();
+        if r.len() >= n {
+            Ok(r)
+        } else {
+            Err(format!("{} of {n}; job {}", r.len(), stream(node, id)))
+        }
+    })
+}
+
 fn check_window(key: &str, start: i64, got: &Value, want: &Window) {
     assert_eq!(got["n"].as_u64(), Some(want.n), "{key}@{start}: {got}");
     let mean = got["mean"].as_f64().unwrap_or(f64::NAN);
@@ -179,25 +206,10 @@ fn mqtt_sensors_into_tumbling_windows_equal_a_reference_and_bad_input_is_refused
 
     let want = reference(&kept, 10_000);
     assert_eq!(want.len(), 12);
-    let results = wait_until("every window's result", Duration::from_secs(60), || {
-        let a = node
-            .try_get(&format!("/v1/streams/{id}/results?limit=1000"))
-            .map_err(|e| e.to_string())?;
-        let r = a.body["results"].as_array().cloned().unwrap_or_default();
-        if r.len() >= want.len() {
-            Ok(r)
-        } else {
-            Err(format!("{} results; job {}", r.len(), stream(&node, id)))
-        }
-    });
+    let results = wait_results(&node, id, want.len(), "every window's result");
     assert_eq!(results.len(), want.len(), "{results:?}");
     for r in &results {
-        let key = r["key"].as_str().unwrap_or("").to_string();
-        let start = r["window_start"].as_i64().unwrap_or(0);
-        let w = want
-            .get(&(key.clone(), start))
-            .unwrap_or_else(|| panic!("unexpected result {r}"));
-        check_window(&key, start, r, w);
+        let (start, w) = matches_reference(r, &want);
         // The C++ stats kernel over the window's values agrees with the incremental ones.
         assert_eq!(r["stats"]["count"].as_u64(), Some(w.n), "{r}");
         assert_eq!(r["stats"]["max"].as_f64(), Some(w.hi), "{r}");
@@ -360,12 +372,7 @@ fn a_stream_job_moves_off_a_killed_node_and_redis_holds_each_window_once() {
         *seen
             .entry(r["result_id"].as_str().unwrap_or("").to_string())
             .or_default() += 1;
-        let key = r["key"].as_str().unwrap_or("").to_string();
-        let start = r["window_start"].as_i64().unwrap_or(0);
-        let w = want
-            .get(&(key.clone(), start))
-            .unwrap_or_else(|| panic!("unexpected result {r}"));
-        check_window(&key, start, r, w);
+        matches_reference(r, &want);
     }
     let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "windows written twice: {repeated:?}");
@@ -681,30 +688,10 @@ fn a_redis_stream_source_through_a_consumer_group_into_windows_equal_a_reference
     assert_eq!(a.status, 201, "{}", a.body);
     let id = a.body["id"].as_u64().unwrap_or(0);
     let want = reference(&all, 1000);
-    let got = wait_until("every window from Redis", Duration::from_secs(60), || {
-        let a = node
-            .try_get(&format!("/v1/streams/{id}/results?limit=1000"))
-            .map_err(|e| e.to_string())?;
-        let r = a.body["results"].as_array().cloned().unwrap_or_default();
-        if r.len() >= want.len() {
-            Ok(r)
-        } else {
-            Err(format!(
-                "{} of {}; job {}",
-                r.len(),
-                want.len(),
-                stream(&node, id)
-            ))
-        }
-    });
+    let got = wait_results(&node, id, want.len(), "every window from Redis");
     assert_eq!(got.len(), want.len());
     for r in &got {
-        let key = r["key"].as_str().unwrap_or("").to_string();
-        let start = r["window_start"].as_i64().unwrap_or(0);
-        let w = want
-            .get(&(key.clone(), start))
-            .unwrap_or_else(|| panic!("unexpected result {r}"));
-        check_window(&key, start, r, w);
+        matches_reference(r, &want);
     }
     // Everything taken was acknowledged after its checkpoint: nothing pending in the group.
     let pending = wait_until(
@@ -781,34 +768,10 @@ fn a_file_source_is_tailed_into_windows_equal_a_reference() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, more.as_bytes()))
         .unwrap_or_else(|e| panic!("{e}"));
     let want = reference(&all, 1000);
-    let got = wait_until(
-        "every window from the file",
-        Duration::from_secs(60),
-        || {
-            let a = node
-                .try_get(&format!("/v1/streams/{id}/results?limit=1000"))
-                .map_err(|e| e.to_string())?;
-            let r = a.body["results"].as_array().cloned().unwrap_or_default();
-            if r.len() >= want.len() {
-                Ok(r)
-            } else {
-                Err(format!(
-                    "{} of {}; job {}",
-                    r.len(),
-                    want.len(),
-                    stream(&node, id)
-                ))
-            }
-        },
-    );
+    let got = wait_results(&node, id, want.len(), "every window from the file");
     assert_eq!(got.len(), want.len());
     for r in &got {
-        let key = r["key"].as_str().unwrap_or("").to_string();
-        let start = r["window_start"].as_i64().unwrap_or(0);
-        let w = want
-            .get(&(key.clone(), start))
-            .unwrap_or_else(|| panic!("unexpected result {r}"));
-        check_window(&key, start, r, w);
+        matches_reference(r, &want);
     }
 }
 
@@ -889,12 +852,7 @@ fn an_mqtt_sink_publishes_each_window_at_least_once_with_its_result_id() {
         by_id.insert(rid, r.clone());
     }
     for r in by_id.values() {
-        let key = r["key"].as_str().unwrap_or("").to_string();
-        let start = r["window_start"].as_i64().unwrap_or(0);
-        let w = want
-            .get(&(key.clone(), start))
-            .unwrap_or_else(|| panic!("unexpected result {r}"));
-        check_window(&key, start, r, w);
+        matches_reference(r, &want);
     }
     assert_eq!(by_id.len(), want.len());
 }
