@@ -39,6 +39,8 @@ pub struct LeaderHandler {
     pub results: edgerun_raft::ResultStore,
     /// Stream jobs running here that take POSTed records.
     pub ingress: crate::streams::Ingress,
+    /// Stream checkpoints kept here by hash for other nodes' runners.
+    pub checkpoints: edgerun_raft::CheckpointStore,
 }
 
 impl LeaderHandler {
@@ -115,6 +117,22 @@ impl LeaderHandler {
                 self.ingress
                     .offer(stream, body, batch_id, crate::streams::INGEST_WAIT)
                     .await,
+            ),
+            AppRequest::PutCheckpoint {
+                stream,
+                seq,
+                sha256,
+                data,
+            } => AppResponse::CheckpointStored(
+                self.checkpoints
+                    .put(stream, seq, &sha256, &data, crate::now_ms())
+                    .await
+                    .map_err(|e| RemoteError::Failed(e.to_string())),
+            ),
+            AppRequest::FetchCheckpoint { stream, sha256 } => AppResponse::Checkpoint(
+                self.checkpoints
+                    .get(stream, &sha256)
+                    .map_err(|e| RemoteError::Failed(e.to_string())),
             ),
             AppRequest::Membership(change) => AppResponse::Membership(
                 apply_membership(&self.node, change)

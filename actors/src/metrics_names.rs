@@ -27,6 +27,11 @@ pub const STREAM_RECORDS: &str = "edgerun_stream_records_total";
 pub const STREAM_WATERMARK_LAG: &str = "edgerun_stream_watermark_lag_seconds";
 /// From the sink's flush to the committed checkpoint.
 pub const STREAM_CHECKPOINT_SECONDS: &str = "edgerun_stream_checkpoint_seconds";
+/// Committed checkpoints of a stream job, by where the bytes are `kept` (`log`: in the Raft
+/// entry; `by_hash`: off the log, on this node and up to two others).
+pub const STREAM_CHECKPOINTS: &str = "edgerun_stream_checkpoints_total";
+/// Size of a stream job's last checkpoint.
+pub const STREAM_CHECKPOINT_BYTES: &str = "edgerun_stream_checkpoint_bytes";
 /// Restarts of a stream job's runner on this node.
 pub const STREAM_RESTARTS: &str = "edgerun_stream_restarts_total";
 /// POSTs of records refused with 429 (the job's input queue was full).
@@ -136,6 +141,14 @@ pub fn describe_all() {
     describe_histogram!(
         STREAM_CHECKPOINT_SECONDS,
         "Time to flush a stream job's sink and commit its checkpoint"
+    );
+    describe_counter!(
+        STREAM_CHECKPOINTS,
+        "Committed checkpoints of a stream job, by where they are kept (log, by_hash)"
+    );
+    describe_gauge!(
+        STREAM_CHECKPOINT_BYTES,
+        "Size of a stream job's last committed checkpoint"
     );
     describe_counter!(STREAM_RESTARTS, "Restarts of a stream job's runner");
     describe_counter!(

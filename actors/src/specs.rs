@@ -63,6 +63,9 @@ pub struct StreamsParts {
     pub http_allow: Arc<Vec<edgerun_config::allow::Allowed>>,
     /// The kernels a window step may run.
     pub kernels: Arc<dyn edgerun_cpp::Kernels>,
+    /// Checkpoints kept by hash, and the size above which a checkpoint goes there.
+    pub checkpoints: edgerun_raft::CheckpointStore,
+    pub inline_checkpoint_bytes: usize,
 }
 
 /// Spawns an actor into a slot and fails it on request.
@@ -142,6 +145,7 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
             scheduler: scheduler.clone(),
             results: p.results.clone(),
             ingress: p.streams.ingress.clone(),
+            checkpoints: p.streams.checkpoints.clone(),
         });
         let listen = p.rpc_listen;
         out.push(spec::<ClusterRpc, _>(
@@ -232,6 +236,9 @@ pub fn core_children(p: CoreParts) -> (Vec<Arc<dyn ChildSpec>>, Proposer) {
                             queue_batches: s.queue_batches,
                             http_allow: s.http_allow.clone(),
                             kernels: s.kernels.clone(),
+                            raft: p.node.clone(),
+                            checkpoints: s.checkpoints.clone(),
+                            inline_checkpoint_bytes: s.inline_checkpoint_bytes,
                         },
                         max_restarts: s.max_restarts,
                         window: s.window,

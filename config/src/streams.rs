@@ -29,6 +29,10 @@ pub struct StreamsConfig {
     /// `host:port` pairs, checked on the address connected to. Empty (the default) allows
     /// none.
     pub http_sink_allow: Vec<String>,
+    /// A checkpoint up to this size goes into the Raft log with the job's report; a larger
+    /// one is kept by hash on this node and copied to up to two others before its reference
+    /// is committed (0 = every checkpoint by hash).
+    pub inline_checkpoint_bytes: usize,
 }
 
 impl Default for StreamsConfig {
@@ -42,6 +46,7 @@ impl Default for StreamsConfig {
             max_restarts: 5,
             window_secs: 60,
             http_sink_allow: Vec::new(),
+            inline_checkpoint_bytes: 256 * 1024,
         }
     }
 }
@@ -78,6 +83,13 @@ impl StreamsConfig {
         }
         if self.window_secs == 0 {
             return Err(invalid("streams.window_secs", "0", "at least 1"));
+        }
+        if self.inline_checkpoint_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "streams.inline_checkpoint_bytes",
+                self.inline_checkpoint_bytes.to_string(),
+                "0 to 16777216 (larger checkpoints are kept by hash, off the log)",
+            ));
         }
         if let Err(e) = crate::allow::parse(&self.http_sink_allow) {
             return Err(invalid(

@@ -498,6 +498,8 @@ pub async fn run_node(
     let results =
         edgerun_raft::ResultStore::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
     let outbox = edgerun_raft::Outbox::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
+    let checkpoint_store =
+        edgerun_raft::CheckpointStore::open(&db, flusher.clone()).map_err(anyhow::Error::msg)?;
     tracing::info!(path = %data.db_path().display(), cache_mb = cfg.raft.cache_capacity_mb, "database open");
 
     let node = edgerun_raft::start_raft(&cfg, &data, &flusher)
@@ -598,6 +600,8 @@ pub async fn run_node(
                 edgerun_config::allow::parse(&cfg.streams.http_sink_allow).unwrap_or_default(),
             ),
             kernels: stream_kernels,
+            checkpoints: checkpoint_store,
+            inline_checkpoint_bytes: cfg.streams.inline_checkpoint_bytes,
         },
     });
     let auth = match edgerun_api::Auth::load(&cfg.auth, &cfg.node.data_dir) {

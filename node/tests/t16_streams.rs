@@ -856,3 +856,163 @@ fn an_mqtt_sink_publishes_each_window_at_least_once_with_its_result_id() {
     }
     assert_eq!(by_id.len(), want.len());
 }
+
+/// The windows a subscriber wrote to `out` (one JSON object per line), probes left out.
+fn subscribed(out: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("result_id").is_some())
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_kept_by_hash_survives_a_kill_and_the_mqtt_sink_repeats_with_the_same_result_id() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Mosquitto::must_start(&dir.path().join("mqtt"));
+    // Every checkpoint off the log: kept by hash on the runner's node and two others.
+    let mut sets = FAST_FAILOVER.to_vec();
+    sets.push("streams.inline_checkpoint_bytes=0");
+    let mut cluster = Cluster::must_start(dir.path(), 3, &sets);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
+    let out = dir.path().join("sub.jsonl");
+    let _sub = broker.subscribe_to_file("windows/out", &out);
+    // MQTT drops what is published before a subscription exists: probe until the subscriber
+    // gets a message, then start the job.
+    wait_until(
+        "the subscriber to be subscribed",
+        Duration::from_secs(30),
+        || {
+            broker.must_publish("windows/out", &["{\"probe\":true}".to_string()]);
+            let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+            if text.contains("probe") {
+                Ok(())
+            } else {
+                Err("no probe yet".into())
+            }
+        },
+    );
+    let job = json!({
+        "name": "by-hash",
+        "source": { "type": "mqtt", "url": broker.url(), "topic": "plant/#", "qos": 1 },
+        "time": { "field": "ts", "max_delay_ms": 500, "idle_ms": 2000 },
+        "pipeline": [
+            { "key_by": "sensor" },
+            { "window": { "type": "tumbling", "size_ms": 1000 },
+              "aggregate": { "n": { "count": "*" }, "mean": { "mean": "temp" }, "hi": { "max": "temp" } } }
+        ],
+        "sink": { "type": "mqtt", "url": broker.url(), "topic": "windows/out" },
+        "checkpoint_ms": 200
+    });
+    let a = cluster.node(leader).must_post("/v1/streams", &job);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_u64().unwrap_or(0);
+    let s = wait_running(cluster.node(leader), id);
+    let runner = s["node"].as_u64().unwrap_or(0);
+    let by_hash = format!("edgerun_stream_checkpoints_total{{job=\"{id}\",kept=\"by_hash\"}}");
+
+    // 40 s of event time from 3 sensors, published one second at a time while the runner's
+    // node is killed (as in the Redis failover test above).
+    let mut all = Vec::new();
+    let mut seconds = Vec::new();
+    for sec in 0..40i64 {
+        let mut lines = Vec::new();
+        for j in 0..5 {
+            for (k, s) in ["a", "b", "c"].iter().enumerate() {
+                let ts = T0 + sec * 1000 + j * 200 + k as i64;
+                let t = temp_of(k, sec * 5 + j);
+                all.push((s.to_string(), ts, t));
+                lines.push(record(s, ts, t));
+            }
+        }
+        seconds.push(lines);
+    }
+    let port = broker.port;
+    let publisher = std::thread::spawn(move || {
+        let b = Mosquitto::at(port);
+        for lines in seconds {
+            b.must_publish("plant/line1", &lines);
+            // Pacing the producer (a sensor's rate), not waiting for anything.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    wait_until(
+        "windows published and checkpoints kept by hash",
+        Duration::from_secs(30),
+        || {
+            let n = subscribed(&out).len();
+            let kept = cluster.node(runner).metric(&by_hash).unwrap_or(0.0);
+            if n >= 15 && kept >= 2.0 {
+                Ok(())
+            } else {
+                Err(format!("{n} windows published, {kept} checkpoints by hash"))
+            }
+        },
+    );
+    // The log holds references only: no checkpoint went into it.
+    let in_log = format!("edgerun_stream_checkpoints_total{{job=\"{id}\",kept=\"log\"}}");
+    assert_eq!(cluster.node(runner).metric(&in_log), None);
+    cluster.node_mut(runner).kill9();
+    let published_at_kill = subscribed(&out).len();
+    let alive: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != runner).collect();
+    let leader = cluster.wait_for_leader(&alive, Duration::from_secs(30));
+    let moved = wait_until("the job on another node", Duration::from_secs(60), || {
+        let s = stream(cluster.node(leader), id);
+        match s["node"].as_u64() {
+            Some(n) if n != runner && s["status"] == "running" => Ok(s),
+            _ => Err(s.to_string()),
+        }
+    });
+    let next = moved["node"].as_u64().unwrap_or(0);
+    if publisher.join().is_err() {
+        panic!("the publisher failed");
+    }
+    assert!(
+        published_at_kill < 120,
+        "the kill came after the last window ({published_at_kill}): not mid-stream"
+    );
+    let want = reference(&all, 1000);
+    let got = wait_until(
+        "every window on the MQTT topic",
+        Duration::from_secs(90),
+        || {
+            let r = subscribed(&out);
+            let ids: std::collections::BTreeSet<&str> =
+                r.iter().filter_map(|x| x["result_id"].as_str()).collect();
+            if ids.len() >= want.len() {
+                Ok(r)
+            } else {
+                Err(format!(
+                    "{} of {} windows; job {}",
+                    ids.len(),
+                    want.len(),
+                    stream(cluster.node(leader), id)
+                ))
+            }
+        },
+    );
+    // The next runner started from a checkpoint kept by hash and keeps its own that way.
+    let kept = cluster.node(next).metric(&by_hash).unwrap_or(0.0);
+    assert!(kept >= 1.0, "node {next}: {kept} checkpoints by hash");
+    // At least once: a repeat carries the same result_id and the same values; every window
+    // equals the reference (a runner that lost the open windows would publish partial ones).
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    for r in &got {
+        let rid = r["result_id"].as_str().unwrap_or("").to_string();
+        if let Some(first) = by_id.get(&rid) {
+            assert_eq!(first, r, "a repeat differs");
+        }
+        by_id.insert(rid, r.clone());
+    }
+    for r in by_id.values() {
+        matches_reference(r, &want);
+    }
+    assert_eq!(by_id.len(), want.len());
+    eprintln!(
+        "published {} for {} windows ({} repeats after the kill)",
+        got.len(),
+        want.len(),
+        got.len() - want.len()
+    );
+}

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod backup;
 pub mod breaker;
+pub mod checkpoints;
 pub mod data_dir;
 pub mod doctor;
 pub mod faults;
@@ -64,6 +65,7 @@ pub mod state_machine;
 pub mod store_error;
 pub mod testing;
 
+pub use checkpoints::{CheckpointKey, CheckpointStore};
 pub use data_dir::{DataDir, DataDirError, Prepared};
 pub use flush::Flusher;
 pub use log_store::LogStore;

@@ -69,6 +69,16 @@ pub enum AppRequest {
         /// The caller's batch id: a batch seen before is not taken twice.
         batch_id: Option<String>,
     },
+    /// A stream checkpoint kept by hash (`crate::checkpoints`): store it, checked against
+    /// the hash, flushed before the answer.
+    PutCheckpoint {
+        stream: u64,
+        seq: u64,
+        sha256: [u8; 32],
+        data: Vec<u8>,
+    },
+    /// A stream checkpoint this node keeps by hash (none when it does not have it).
+    FetchCheckpoint { stream: u64, sha256: [u8; 32] },
 }
 
 /// Why records for a stream job were not taken.
@@ -124,6 +134,8 @@ pub enum AppResponse {
     Result(Result<Option<String>, RemoteError>),
     /// How many records were taken (they are in a committed checkpoint).
     StreamRecords(Result<u64, IngestRefusal>),
+    CheckpointStored(Result<(), RemoteError>),
+    Checkpoint(Result<Option<Vec<u8>>, RemoteError>),
 }
 
 /// A failed exchange, classified for openraft.
@@ -509,6 +521,51 @@ impl Peers {
         {
             AppResponse::StreamRecords(r) => Ok(r),
             other => Err(mismatch(addr, "StreamRecords", &other)),
+        }
+    }
+}
+
+impl Peers {
+    /// Store a stream checkpoint on the node at `addr`.
+    pub async fn put_checkpoint(
+        &self,
+        addr: &str,
+        stream: u64,
+        seq: u64,
+        sha256: [u8; 32],
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Result<(), RemoteError>, RpcError> {
+        let req = AppRequest::PutCheckpoint {
+            stream,
+            seq,
+            sha256,
+            data,
+        };
+        match self.app(addr, req, timeout).await? {
+            AppResponse::CheckpointStored(r) => Ok(r),
+            other => Err(mismatch(addr, "PutCheckpoint", &other)),
+        }
+    }
+
+    /// A stream checkpoint the node at `addr` keeps by hash.
+    pub async fn fetch_checkpoint(
+        &self,
+        addr: &str,
+        stream: u64,
+        sha256: [u8; 32],
+        timeout: Duration,
+    ) -> Result<Result<Option<Vec<u8>>, RemoteError>, RpcError> {
+        match self
+            .app(
+                addr,
+                AppRequest::FetchCheckpoint { stream, sha256 },
+                timeout,
+            )
+            .await?
+        {
+            AppResponse::Checkpoint(r) => Ok(r),
+            other => Err(mismatch(addr, "FetchCheckpoint", &other)),
         }
     }
 }

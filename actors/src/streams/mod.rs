@@ -13,8 +13,10 @@
 //! - [`source`]: http, mqtt, redis and file sources, each reading into a bounded queue.
 //! - [`sink`]: results, redis, mqtt, http and file sinks, and what each guarantees.
 //! - [`ingress`]: records POSTed for a job that runs here, answered once checkpointed.
+//! - [`kept`]: where a checkpoint's bytes live (in the log, or by hash on several nodes).
 
 pub mod ingress;
+pub mod kept;
 pub mod runner;
 pub mod sink;
 pub mod source;
@@ -33,6 +35,8 @@ pub use runner::RunnerCtx;
 use crate::metrics_names as m;
 
 const CHECK: Duration = Duration::from_millis(250);
+/// How often this node sweeps the checkpoints it keeps by hash.
+const SWEEP: Duration = Duration::from_secs(30);
 
 /// How long a POST of records waits for the checkpoint that covers them.
 pub const INGEST_WAIT: Duration = Duration::from_secs(30);
@@ -71,6 +75,7 @@ pub struct ManagerState {
     forwarder: tokio::task::JoinHandle<()>,
     /// Set by the forwarder while a Check it sent is pending.
     dirty: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    last_sweep: Instant,
 }
 
 impl ManagerState {
@@ -256,6 +261,7 @@ impl Actor for StreamManager {
             ticker,
             forwarder,
             dirty,
+            last_sweep: Instant::now(),
         })
     }
 
@@ -281,7 +287,13 @@ impl Actor for StreamManager {
         state: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ManagerMsg::Check => state.check(&myself, false).await,
+            ManagerMsg::Check => {
+                state.check(&myself, false).await;
+                if state.last_sweep.elapsed() >= SWEEP {
+                    state.last_sweep = Instant::now();
+                    kept::sweep(&state.args.node, &state.args.ctx.checkpoints);
+                }
+            }
             ManagerMsg::Restart(id, epoch) => {
                 let still = state
                     .runners

@@ -22,8 +22,9 @@ use crate::streams::source::{Ack, Ctx, Source, SourcePos};
 use crate::{now_ms, Proposer};
 
 const TICK: Duration = Duration::from_millis(200);
-/// The largest checkpoint kept in the replicated state.
-pub const MAX_CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
+/// The largest checkpoint a job may have (one above `streams.inline_checkpoint_bytes` is kept
+/// by hash, off the log: [`crate::streams::kept`]).
+pub const MAX_CHECKPOINT_BYTES: usize = 128 * 1024 * 1024;
 /// How often at most POSTed records make the runner checkpoint at once.
 const CALLER_CHECKPOINT: Duration = Duration::from_millis(20);
 /// Results a `results` sink holds before the runner checkpoints early.
@@ -68,6 +69,11 @@ pub struct RunnerCtx {
     pub http_allow: std::sync::Arc<Vec<edgerun_config::allow::Allowed>>,
     /// The C++ kernels a window step may run.
     pub kernels: std::sync::Arc<dyn edgerun_cpp::Kernels>,
+    /// This node's Raft (its view of the members, and the peers to send checkpoints to).
+    pub raft: edgerun_raft::RaftNode,
+    /// Checkpoints kept by hash, and the size above which a checkpoint goes there.
+    pub checkpoints: edgerun_raft::CheckpointStore,
+    pub inline_checkpoint_bytes: usize,
 }
 
 /// Run the kernels of closed windows (on a blocking thread: a kernel over 65,536 values is
@@ -152,7 +158,8 @@ pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
     let seq = match &job.checkpoint {
         None => seq,
         Some(c) => {
-            let saved: Saved = edgerun_model::decode(&c.data)
+            let data = crate::streams::kept::load(&ctx, job.id, c.seq, &c.data).await?;
+            let saved: Saved = edgerun_model::decode(&data)
                 .map_err(|e| format!("checkpoint {} does not decode: {e}", c.seq))?;
             if saved.version != SAVED_VERSION {
                 return Err(format!(
@@ -433,6 +440,12 @@ impl Run {
                 data.len()
             ));
         }
+        let bytes = data.len();
+        let Some((data, kept)) =
+            crate::streams::kept::keep(ctx, self.id, self.seq + 1, data).await?
+        else {
+            return Ok(None);
+        };
         let results = self.sink.take_results();
         let cp = StreamCheckpoint {
             seq: self.seq + 1,
@@ -450,6 +463,10 @@ impl Run {
                 self.last_checkpoint = Instant::now();
                 metrics::histogram!(m::STREAM_CHECKPOINT_SECONDS, "job" => self.job_label.clone())
                     .record(started.elapsed().as_secs_f64());
+                metrics::counter!(m::STREAM_CHECKPOINTS, "job" => self.job_label.clone(), "kept" => kept)
+                    .increment(1);
+                metrics::gauge!(m::STREAM_CHECKPOINT_BYTES, "job" => self.job_label.clone())
+                    .set(bytes as f64);
                 tracing::debug!(
                     stream = self.id,
                     seq = self.seq,
