@@ -69,6 +69,7 @@ pub fn stream(
     let url = procs[0].url.clone();
     let pid = procs[0].pid();
     let idle_kib = pid.and_then(crate::cluster::rss_kib);
+    let steady = steady_memory(&a, &url, keys, pid)?;
     let small = small_latencies(&a, &url)?;
 
     // ---- http → window → results
@@ -153,7 +154,7 @@ pub fn stream(
     // The node's memory with the 1,000-key job's windows open, beside the node idle.
     let job_kib = pid.and_then(crate::cluster::rss_kib);
     println!(
-        "stream memory: node idle {} MiB, with the {keys}-key job after the run {} MiB",
+        "stream memory: node idle {} MiB, after the ingest run (its window results kept in the state) {} MiB",
         idle_kib.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
         job_kib.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
     );
@@ -162,7 +163,7 @@ pub fn stream(
                   "keys": keys, "clients": clients, "batch": batch, "window_results": results,
                   "post_until_checkpointed": post_ms, "refused_429": refused },
         "latency": small,
-        "rss_kib": { "idle": idle_kib, "with_job": job_kib },
+        "rss_kib": { "idle": idle_kib, "after_ingest": job_kib, "steady_job": steady },
     });
 
     // ---- mqtt → window → redis, beside mosquitto_sub
@@ -179,6 +180,72 @@ pub fn stream(
         p.kill();
     }
     Ok(report)
+}
+
+/// The node's RSS while a {keys}-key job runs in steady state: records at 10 per key per
+/// second with event time = now (so 1 s windows close as they would on live sensors), every
+/// window result to a file sink (not kept in the state), for 10 s; sampled each second.
+fn steady_memory(
+    a: &ureq::Agent,
+    url: &str,
+    keys: usize,
+    pid: Option<u32>,
+) -> anyhow::Result<Value> {
+    let Some(pid) = pid else {
+        return Ok(Value::Null);
+    };
+    let mut job = window_job(
+        json!({"type": "http"}),
+        json!({"type": "file", "path": "bench-steady.jsonl"}),
+    );
+    job["time"]["max_delay_ms"] = json!(200);
+    let v = post_json(a, &format!("{url}/v1/streams"), &job)
+        .map_err(|e| anyhow::anyhow!("creating the job: {e}"))?;
+    let id = v["id"].as_u64().context("no job id")?;
+    wait_running(a, url, id)?;
+    let idle = crate::cluster::rss_kib(pid);
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for tick in 0..100u64 {
+        // Pacing: ten batches a second, each one record per key (a sensor fleet's rate).
+        let due = started + Duration::from_millis(tick * 100);
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        let now = edgerun_actors::now_ms();
+        let body: Vec<Value> = (0..keys)
+            .map(|k| json!({"k": format!("k{k}"), "ts": now, "v": (k % 100) as f64}))
+            .collect();
+        if post_json(
+            a,
+            &format!("{url}/v1/streams/{id}/records"),
+            &Value::from(body),
+        )
+        .is_ok()
+        {
+            sent += keys as u64;
+        }
+        if tick % 10 == 9 {
+            samples.extend(crate::cluster::rss_kib(pid));
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let peak = samples.iter().copied().max();
+    let last = samples.last().copied();
+    let _ = a.delete(&format!("{url}/v1/streams/{id}")).call();
+    let mib = |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+    println!(
+        "stream memory, steady {keys}-key job ({:.0} records/s, results to a file): node {} MiB before, {} MiB at the end, {} MiB at most",
+        sent as f64 / secs,
+        mib(idle),
+        mib(last),
+        mib(peak)
+    );
+    Ok(
+        json!({ "keys": keys, "records_per_sec": sent as f64 / secs, "before": idle,
+               "last": last, "peak": peak, "samples": samples }),
+    )
 }
 
 /// Job create → first record taken, and record → window result after the window closes.

@@ -7,9 +7,10 @@
 //! from a holder (`AppRequest::FetchCheckpoint`) and checks the hash again.
 //!
 //! Key: stream id (8 bytes) · checkpoint seq (8) · SHA-256 (32), big-endian, so one job's
-//! checkpoints are one ordered range. Value: when it was stored (ms, 8 bytes) · the bytes.
-//! Every write is flushed before it is answered: a committed reference never points at a
-//! checkpoint a crash lost on the nodes it names.
+//! checkpoints are one ordered range. Two trees under that key: `stream_checkpoints` holds
+//! when it was stored (ms, 8 bytes), `stream_checkpoint_bytes` the bytes, so that listing and
+//! sweeping never read the bytes. Every write is flushed before it is answered: a committed
+//! reference never points at a checkpoint a crash lost on the nodes it names.
 
 use sha2::{Digest, Sha256};
 
@@ -27,7 +28,10 @@ pub struct CheckpointKey {
 
 #[derive(Clone)]
 pub struct CheckpointStore {
+    /// key → stored at (ms).
     tree: sled::Tree,
+    /// key → the checkpoint's bytes.
+    bytes: sled::Tree,
     flusher: crate::Flusher,
 }
 
@@ -51,9 +55,15 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 impl CheckpointStore {
     pub fn open(db: &sled::Db, flusher: crate::Flusher) -> Result<CheckpointStore, StoreError> {
-        db.open_tree("stream_checkpoints")
-            .map(|tree| CheckpointStore { tree, flusher })
-            .map_err(StoreError::db("opening the stream checkpoints tree"))
+        let open = |name: &str| {
+            db.open_tree(name)
+                .map_err(StoreError::db(format!("opening the tree {name}")))
+        };
+        Ok(CheckpointStore {
+            tree: open("stream_checkpoints")?,
+            bytes: open("stream_checkpoint_bytes")?,
+            flusher,
+        })
     }
 
     /// Store `data` as checkpoint `seq` of `stream` and flush; refused when `data` does not
@@ -72,14 +82,12 @@ impl CheckpointStore {
                 detail: "does not hash to the SHA-256 it came with".into(),
             });
         }
-        let mut v = Vec::with_capacity(8 + data.len());
-        v.extend_from_slice(&now_ms.to_be_bytes());
-        v.extend_from_slice(data);
+        let k = key(stream, seq, hash);
+        let what = || format!("storing checkpoint {seq} of stream job {stream}");
+        self.bytes.insert(k, data).map_err(StoreError::db(what()))?;
         self.tree
-            .insert(key(stream, seq, hash), v)
-            .map_err(StoreError::db(format!(
-                "storing checkpoint {seq} of stream job {stream}"
-            )))?;
+            .insert(k, &now_ms.to_be_bytes())
+            .map_err(StoreError::db(what()))?;
         self.flusher.flush().await.map_err(StoreError::db(format!(
             "flushing checkpoint {seq} of stream job {stream}"
         )))
@@ -88,15 +96,16 @@ impl CheckpointStore {
     /// The checkpoint of `stream` with this hash, checked against it (a stored copy that no
     /// longer matches is reported, never returned).
     pub fn get(&self, stream: u64, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        let what = || format!("reading the checkpoints of stream job {stream}");
         for kv in self.tree.scan_prefix(stream.to_be_bytes()) {
-            let (k, v) = kv.map_err(StoreError::db(format!(
-                "reading the checkpoints of stream job {stream}"
-            )))?;
+            let (k, _) = kv.map_err(StoreError::db(what()))?;
             if k.get(16..48) != Some(&hash[..]) {
                 continue;
             }
-            let data = v.get(8..).unwrap_or_default();
-            if &sha256(data) != hash {
+            let Some(data) = self.bytes.get(&k).map_err(StoreError::db(what()))? else {
+                continue;
+            };
+            if &sha256(&data) != hash {
                 return Err(StoreError::Corrupt {
                     what: format!("a stored checkpoint of stream job {stream}"),
                     detail: "no longer hashes to its SHA-256 (damaged on disk)".into(),
@@ -109,9 +118,16 @@ impl CheckpointStore {
 
     /// Every stored checkpoint's key.
     pub fn keys(&self) -> Vec<CheckpointKey> {
-        self.tree
-            .iter()
-            .filter_map(|kv| kv.ok())
+        self.keys_in(self.tree.iter())
+    }
+
+    /// The stored checkpoints of one job.
+    pub fn keys_of(&self, stream: u64) -> Vec<CheckpointKey> {
+        self.keys_in(self.tree.scan_prefix(stream.to_be_bytes()))
+    }
+
+    fn keys_in(&self, it: sled::Iter) -> Vec<CheckpointKey> {
+        it.filter_map(|kv| kv.ok())
             .filter_map(|(k, v)| {
                 let sha256 = <[u8; 32]>::try_from(k.get(16..48)?).ok()?;
                 Some(CheckpointKey {
@@ -125,7 +141,9 @@ impl CheckpointStore {
     }
 
     pub fn remove(&self, k: &CheckpointKey) {
-        let _ = self.tree.remove(key(k.stream, k.seq, &k.sha256));
+        let k = key(k.stream, k.seq, &k.sha256);
+        let _ = self.tree.remove(k);
+        let _ = self.bytes.remove(k);
     }
 }
 
@@ -169,9 +187,7 @@ mod tests {
             vec![(1, 1, 5), (2, 3, 6)]
         );
         // A stored copy damaged on disk is reported, not handed out.
-        let mut bad = 5u64.to_be_bytes().to_vec();
-        bad.extend_from_slice(&data[1..]);
-        let _ = store.tree.insert(key(1, 1, &h), bad);
+        let _ = store.bytes.insert(key(1, 1, &h), &data[1..]);
         assert!(matches!(store.get(1, &h), Err(StoreError::Corrupt { .. })));
         store.remove(&keys[0]);
         assert_eq!(store.keys().len(), 1);

@@ -12,7 +12,8 @@
 //! The reference is told apart from the runner's own format by its leading version (both
 //! start with a `u16`): runner format 1 is the state itself, 2 is a reference.
 //!
-//! Each node sweeps its store against the state: a job's copies older than its committed
+//! The runner drops its own node's earlier copies as soon as a checkpoint commits; every
+//! node also sweeps its store against the state every few seconds: a job's copies older than its committed
 //! checkpoint go, except the one the committed reference names; copies of a job that no longer
 //! exists go after [`ORPHAN_AFTER_MS`] (a node that applies the job's creation late must not
 //! lose a copy sent to it meanwhile).
@@ -191,6 +192,15 @@ pub async fn load(
         }
     }
     Err(format!("{what} could not be read: {}", errors.join("; ")))
+}
+
+/// Checkpoint `seq` of `stream` is committed: this node's copies of its earlier ones go.
+pub fn committed(ctx: &RunnerCtx, stream: StreamId, seq: u64) {
+    for k in ctx.checkpoints.keys_of(stream) {
+        if k.seq < seq {
+            ctx.checkpoints.remove(&k);
+        }
+    }
 }
 
 /// Remove this node's copies no committed checkpoint needs (see the module's text).

@@ -36,7 +36,7 @@ use crate::metrics_names as m;
 
 const CHECK: Duration = Duration::from_millis(250);
 /// How often this node sweeps the checkpoints it keeps by hash.
-const SWEEP: Duration = Duration::from_secs(30);
+const SWEEP: Duration = Duration::from_secs(5);
 
 /// How long a POST of records waits for the checkpoint that covers them.
 pub const INGEST_WAIT: Duration = Duration::from_secs(30);

@@ -467,6 +467,7 @@ impl Run {
                     .increment(1);
                 metrics::gauge!(m::STREAM_CHECKPOINT_BYTES, "job" => self.job_label.clone())
                     .set(bytes as f64);
+                crate::streams::kept::committed(ctx, self.id, self.seq);
                 tracing::debug!(
                     stream = self.id,
                     seq = self.seq,
