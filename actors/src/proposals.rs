@@ -287,6 +287,31 @@ impl Proposer {
         }
     }
 
+    /// Store a module (checked by the caller); whether it is new.
+    pub async fn put_module(
+        &self,
+        module: edgerun_model::module::WasmModule,
+    ) -> Result<bool, ProposeError> {
+        match self
+            .propose(Command::PutModule {
+                module: Box::new(module),
+            })
+            .await?
+        {
+            Response::ModulePut { created } => Ok(created),
+            Response::Rejected { message, .. } => Err(ProposeError::Rejected(message)),
+            other => Err(mismatch("PutModule", &other)),
+        }
+    }
+
+    /// Remove a module: `Ok(false)` unknown, `Err` (inner) what still uses it.
+    pub async fn delete_module(&self, id: String) -> Result<Result<bool, String>, ProposeError> {
+        match self.propose(Command::DeleteModule { id }).await? {
+            Response::ModuleDeleted(r) => Ok(r),
+            other => Err(mismatch("DeleteModule", &other)),
+        }
+    }
+
     pub async fn create_stream(&self, spec: StreamSpec) -> Result<StreamId, ProposeError> {
         match self
             .propose(Command::CreateStream {

@@ -334,7 +334,9 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
     let kernel = match &job.work {
         edgerun_model::Work::Kernel { kernel, .. } => kernel.clone(),
         edgerun_model::Work::Exec { .. } => "exec".to_string(),
+        edgerun_model::Work::Wasm { .. } => "wasm".to_string(),
     };
+    let isolation = executor.isolation_for(&job.work);
     // A deterministic kernel's result may already be known.
     let cache_key = match (&cache, &job.work) {
         (Some(_), edgerun_model::Work::Kernel { kernel, input }) if job.cache => {
@@ -353,7 +355,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
             Outcome::Succeeded { result }
         }
         None => {
-            tracing::debug!(target: edgerun_model::TRACE_TARGET, kernel = %kernel, isolation = executor.isolation().as_str(), "attempt started");
+            tracing::debug!(target: edgerun_model::TRACE_TARGET, kernel = %kernel, isolation = isolation.as_str(), "attempt started");
             let outcome = executor
                 .run(ExecJob {
                     task: at.task,
@@ -398,7 +400,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
         ms = took.as_millis() as u64,
         "attempt ended"
     );
-    metrics::histogram!(m::TASK_DURATION, "kernel" => kernel, "isolation" => executor.isolation().as_str())
+    metrics::histogram!(m::TASK_DURATION, "kernel" => kernel, "isolation" => isolation.as_str())
         .record(took.as_secs_f64());
     if let Outcome::Failed {
         error,
@@ -411,7 +413,7 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
     let completion = Completion {
         attempt: at,
         outcome,
-        isolation: executor.isolation(),
+        isolation,
         cached,
     };
     // Kept on disk until the cluster answers: a node cut off from the leader (or restarted

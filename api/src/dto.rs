@@ -28,6 +28,21 @@ pub struct ExecDto {
     pub env: BTreeMap<String, String>,
 }
 
+/// A WebAssembly task: a module uploaded with `POST /v1/modules`, by id or name; the task's
+/// `input` is its stdin.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmDto {
+    /// `sha256:<hex>` or a name (the latest upload under it, fixed at submission).
+    pub module: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// Most arguments of a wasm task, and the longest one.
+pub const MAX_WASM_ARGS: usize = 64;
+pub const MAX_WASM_ARG_BYTES: usize = 4096;
+
 /// A label value, or a set of accepted values.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -119,6 +134,8 @@ pub struct TaskSubmission {
     #[schema(value_type = Option<Object>)]
     pub input: Option<Box<RawValue>>,
     pub exec: Option<ExecDto>,
+    /// A WebAssembly module to run (with `input` as its stdin), instead of kernel or exec.
+    pub wasm: Option<WasmDto>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default)]
@@ -159,16 +176,64 @@ fn bad(field: &str, msg: impl std::fmt::Display) -> ApiError {
 impl TaskSubmission {
     /// Check everything and build the spec. `at` prefixes field names (`tasks[3].`);
     /// `submitter` is who sent it (admission control counts per submitter).
+    /// The module a wasm submission names, if any (resolved by the caller before
+    /// [`TaskSubmission::into_spec`]).
+    pub fn module_ref(&self) -> Option<&str> {
+        self.wasm.as_ref().map(|w| w.module.as_str())
+    }
+
+    /// `modules` maps each module reference (id or name) the submissions use to its id.
     pub fn into_spec(
-        self,
+        mut self,
         at: &str,
         kernels: &dyn Kernels,
+        modules: &BTreeMap<String, String>,
         submitter: &str,
     ) -> Result<TaskSpec, ApiError> {
-        let work = match (self.kernel, self.exec) {
+        if let Some(w) = self.wasm.take() {
+            if self.kernel.is_some() || self.exec.is_some() {
+                return Err(bad(
+                    &format!("{at}wasm"),
+                    "give one of kernel (+ input), exec or wasm (+ input)",
+                ));
+            }
+            let Some(id) = modules.get(&w.module) else {
+                return Err(ApiError::BadRequest {
+                    code: ErrorCode::UnknownModule,
+                    message: format!(
+                        "{at}wasm.module: no module {:?} in the cluster (POST /v1/modules)",
+                        w.module
+                    ),
+                    details: serde_json::json!({ "field": format!("{at}wasm.module") }),
+                });
+            };
+            if w.args.len() > MAX_WASM_ARGS
+                || w.args
+                    .iter()
+                    .any(|a| a.len() > MAX_WASM_ARG_BYTES || a.contains('\0'))
+            {
+                return Err(bad(
+                    &format!("{at}wasm.args"),
+                    format!("at most {MAX_WASM_ARGS} arguments of at most {MAX_WASM_ARG_BYTES} bytes each, without NUL"),
+                ));
+            }
+            let input = self
+                .input
+                .take()
+                .map(|r| r.get().to_string())
+                .unwrap_or_else(|| "{}".into());
+            let work = Work::Wasm {
+                module: id.clone(),
+                args: w.args,
+                input,
+            };
+            return self.finish(at, work, submitter);
+        }
+        let work = match (self.kernel.take(), self.exec.take()) {
             (Some(kernel), None) => {
                 let input = self
                     .input
+                    .take()
                     .map(|r| r.get().to_string())
                     .unwrap_or_else(|| "{}".into());
                 kernels.validate(&kernel, &input).map_err(|e| {
@@ -203,10 +268,15 @@ impl TaskSubmission {
             (None, None) => {
                 return Err(bad(
                     &format!("{at}kernel"),
-                    "missing: give kernel (+ input) or exec",
+                    "missing: give kernel (+ input), exec or wasm (+ input)",
                 ))
             }
         };
+        self.finish(at, work, submitter)
+    }
+
+    /// Everything but the work: limits, retry, constraints, placement.
+    fn finish(self, at: &str, work: Work, submitter: &str) -> Result<TaskSpec, ApiError> {
         if let Some(t) = self.timeout_ms {
             if !(MIN_TIMEOUT_MS..=86_400_000).contains(&t) {
                 return Err(bad(

@@ -135,6 +135,12 @@ error_codes! {
     /// The stream job's runner could not take the records (it stopped, or its node cannot
     /// be reached); send them again.
     StreamUnavailable = "stream_unavailable",
+    /// The upload is not a WASI preview-1 command module (said why).
+    InvalidModule = "invalid_module",
+    /// A task names a module the cluster does not have.
+    UnknownModule = "unknown_module",
+    /// The module is used by a task that has not ended or by a job (said which).
+    ModuleInUse = "module_in_use",
     /// A bug or an unexpected failure (logged on the node).
     Internal = "internal",
 }

@@ -19,11 +19,12 @@ use crate::auth::TokenRequest;
 use crate::dto::{
     AffinityDto, AttemptView, BatchSubmission, ConstraintsDto, ConstraintsView, ErrorDto, ExecDto,
     JobFireView, OneOrMany, ResourcesDto, ResultStoredView, RetryDto, RetryView, TaskDto,
-    TaskSubmission,
+    TaskSubmission, WasmDto,
 };
 use crate::handlers::admin::{LogChange, LogView, ReloadReport};
 use crate::handlers::cluster::NewLearner;
 use crate::handlers::jobs::{FireView, JobSubmission, JobView};
+use crate::handlers::modules::ModuleView;
 use crate::handlers::streams::{CheckpointView, StreamMetricsView, StreamView};
 use crate::handlers::tasks::WaitMany;
 
@@ -495,6 +496,65 @@ fn get_job() {}
         (status = 503, description = "No leader now; retry", body = ErrorBody)))]
 fn delete_job() {}
 
+#[derive(ToSchema)]
+pub struct Modules {
+    modules: Vec<ModuleView>,
+}
+
+#[derive(ToSchema)]
+pub struct ModuleDeleted {
+    id: String,
+    deleted: bool,
+}
+
+#[utoipa::path(post, path = "/v1/modules", tag = "modules",
+    params(("name" = String, Query, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._-]+$",
+        description = "The module's name: tasks may name it instead of its id (the latest upload under it)")),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The .wasm bytes of a WASI preview-1 command module"),
+    responses(
+        (status = 201, description = "Checked and stored", body = ModuleView),
+        (status = 200, description = "The same bytes were there already (the name now points to them)", body = ModuleView),
+        (status = 400, description = "Not a WASI preview-1 command module, an empty body or a bad name", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 413, description = "Over executor.max_module_bytes", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now, or no wasm runtime on this node; retry", body = ErrorBody)))]
+fn upload_module() {}
+
+#[utoipa::path(get, path = "/v1/modules", tag = "modules",
+    responses(
+        (status = 200, description = "Every module (without its bytes)", body = Modules),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn list_modules() {}
+
+#[utoipa::path(get, path = "/v1/modules/{id}", tag = "modules",
+    params(("id" = String, Path, description = "sha256:<hex>, or a name")),
+    responses(
+        (status = 200, description = "The module", body = ModuleView),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such module", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader to confirm the read", body = ErrorBody)))]
+fn get_module() {}
+
+#[utoipa::path(delete, path = "/v1/modules/{id}", tag = "modules",
+    params(("id" = String, Path, description = "sha256:<hex>")),
+    responses(
+        (status = 200, description = "Removed", body = ModuleDeleted),
+        (status = 400, description = "Not a module id", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such module", body = ErrorBody),
+        (status = 409, description = "A task that has not ended, or a job, uses it", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "No leader now; retry", body = ErrorBody)))]
+fn delete_module() {}
+
 #[utoipa::path(post, path = "/v1/streams", tag = "streams", request_body = StreamSubmission,
     responses(
         (status = 201, description = "Stored; placed on a node shortly (status starting)", body = StreamView),
@@ -764,6 +824,7 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     paths(healthz, readyz, metrics, openapi, token, submit, list, submit_batch, wait_many, get_task, wait,
         cancel, dlq, requeue, events, create_job, list_jobs, get_job, delete_job,
+        upload_module, list_modules, get_module, delete_module,
         create_stream, list_streams, get_stream, delete_stream, pause_stream, resume_stream,
         stream_records, stream_results, kernels, cluster,
         add_learner, promote, remove, nodes, alerts, dashboard, get_log, set_log, reload, snapshot),
@@ -772,7 +833,8 @@ impl Modify for BearerAuth {
         ConstraintsView, RetryView, AttemptView, ResultStoredView, JobFireView, FireView,
         JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport,
         WaitMany, WaitManyAnswer, WaitEnded, ViewDoc, StreamSubmission, StreamView,
-        StreamMetricsView, CheckpointView, Streams, StreamDeleted, RecordsAccepted, StreamResults))
+        StreamMetricsView, CheckpointView, Streams, StreamDeleted, RecordsAccepted, StreamResults,
+        WasmDto, ModuleView, Modules, ModuleDeleted))
 )]
 pub struct ApiDoc;
 

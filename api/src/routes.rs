@@ -11,7 +11,9 @@ use actix_web::{guard, http::Method, web, FromRequest, Handler, Responder};
 
 use crate::auth::Role;
 use crate::error::{json_error, ApiError, ErrorCode};
-use crate::handlers::{admin, cluster, dashboard, debug, events, jobs, streams, system, tasks};
+use crate::handlers::{
+    admin, cluster, dashboard, debug, events, jobs, modules, streams, system, tasks,
+};
 
 /// One route: method (OpenAPI's spelling), full path template, the least role it needs
 /// (`None`: open to anyone), and whether the OpenAPI document lists it (the `/v1/debug`
@@ -76,6 +78,10 @@ pub const ROUTES: &[Route] = &[
     needs("get", "/v1/jobs", Viewer),
     needs("get", "/v1/jobs/{id}", Viewer),
     needs("delete", "/v1/jobs/{id}", Operator),
+    needs("post", "/v1/modules", Operator),
+    needs("get", "/v1/modules", Viewer),
+    needs("get", "/v1/modules/{id}", Viewer),
+    needs("delete", "/v1/modules/{id}", Operator),
     needs("post", "/v1/streams", Operator),
     needs("get", "/v1/streams", Viewer),
     needs("get", "/v1/streams/{id}", Viewer),
@@ -168,6 +174,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(at("get", "/v1/jobs", jobs::list))
         .service(at("get", "/v1/jobs/{id}", jobs::get))
         .service(at("delete", "/v1/jobs/{id}", jobs::delete))
+        .service(at("post", "/v1/modules", modules::upload))
+        .service(at("get", "/v1/modules", modules::list))
+        .service(at("get", "/v1/modules/{id}", modules::get))
+        .service(at("delete", "/v1/modules/{id}", modules::delete))
         .service(at("post", "/v1/streams", streams::create))
         .service(at("get", "/v1/streams", streams::list))
         .service(at("get", "/v1/streams/{id}", streams::get))

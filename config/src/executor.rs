@@ -51,6 +51,12 @@ pub struct ExecutorConfig {
     pub cpu_millis: u32,
     /// Memory this node offers to tasks, in MiB; 0 = 80% of the machine's memory.
     pub memory_mb: u32,
+    /// Largest WebAssembly module `POST /v1/modules` takes (413 beyond). Modules live in the
+    /// replicated state.
+    pub max_module_bytes: usize,
+    /// The most memory a wasm task may have (its `resources.memory_mb` is capped at this);
+    /// sizes the wasm runtime's pool.
+    pub wasm_max_memory_mb: u32,
 }
 
 impl Default for ExecutorConfig {
@@ -69,6 +75,8 @@ impl Default for ExecutorConfig {
             allow_network: false,
             cpu_millis: 0,
             memory_mb: 0,
+            max_module_bytes: 8 * 1024 * 1024,
+            wasm_max_memory_mb: 1024,
         }
     }
 }
@@ -137,6 +145,20 @@ impl ExecutorConfig {
                 "executor.default_disk_mb",
                 self.default_disk_mb,
                 "1 to 1048576",
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_module_bytes) {
+            return Err(invalid(
+                "executor.max_module_bytes",
+                self.max_module_bytes,
+                "1024 to 67108864",
+            ));
+        }
+        if !(1..=4096).contains(&self.wasm_max_memory_mb) {
+            return Err(invalid(
+                "executor.wasm_max_memory_mb",
+                self.wasm_max_memory_mb,
+                "1 to 4096 (a wasm32 memory is at most 4 GiB)",
             ));
         }
         if !(1..=4096).contains(&self.max_result_mb) {

@@ -154,6 +154,15 @@ pub enum Command {
         now_ms: u64,
         report: Box<StreamReport>,
     },
+    // Format 8 (WebAssembly modules).
+    /// Store an uploaded module (validated by the proposer's wasm runtime).
+    PutModule {
+        module: Box<crate::module::WasmModule>,
+    },
+    /// Remove a module, unless a task that has not ended or a job's template uses it.
+    DeleteModule {
+        id: String,
+    },
 }
 
 /// Limits a submission is checked against when applied (from the proposer's config, so every
@@ -258,6 +267,13 @@ pub enum Response {
     Empty,
     /// The request's format version is not one this node knows.
     UnsupportedVersion(u16),
+    // Format 8.
+    /// PutModule: whether the module is new (false: the same bytes were there).
+    ModulePut {
+        created: bool,
+    },
+    /// DeleteModule: removed, unknown, or what uses it.
+    ModuleDeleted(Result<bool, String>),
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]

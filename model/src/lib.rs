@@ -21,6 +21,7 @@ pub mod command;
 pub mod faults;
 pub mod job;
 pub mod migrate;
+pub mod module;
 pub mod node;
 pub mod state;
 pub mod store;
@@ -51,11 +52,11 @@ pub use task::*;
 /// 7: stream jobs (`ClusterState::streams`, four commands appended to `Command`). A format 6
 /// snapshot is migrated when read ([`migrate`]) and format 6 log entries still apply: their
 /// commands encode the same in 7.
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 
 /// Whether a request of format `v` can be applied by this build.
 pub fn applies_format(v: u16) -> bool {
-    v == FORMAT_VERSION || v == migrate::FROM
+    v == FORMAT_VERSION || migrate::FROM.contains(&v)
 }
 
 /// The log target of the lines that follow one task through the cluster (submit, forward,

@@ -42,6 +42,8 @@ pub struct ClusterState {
     pub next_job_id: JobId,
     /// Stream jobs (format 7).
     pub streams: crate::stream::Streams,
+    /// WebAssembly modules (format 8).
+    pub modules: crate::module::Modules,
 
     /// Pending tasks in queues of one priority and one [`Shape`], highest priority first,
     /// each queue oldest first. The scheduler drops a whole queue once its shape found no
@@ -918,7 +920,34 @@ impl ClusterState {
             Command::StreamReport { now_ms, report } => {
                 Response::Accepted(vec![self.streams.report(*now_ms, report)])
             }
+            Command::PutModule { module } => match self.modules.put((**module).clone()) {
+                Ok(created) => Response::ModulePut { created },
+                Err(message) => Response::Rejected {
+                    code: "invalid_module".into(),
+                    message,
+                    retry_after_ms: 0,
+                },
+            },
+            Command::DeleteModule { id } => Response::ModuleDeleted(self.delete_module(id)),
         }
+    }
+}
+
+impl ClusterState {
+    /// Remove module `id` unless a task that has not ended or a job's template runs it
+    /// (`Err` says which).
+    fn delete_module(&mut self, id: &str) -> Result<bool, String> {
+        if self.modules.get(id).is_none() {
+            return Ok(false);
+        }
+        let uses = |w: &Work| matches!(w, Work::Wasm { module, .. } if module == id);
+        if let Some(t) = self.tasks.live_tasks().find(|t| uses(&t.spec.work)) {
+            return Err(format!("task {} ({}) runs it", t.id, t.status.as_str()));
+        }
+        if let Some(j) = self.jobs.values().find(|j| uses(&j.spec.task.work)) {
+            return Err(format!("job {} ({}) runs it", j.id, j.spec.name));
+        }
+        Ok(self.modules.remove(id))
     }
 }
 

@@ -72,6 +72,8 @@ pub enum Isolation {
     Container,
     Process,
     Inproc,
+    /// A WebAssembly module on the node's wasm runtime (format 8).
+    Wasm,
 }
 
 impl Isolation {
@@ -80,6 +82,7 @@ impl Isolation {
             Isolation::Container => "container",
             Isolation::Process => "process",
             Isolation::Inproc => "inproc",
+            Isolation::Wasm => "wasm",
         }
     }
 }
@@ -94,6 +97,14 @@ pub enum Work {
     Exec {
         argv: Vec<String>,
         env: BTreeMap<String, String>,
+    },
+    // Format 8. New variants go last: entries of earlier formats keep their tags.
+    /// A WebAssembly module (by id, resolved at submission) with its arguments; `input` (JSON
+    /// text) is its stdin.
+    Wasm {
+        module: String,
+        args: Vec<String>,
+        input: String,
     },
 }
 
@@ -256,6 +267,7 @@ impl TaskSpec {
         match &self.work {
             Work::Kernel { kernel, .. } => kernel,
             Work::Exec { .. } => "exec",
+            Work::Wasm { .. } => "wasm",
         }
     }
 }

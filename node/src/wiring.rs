@@ -528,6 +528,37 @@ pub async fn run_node(
             return Err(e);
         }
     };
+    // WebAssembly tasks run on the node's wasm runtime whatever the isolation above is. A node
+    // that cannot set it up (no virtual memory for the pool?) still runs everything else:
+    // its wasm tasks fail and uploads through it are refused, each saying why.
+    let wasm = match edgerun_wasm::Runtime::new(&edgerun_wasm::RuntimeConfig {
+        cache_dir: cfg.node.data_dir.join("wasm-cache"),
+        instances: edgerun_actors::executor::wasm::instances(cfg.executor.slots),
+        max_memory_mb: cfg.executor.wasm_max_memory_mb,
+    }) {
+        Ok(rt) => {
+            tracing::info!(
+                max_memory_mb = cfg.executor.wasm_max_memory_mb,
+                "wasm runtime ready (wasmtime, pooling allocator)"
+            );
+            Some(Arc::new(rt))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no wasm runtime on this node: wasm tasks fail here");
+            None
+        }
+    };
+    let executor: Arc<dyn Executor> = match &wasm {
+        Some(rt) => Arc::new(edgerun_actors::executor::wasm::Routed {
+            base: executor,
+            wasm: Arc::new(edgerun_actors::executor::wasm::WasmExecutor {
+                runtime: rt.clone(),
+                view: node.view.clone(),
+                max_result: cfg.executor.max_result_mb as usize * 1024 * 1024,
+            }),
+        }),
+        None => executor,
+    };
 
     let info = NodeInfo {
         id: cfg.node.id,
@@ -691,6 +722,10 @@ pub async fn run_node(
             streams: edgerun_api::handlers::streams::StreamLimits {
                 max_body: cfg.streams.max_body_bytes,
                 max_results: cfg.streams.max_results,
+            },
+            modules: edgerun_api::handlers::modules::ModuleLimits {
+                runtime: wasm.clone(),
+                max_bytes: cfg.executor.max_module_bytes,
             },
         },
         cluster: ClusterCtx {

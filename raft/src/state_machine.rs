@@ -67,26 +67,34 @@ impl SnapshotFile {
                     state,
                 })
             }
-            edgerun_model::migrate::FROM => {
-                let (last_applied, membership, old): (
+            6 | 7 => {
+                let (last_applied, membership, state): (
                     Option<LogId>,
                     StoredMembership,
-                    edgerun_model::migrate::ClusterStateV6,
-                ) = edgerun_model::decode_from(r).map_err(bad)?;
+                    ClusterState,
+                ) = if version == 6 {
+                    let (a, m, old): (_, _, edgerun_model::migrate::ClusterStateV6) =
+                        edgerun_model::decode_from(r).map_err(bad)?;
+                    (a, m, old.into())
+                } else {
+                    let (a, m, old): (_, _, edgerun_model::migrate::ClusterStateV7) =
+                        edgerun_model::decode_from(r).map_err(bad)?;
+                    (a, m, old.into())
+                };
                 tracing::info!(
                     from = version,
                     to = FORMAT_VERSION,
-                    "migrating a snapshot of the previous data format"
+                    "migrating a snapshot of an earlier data format"
                 );
                 Ok(SnapshotFile {
                     version: FORMAT_VERSION,
                     last_applied,
                     membership,
-                    state: old.into(),
+                    state,
                 })
             }
             v => Err(format!(
-                "snapshot format {v} is not {FORMAT_VERSION}, the one this build reads (or {}, which it migrates)",
+                "snapshot format {v} is not {FORMAT_VERSION}, the one this build reads (or {:?}, which it migrates)",
                 edgerun_model::migrate::FROM
             )),
         }

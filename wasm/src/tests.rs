@@ -364,3 +364,12 @@ fn compiled_modules_come_back_from_the_disk_cache_and_a_damaged_one_is_compiled_
     let left = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(99);
     assert_eq!(left, 0);
 }
+
+#[test]
+fn module_ids_give_their_hash_and_bad_ones_nothing() {
+    let hex: String = sha256(b"x").iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hash_of_id(&format!("sha256:{hex}")), Some(sha256(b"x")));
+    assert_eq!(hash_of_id("sha256:zz"), None);
+    assert_eq!(hash_of_id(&format!("sha256:{}", "g".repeat(64))), None);
+    assert_eq!(hash_of_id("md5:00"), None);
+}

@@ -7,7 +7,8 @@
 //!                                 │           cgroup, as an unprivileged user without
 //!                                 │           capabilities, under seccomp, with rlimits, a
 //!                                 │           wall-clock timeout and capped output
-//!                                 └─ Container: a youki container per attempt
+//!                                 ├─ Container: a youki container per attempt
+//!                                 └─ Wasm: wasm tasks, whatever the above ([`wasm::Routed`])
 //! ```
 //!
 //! Every outcome records the isolation used. `executor.isolation = auto` picks the strongest
@@ -27,6 +28,7 @@ pub mod container;
 pub mod inproc;
 pub mod process;
 pub mod seccomp;
+pub mod wasm;
 
 pub use container::{ContainerConfig, ContainerExecutor};
 pub use inproc::InprocExecutor;
@@ -54,7 +56,21 @@ pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
 pub trait Executor: Send + Sync + 'static {
     fn isolation(&self) -> Isolation;
+    /// The isolation this work gets here (an executor may route some work elsewhere).
+    fn isolation_for(&self, _work: &Work) -> Isolation {
+        self.isolation()
+    }
     fn run(&self, job: Job) -> RunFuture<'_>;
+}
+
+/// A wasm task that reached an executor of another kind (the node routes wasm work to its
+/// wasm runtime: [`wasm::Routed`]); never retried here.
+pub(crate) fn not_wasm(executor: &str) -> Outcome {
+    failed(
+        "unsupported",
+        format!("a wasm task reached the {executor} executor; wasm tasks run on the wasm runtime"),
+        false,
+    )
 }
 
 pub(crate) fn failed(code: &str, message: impl Into<String>, retryable: bool) -> Outcome {

@@ -166,7 +166,10 @@ pub async fn create(
             format!("{deadline} is more than {MAX_DEADLINE_MS}"),
         ));
     }
-    let mut task = b.task.into_spec("task.", &*ctx.kernels, &submitter(&req))?;
+    let modules = ctx.modules(b.task.module_ref().into_iter()).await;
+    let mut task = b
+        .task
+        .into_spec("task.", &*ctx.kernels, &modules, &submitter(&req))?;
     if task.idempotency_key.is_some() {
         return Err(bad(
             "task.idempotency_key",

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod debug;
 pub mod events;
 pub mod jobs;
+pub mod modules;
 pub mod streams;
 pub mod system;
 pub mod tasks;

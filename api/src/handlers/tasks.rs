@@ -29,6 +29,8 @@ pub struct TasksCtx {
     pub policy: Policy,
     /// `[streams]`: the records body limit, results kept by default.
     pub streams: crate::handlers::streams::StreamLimits,
+    /// The wasm runtime uploads are checked with, and the upload cap.
+    pub modules: crate::handlers::modules::ModuleLimits,
 }
 
 /// Who sent a request, for per-submitter limits: the client's IP address (the token's subject
@@ -38,6 +40,32 @@ pub fn submitter(req: &HttpRequest) -> String {
 }
 
 impl TasksCtx {
+    /// The ids of the modules `refs` name (ids or names). A module this node has not seen
+    /// yet (uploaded through another node a moment ago) is looked for again after a read
+    /// barrier; one still missing is left out (the submission then says `unknown_module`).
+    pub(crate) async fn modules<'a>(
+        &self,
+        refs: impl Iterator<Item = &'a str>,
+    ) -> std::collections::BTreeMap<String, String> {
+        let refs: Vec<&str> = refs.collect();
+        if refs.is_empty() {
+            return Default::default();
+        }
+        let look = || {
+            self.node.read(|s| {
+                refs.iter()
+                    .filter_map(|r| s.modules.resolve(r).map(|m| (r.to_string(), m.id.clone())))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+        };
+        let found = look();
+        if found.len() == refs.iter().collect::<std::collections::BTreeSet<_>>().len() {
+            return found;
+        }
+        let _ = self.node.read_barrier(self.read_timeout).await;
+        look()
+    }
+
     /// Linearizable unless the client asked for a stale (local) read.
     pub(crate) async fn barrier(&self, stale: Option<bool>) -> Result<(), ApiError> {
         if stale == Some(true) {
@@ -133,9 +161,9 @@ pub async fn submit(
     req: HttpRequest,
     body: web::Json<TaskSubmission>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut spec = body
-        .into_inner()
-        .into_spec("", &*ctx.kernels, &submitter(&req))?;
+    let body = body.into_inner();
+    let modules = ctx.modules(body.module_ref().into_iter()).await;
+    let mut spec = body.into_spec("", &*ctx.kernels, &modules, &submitter(&req))?;
     let trace = crate::trace::of_request(&req);
     spec.trace_id = trace.clone();
     tracing::debug!(target: edgerun_model::TRACE_TARGET, trace_id = %trace, node = ctx.node.id(), "submit received");
@@ -183,8 +211,11 @@ pub async fn submit_batch(
     let n = tasks.len();
     let trace = crate::trace::of_request(&req);
     let mut specs = Vec::with_capacity(n);
+    let modules = ctx
+        .modules(tasks.iter().filter_map(|t| t.module_ref()))
+        .await;
     for (i, t) in tasks.into_iter().enumerate() {
-        let mut spec = t.into_spec(&format!("tasks[{i}]."), &*ctx.kernels, &who)?;
+        let mut spec = t.into_spec(&format!("tasks[{i}]."), &*ctx.kernels, &modules, &who)?;
         spec.trace_id = trace.clone();
         specs.push(spec);
     }
@@ -231,6 +262,14 @@ fn submitted_view(work: &edgerun_model::Work) -> serde_json::Value {
                 "argv": argv,
                 "env": env.keys().map(|k| (k.clone(), json!("(hidden)"))).collect::<serde_json::Map<_, _>>(),
             }
+        }),
+        edgerun_model::Work::Wasm {
+            module,
+            args,
+            input,
+        } => json!({
+            "wasm": { "module": module, "args": args },
+            "input": serde_json::from_str::<serde_json::Value>(input).unwrap_or_default(),
         }),
     }
 }

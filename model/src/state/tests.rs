@@ -895,13 +895,18 @@ fn apply_owned_reaches_the_same_state_and_answers_as_apply() {
 }
 
 #[test]
-fn a_format_6_state_and_format_6_entries_are_read_by_format_7() {
+fn format_6_and_7_states_and_entries_are_read_by_format_8() {
     let mut s = ClusterState::new();
     submit(&mut s, vec![TaskSpec::kernel("stats", "{}"); 3]);
-    // Format 6 wrote the same fields without `streams` (an empty map and a next id, 16
-    // bytes at the end in format 7).
-    let v7 = encode(&s).expect("encode");
-    let v6 = &v7[..v7.len() - 16];
+    // Format 7 wrote the same fields without `modules` (two empty maps, 16 bytes at the end
+    // in format 8); format 6 also without `streams` (an empty map and a next id, 16 more).
+    let v8 = encode(&s).expect("encode");
+    let v7 = &v8[..v8.len() - 16];
+    let old: crate::migrate::ClusterStateV7 = decode(v7).expect("format 7 decodes");
+    let m7: ClusterState = old.into();
+    assert_eq!(m7.tasks.len(), 3);
+    assert!(m7.modules.is_empty());
+    let v6 = &v8[..v8.len() - 32];
     let old: crate::migrate::ClusterStateV6 = decode(v6).expect("format 6 decodes");
     let mut m: ClusterState = old.into();
     assert_eq!(m.tasks.len(), 3);
@@ -911,7 +916,7 @@ fn a_format_6_state_and_format_6_entries_are_read_by_format_7() {
     // A format 6 entry still applies; an unknown one does not.
     let r = m.apply(
         &RaftRequest {
-            version: crate::migrate::FROM,
+            version: 6,
             command: Command::Cancel {
                 now_ms: 20,
                 ids: vec![1],
@@ -940,10 +945,74 @@ fn a_format_6_state_and_format_6_entries_are_read_by_format_7() {
         Response::StreamCreated(id) => id,
         other => panic!("unexpected {other:?}"),
     };
+    // A module survives a snapshot round trip too.
+    let bytes = b"\0asm\x01\0\0\0".to_vec();
+    let module = crate::module::WasmModule {
+        id: crate::module::module_id(&bytes),
+        name: "m".into(),
+        bytes,
+        created_ms: 22,
+        uploader: "anon".into(),
+    };
+    let mid = module.id.clone();
+    assert_eq!(
+        m.apply(
+            &req(Command::PutModule {
+                module: Box::new(module)
+            }),
+            &mut Vec::new()
+        ),
+        Response::ModulePut { created: true }
+    );
     let mut back: ClusterState = decode(&encode(&m).expect("encode")).expect("decode");
     back.rebuild_indexes();
     assert_eq!(
         back.streams.get(id).map(|j| j.status),
         Some(crate::stream::StreamStatus::Starting)
+    );
+    assert_eq!(back.modules.resolve("m").map(|x| x.id.clone()), Some(mid));
+}
+
+#[test]
+fn a_module_in_use_by_a_live_task_or_a_job_is_not_deleted() {
+    let mut s = ClusterState::new();
+    let bytes = b"\0asm\x01\0\0\0".to_vec();
+    let id = crate::module::module_id(&bytes);
+    let put = Command::PutModule {
+        module: Box::new(crate::module::WasmModule {
+            id: id.clone(),
+            name: "m".into(),
+            bytes,
+            created_ms: 1,
+            uploader: "u".into(),
+        }),
+    };
+    s.apply(&req(put), &mut Vec::new());
+    let mut spec = TaskSpec::kernel("stats", "{}");
+    spec.work = Work::Wasm {
+        module: id.clone(),
+        args: vec![],
+        input: "{}".into(),
+    };
+    submit(&mut s, vec![spec]);
+    let del = || Command::DeleteModule { id: id.clone() };
+    match s.apply(&req(del()), &mut Vec::new()) {
+        Response::ModuleDeleted(Err(why)) => assert!(why.contains("task 1"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    s.apply(
+        &req(Command::Cancel {
+            now_ms: 2,
+            ids: vec![1],
+        }),
+        &mut Vec::new(),
+    );
+    assert_eq!(
+        s.apply(&req(del()), &mut Vec::new()),
+        Response::ModuleDeleted(Ok(true))
+    );
+    assert_eq!(
+        s.apply(&req(del()), &mut Vec::new()),
+        Response::ModuleDeleted(Ok(false))
     );
 }
