@@ -496,6 +496,11 @@ fn get_job() {}
         (status = 503, description = "No leader now; retry", body = ErrorBody)))]
 fn delete_job() {}
 
+/// A module's `.wasm` bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct WasmBytes(#[allow(dead_code)] Vec<u8>);
+
 #[derive(ToSchema)]
 pub struct Modules {
     modules: Vec<ModuleView>,
@@ -510,7 +515,8 @@ pub struct ModuleDeleted {
 #[utoipa::path(post, path = "/v1/modules", tag = "modules",
     params(("name" = String, Query, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._-]+$",
         description = "The module's name: tasks may name it instead of its id (the latest upload under it)")),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The .wasm bytes of a WASI preview-1 command module"),
+    request_body(content = WasmBytes, content_type = "application/octet-stream",
+        description = "The .wasm bytes of a WASI preview-1 command module (sent as application/wasm or application/octet-stream: the type is not checked)"),
     responses(
         (status = 201, description = "Checked and stored", body = ModuleView),
         (status = 200, description = "The same bytes were there already (the name now points to them)", body = ModuleView),
@@ -834,7 +840,7 @@ impl Modify for BearerAuth {
         JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport,
         WaitMany, WaitManyAnswer, WaitEnded, ViewDoc, StreamSubmission, StreamView,
         StreamMetricsView, CheckpointView, Streams, StreamDeleted, RecordsAccepted, StreamResults,
-        WasmDto, ModuleView, Modules, ModuleDeleted))
+        WasmDto, ModuleView, Modules, ModuleDeleted, WasmBytes))
 )]
 pub struct ApiDoc;
 
