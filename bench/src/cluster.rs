@@ -91,6 +91,21 @@ pub enum BenchCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// WebAssembly tasks: start of a run beside a native process start, a C matmul as wasm
+    /// beside the same C native, and wasm tasks/s through a 3-node cluster.
+    Wasm {
+        /// Runs for the start measurement.
+        #[arg(long, default_value_t = 2000)]
+        runs: usize,
+        /// Side of the matmul.
+        #[arg(long, default_value_t = 256)]
+        matmul_n: usize,
+        /// Tasks for the cluster part.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The leader's placement planner with 1,000 simulated nodes: placements/s.
     Scheduler {
         #[arg(long, default_value_t = 1000)]
@@ -124,6 +139,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Startup { common, .. } => ("startup", common),
         BenchCmd::Scheduler { common, .. } => ("scheduler", common),
         BenchCmd::Stream { common, .. } => ("stream", common),
+        BenchCmd::Wasm { common, .. } => ("wasm", common),
     };
     let tmp;
     let dir = match &common.dir {
@@ -178,6 +194,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             mqtt,
             ..
         } => crate::stream::stream(&dir, secs, clients, keys.max(1), batch.max(1), mqtt)?,
+        BenchCmd::Wasm {
+            runs,
+            matmul_n,
+            tasks,
+            ..
+        } => crate::wasm::wasm(&dir, runs.max(1), matmul_n.clamp(8, 2048), tasks.max(1))?,
     };
     let doc = json!({
         "scenario": name,
@@ -395,7 +417,7 @@ pub(crate) fn post_json(a: &ureq::Agent, url: &str, body: &Value) -> Result<Valu
     }
 }
 
-fn count_status(a: &ureq::Agent, url: &str, status: &str) -> Option<u64> {
+pub(crate) fn count_status(a: &ureq::Agent, url: &str, status: &str) -> Option<u64> {
     let v: Value = a
         .get(&format!("{url}/v1/cluster?stale=true"))
         .call()

@@ -16,3 +16,4 @@ pub mod cluster;
 pub mod kernels;
 pub mod sandbox;
 pub mod stream;
+pub mod wasm;
