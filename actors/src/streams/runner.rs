@@ -146,8 +146,43 @@ struct Run {
     job_label: String,
 }
 
+/// The job as the cluster has it now: after a read barrier, so that this node's copy has every
+/// checkpoint committed before the runner started. The manager read the job from this node's
+/// copy, which can lag (a follower that has not applied the last report yet, a node just
+/// restarted that replays its log): a runner that resumed from an older checkpoint would make
+/// the next checkpoint's seq again, and its report, from the same epoch, would replace the
+/// committed one, losing input already acknowledged (found by the chaos suite's restart-all).
+/// Waits as long as there is no leader (nothing can be checkpointed then anyway); `None` when
+/// the job is no longer this placement's.
+async fn current(job: &StreamJob, ctx: &RunnerCtx) -> Option<StreamJob> {
+    let mut wait = Duration::from_millis(50);
+    let mut said = false;
+    loop {
+        match crate::cluster::read_barrier(&ctx.raft, Duration::from_secs(5)).await {
+            Ok(()) => break,
+            Err(e) => {
+                if !said {
+                    tracing::info!(stream = job.id, error = %e, "waiting for the cluster before resuming from the last checkpoint");
+                    said = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    ctx.raft.view.read(|s| {
+        s.streams
+            .get(job.id)
+            .filter(|j| j.epoch == job.epoch && j.node == Some(ctx.node))
+            .cloned()
+    })
+}
+
 /// Run `job` (as placed at `job.epoch`) until it fails (Err, with the reason) or is fenced.
 pub async fn run(job: StreamJob, ctx: RunnerCtx) -> Result<Ended, String> {
+    let Some(job) = current(&job, &ctx).await else {
+        return Ok(Ended::Fenced);
+    };
     let def_json: serde_json::Value = serde_json::from_str(&job.spec.definition)
         .map_err(|e| format!("the stored definition does not parse: {e}"))?;
     let def = JobDef::parse(&def_json).map_err(|e| e.to_string())?;
