@@ -334,7 +334,9 @@ async fn run_attempt(job: Job, ctx: AttemptCtx) {
     let kernel = match &job.work {
         edgerun_model::Work::Kernel { kernel, .. } => kernel.clone(),
         edgerun_model::Work::Exec { .. } => "exec".to_string(),
-        edgerun_model::Work::Wasm { .. } => "wasm".to_string(),
+        w @ (edgerun_model::Work::Wasm { .. } | edgerun_model::Work::Http(_)) => {
+            w.kind().to_string()
+        }
     };
     let isolation = executor.isolation_for(&job.work);
     // A deterministic kernel's result may already be known.

@@ -69,3 +69,30 @@ pub async fn deadline<B: actix_web::body::MessageBody + 'static>(
     }
     next.call(req).await
 }
+
+/// A route's whole body, up to `limit` bytes (413 past it): for routes with a limit of their
+/// own (stream records, module uploads) instead of `api.max_body_bytes`. A body that arrives
+/// late is 408, one that breaks off 400.
+pub async fn read_capped(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, crate::error::ApiError> {
+    use crate::error::{ApiError, ErrorCode};
+    let mut body = Vec::new();
+    while let Some(chunk) =
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut payload), cx)).await
+    {
+        let chunk = chunk.map_err(|e| {
+            if e.to_string().contains(LATE) {
+                ApiError::BodyTimeout(LATE.into())
+            } else {
+                ApiError::bad_request(ErrorCode::InvalidBody, format!("reading the body: {e}"))
+            }
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

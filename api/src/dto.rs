@@ -39,6 +39,82 @@ pub struct WasmDto {
     pub args: Vec<String>,
 }
 
+/// An HTTP task: the node calls `url` (only hosts in its `executor.http_allow`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDto {
+    /// GET (default), POST, PUT, PATCH, DELETE or HEAD.
+    pub method: Option<String>,
+    /// `http://` or `https://`.
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Any JSON, sent as the request body.
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Box<RawValue>>,
+    /// `[lo, hi]`: the statuses that count as success (default `[200, 299]`).
+    pub expect_status: Option<[u16; 2]>,
+}
+
+const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+const MAX_HTTP_HEADERS: usize = 64;
+const MAX_URL: usize = 8192;
+
+impl HttpDto {
+    fn into_call(self, at: &str) -> Result<edgerun_model::HttpCall, ApiError> {
+        let method = self
+            .method
+            .unwrap_or_else(|| "GET".into())
+            .to_ascii_uppercase();
+        if !HTTP_METHODS.contains(&method.as_str()) {
+            return Err(bad(
+                &format!("{at}http.method"),
+                format!("{method:?}: one of {}", HTTP_METHODS.join(", ")),
+            ));
+        }
+        let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
+        if !scheme_ok || self.url.len() > MAX_URL || self.url.chars().any(char::is_whitespace) {
+            return Err(bad(
+                &format!("{at}http.url"),
+                format!("an http:// or https:// URL of at most {MAX_URL} bytes, without spaces"),
+            ));
+        }
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        if self.headers.len() > MAX_HTTP_HEADERS
+            || self
+                .headers
+                .iter()
+                .any(|(k, v)| !token(k) || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0))
+        {
+            return Err(bad(
+                &format!("{at}http.headers"),
+                format!("at most {MAX_HTTP_HEADERS} headers: names are HTTP tokens, values have no CR, LF or NUL"),
+            ));
+        }
+        let (lo, hi) = match self.expect_status {
+            None => (200, 299),
+            Some([lo, hi]) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => (lo, hi),
+            Some(_) => {
+                return Err(bad(
+                    &format!("{at}http.expect_status"),
+                    "[lo, hi] with 100 <= lo <= hi <= 599",
+                ))
+            }
+        };
+        Ok(edgerun_model::HttpCall {
+            method,
+            url: self.url,
+            headers: self.headers,
+            body: self.body.map(|b| b.get().to_string()),
+            expect_status: (lo, hi),
+        })
+    }
+}
+
 /// Most arguments of a wasm task, and the longest one.
 pub const MAX_WASM_ARGS: usize = 64;
 pub const MAX_WASM_ARG_BYTES: usize = 4096;
@@ -136,6 +212,8 @@ pub struct TaskSubmission {
     pub exec: Option<ExecDto>,
     /// A WebAssembly module to run (with `input` as its stdin), instead of kernel or exec.
     pub wasm: Option<WasmDto>,
+    /// An HTTP call for the node to make, instead of kernel, exec or wasm (no `input`).
+    pub http: Option<HttpDto>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default)]
@@ -190,6 +268,22 @@ impl TaskSubmission {
         modules: &BTreeMap<String, String>,
         submitter: &str,
     ) -> Result<TaskSpec, ApiError> {
+        if let Some(h) = self.http.take() {
+            if self.kernel.is_some() || self.exec.is_some() || self.wasm.is_some() {
+                return Err(bad(
+                    &format!("{at}http"),
+                    "give one of kernel (+ input), exec, wasm (+ input) or http",
+                ));
+            }
+            if self.input.is_some() {
+                return Err(bad(
+                    &format!("{at}input"),
+                    "an http task takes no input (its request body is http.body)",
+                ));
+            }
+            let work = Work::Http(Box::new(h.into_call(at)?));
+            return self.finish(at, work, submitter);
+        }
         if let Some(w) = self.wasm.take() {
             if self.kernel.is_some() || self.exec.is_some() {
                 return Err(bad(

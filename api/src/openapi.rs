@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::auth::TokenRequest;
 use crate::dto::{
     AffinityDto, AttemptView, BatchSubmission, ConstraintsDto, ConstraintsView, ErrorDto, ExecDto,
-    JobFireView, OneOrMany, ResourcesDto, ResultStoredView, RetryDto, RetryView, TaskDto,
+    HttpDto, JobFireView, OneOrMany, ResourcesDto, ResultStoredView, RetryDto, RetryView, TaskDto,
     TaskSubmission, WasmDto,
 };
 use crate::handlers::admin::{LogChange, LogView, ReloadReport};
@@ -64,6 +64,8 @@ pub enum IsolationDoc {
     container,
     process,
     inproc,
+    wasm,
+    http,
 }
 
 #[derive(ToSchema)]
@@ -840,7 +842,7 @@ impl Modify for BearerAuth {
         JobView, JobSubmission, NewLearner, TokenRequest, LogView, LogChange, ReloadReport,
         WaitMany, WaitManyAnswer, WaitEnded, ViewDoc, StreamSubmission, StreamView,
         StreamMetricsView, CheckpointView, Streams, StreamDeleted, RecordsAccepted, StreamResults,
-        WasmDto, ModuleView, Modules, ModuleDeleted, WasmBytes))
+        WasmDto, HttpDto, ModuleView, Modules, ModuleDeleted, WasmBytes))
 )]
 pub struct ApiDoc;
 

@@ -1,4 +1,4 @@
-//! Where a node may send HTTP on a user's behalf (a stream job's `http` sink): a list of
+//! Where a node may send HTTP on a user's behalf (a stream job's `http` sink, an HTTP task): a list of
 //! networks (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`) and `host:port` pairs. Empty allows
 //! nothing, so that a job cannot reach the node's own API or a cloud metadata address unless
 //! the operator says so. The check is on the address actually connected to (after DNS).
@@ -63,6 +63,32 @@ pub fn allows(list: &[Allowed], host: &str, addr: SocketAddr) -> bool {
             *port == addr.port() && (h.eq_ignore_ascii_case(host) || h.parse::<IpAddr>() == Ok(ip))
         }
     })
+}
+
+/// Resolve `host:port` and keep the addresses `list` allows (none: an error that names
+/// `setting`). An HTTP client that connects only to what this returns (ureq's resolver)
+/// cannot be sent past the check by a name that resolves elsewhere later (DNS rebinding) or
+/// by a redirect (each hop is resolved here again).
+pub fn resolve(list: &[Allowed], netloc: &str, setting: &str) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let host = netloc
+        .rsplit_once(':')
+        .map_or(netloc, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let all: Vec<SocketAddr> = netloc.to_socket_addrs()?.collect();
+    let ok: Vec<SocketAddr> = all
+        .iter()
+        .copied()
+        .filter(|a| allows(list, host, *a))
+        .collect();
+    if ok.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{netloc} ({all:?}) is not in {setting} on this node"),
+        ));
+    }
+    Ok(ok)
 }
 
 #[cfg(test)]

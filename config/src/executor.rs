@@ -57,6 +57,10 @@ pub struct ExecutorConfig {
     /// The most memory a wasm task may have (its `resources.memory_mb` is capped at this);
     /// sizes the wasm runtime's pool.
     pub wasm_max_memory_mb: u32,
+    /// Where HTTP tasks may call: networks (`10.0.0.0/8`) and `host:port` pairs, checked on
+    /// the address connected to (every redirect hop too). Empty (the default) allows none, so
+    /// that a task cannot reach the node's own API or a metadata service unless allowed.
+    pub http_allow: Vec<String>,
 }
 
 impl Default for ExecutorConfig {
@@ -77,6 +81,7 @@ impl Default for ExecutorConfig {
             memory_mb: 0,
             max_module_bytes: 8 * 1024 * 1024,
             wasm_max_memory_mb: 1024,
+            http_allow: Vec::new(),
         }
     }
 }
@@ -152,6 +157,13 @@ impl ExecutorConfig {
                 "executor.max_module_bytes",
                 self.max_module_bytes,
                 "1024 to 67108864",
+            ));
+        }
+        if let Err(e) = crate::allow::parse(&self.http_allow) {
+            return Err(invalid(
+                "executor.http_allow",
+                e,
+                "networks (10.0.0.0/8) and host:port pairs",
             ));
         }
         if !(1..=4096).contains(&self.wasm_max_memory_mb) {

@@ -74,6 +74,8 @@ pub enum Isolation {
     Inproc,
     /// A WebAssembly module on the node's wasm runtime (format 8).
     Wasm,
+    /// An HTTP call made by the node's HTTP client (format 8).
+    Http,
 }
 
 impl Isolation {
@@ -83,6 +85,7 @@ impl Isolation {
             Isolation::Process => "process",
             Isolation::Inproc => "inproc",
             Isolation::Wasm => "wasm",
+            Isolation::Http => "http",
         }
     }
 }
@@ -106,6 +109,34 @@ pub enum Work {
         args: Vec<String>,
         input: String,
     },
+    /// An HTTP call made by the node (only to `executor.http_allow`).
+    Http(Box<HttpCall>),
+}
+
+impl Work {
+    /// `kernel`, `exec`, `wasm` or `http`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Kernel { .. } => "kernel",
+            Work::Exec { .. } => "exec",
+            Work::Wasm { .. } => "wasm",
+            Work::Http(_) => "http",
+        }
+    }
+}
+
+/// What an HTTP task calls.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HttpCall {
+    /// GET, POST, PUT, PATCH, DELETE or HEAD.
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    /// JSON text sent as the body (with `content-type: application/json` unless a header
+    /// says otherwise); none for no body.
+    pub body: Option<String>,
+    /// The statuses that count as success, inclusive.
+    pub expect_status: (u16, u16),
 }
 
 /// Placement constraints: a task only runs on a node that matches all of them.
@@ -268,6 +299,7 @@ impl TaskSpec {
             Work::Kernel { kernel, .. } => kernel,
             Work::Exec { .. } => "exec",
             Work::Wasm { .. } => "wasm",
+            Work::Http(_) => "http",
         }
     }
 }

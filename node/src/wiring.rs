@@ -548,17 +548,24 @@ pub async fn run_node(
             None
         }
     };
-    let executor: Arc<dyn Executor> = match &wasm {
-        Some(rt) => Arc::new(edgerun_actors::executor::wasm::Routed {
-            base: executor,
-            wasm: Arc::new(edgerun_actors::executor::wasm::WasmExecutor {
+    let max_result = cfg.executor.max_result_mb as usize * 1024 * 1024;
+    let executor: Arc<dyn Executor> = Arc::new(edgerun_actors::executor::wasm::Routed {
+        base: executor,
+        wasm: wasm.as_ref().map(|rt| {
+            Arc::new(edgerun_actors::executor::wasm::WasmExecutor {
                 runtime: rt.clone(),
                 view: node.view.clone(),
-                max_result: cfg.executor.max_result_mb as usize * 1024 * 1024,
-            }),
+                max_result,
+            })
         }),
-        None => executor,
-    };
+        http: Arc::new(edgerun_actors::executor::http::HttpExecutor {
+            // Checked by the config's validation.
+            allow: Arc::new(
+                edgerun_config::allow::parse(&cfg.executor.http_allow).unwrap_or_default(),
+            ),
+            max_body: max_result,
+        }),
+    });
 
     let info = NodeInfo {
         id: cfg.node.id,

@@ -266,6 +266,35 @@ fn redis_results(port: u16, stream: &str) -> Vec<Value> {
     out
 }
 
+/// 40 seconds of event time from 3 sensors (5 readings each per second) published to
+/// `plant/line1`, one second of readings at a time by a paced publisher thread; every
+/// (sensor, ts, temp) published.
+fn paced_sensors(port: u16) -> (Vec<(String, i64, f64)>, std::thread::JoinHandle<()>) {
+    let mut all = Vec::new();
+    let mut seconds = Vec::new();
+    for sec in 0..40i64 {
+        let mut lines = Vec::new();
+        for j in 0..5 {
+            for (k, s) in ["a", "b", "c"].iter().enumerate() {
+                let ts = T0 + sec * 1000 + j * 200 + k as i64;
+                let t = temp_of(k, sec * 5 + j);
+                all.push((s.to_string(), ts, t));
+                lines.push(record(s, ts, t));
+            }
+        }
+        seconds.push(lines);
+    }
+    let publisher = std::thread::spawn(move || {
+        let b = Mosquitto::at(port);
+        for lines in seconds {
+            b.must_publish("plant/line1", &lines);
+            // Pacing the producer (a sensor's rate), not waiting for anything.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    (all, publisher)
+}
+
 #[test]
 fn a_stream_job_moves_off_a_killed_node_and_redis_holds_each_window_once() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -295,29 +324,7 @@ fn a_stream_job_moves_off_a_killed_node_and_redis_holds_each_window_once() {
     // at a time by a paced publisher while the runner's node is killed: the records the dead
     // runner took after its last checkpoint come back from the broker (unacknowledged QoS 1)
     // to the job's next runner, and the rest wait in the broker for the job's session.
-    let mut all = Vec::new();
-    let mut seconds = Vec::new();
-    for sec in 0..40i64 {
-        let mut lines = Vec::new();
-        for j in 0..5 {
-            for (k, s) in ["a", "b", "c"].iter().enumerate() {
-                let ts = T0 + sec * 1000 + j * 200 + k as i64;
-                let t = temp_of(k, sec * 5 + j);
-                all.push((s.to_string(), ts, t));
-                lines.push(record(s, ts, t));
-            }
-        }
-        seconds.push(lines);
-    }
-    let port = broker.port;
-    let publisher = std::thread::spawn(move || {
-        let b = Mosquitto::at(port);
-        for lines in seconds {
-            b.must_publish("plant/line1", &lines);
-            // Pacing the producer (a sensor's rate), not waiting for anything.
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+    let (all, publisher) = paced_sensors(broker.port);
     let other = [1, 2, 3].into_iter().find(|n| *n != runner).unwrap_or(1);
     wait_until(
         "windows in Redis and a checkpoint",
@@ -921,29 +928,7 @@ fn a_checkpoint_kept_by_hash_survives_a_kill_and_the_mqtt_sink_repeats_with_the_
 
     // 40 s of event time from 3 sensors, published one second at a time while the runner's
     // node is killed (as in the Redis failover test above).
-    let mut all = Vec::new();
-    let mut seconds = Vec::new();
-    for sec in 0..40i64 {
-        let mut lines = Vec::new();
-        for j in 0..5 {
-            for (k, s) in ["a", "b", "c"].iter().enumerate() {
-                let ts = T0 + sec * 1000 + j * 200 + k as i64;
-                let t = temp_of(k, sec * 5 + j);
-                all.push((s.to_string(), ts, t));
-                lines.push(record(s, ts, t));
-            }
-        }
-        seconds.push(lines);
-    }
-    let port = broker.port;
-    let publisher = std::thread::spawn(move || {
-        let b = Mosquitto::at(port);
-        for lines in seconds {
-            b.must_publish("plant/line1", &lines);
-            // Pacing the producer (a sensor's rate), not waiting for anything.
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+    let (all, publisher) = paced_sensors(broker.port);
     wait_until(
         "windows published and checkpoints kept by hash",
         Duration::from_secs(30),

@@ -380,7 +380,7 @@ impl ContainerExecutor {
                 (args, BTreeMap::new(), true)
             }
             Work::Exec { argv, env } => (argv.clone(), env.clone(), false),
-            Work::Wasm { .. } => return super::not_wasm("container"),
+            w @ (Work::Wasm { .. } | Work::Http(_)) => return super::not_routed(w, "container"),
         };
         let cgroup = format!("{}/{id}", self.cfg.cgroup_parent.trim_end_matches('/'));
         let disk_mb = job.disk_mb.unwrap_or(self.cfg.default_disk_mb);

@@ -37,7 +37,7 @@ impl Executor for InprocExecutor {
                         false,
                     )
                 }
-                Work::Wasm { .. } => return super::not_wasm("inproc"),
+                w @ (Work::Wasm { .. } | Work::Http(_)) => return super::not_routed(&w, "inproc"),
             };
             let kernels = self.kernels.clone();
             let run = tokio::task::spawn_blocking(move || kernels.run(&kernel, &input));

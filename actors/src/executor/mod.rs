@@ -8,7 +8,8 @@
 //!                                 │           capabilities, under seccomp, with rlimits, a
 //!                                 │           wall-clock timeout and capped output
 //!                                 ├─ Container: a youki container per attempt
-//!                                 └─ Wasm: wasm tasks, whatever the above ([`wasm::Routed`])
+//!                                 ├─ Wasm: wasm tasks, whatever the above ([`wasm::Routed`])
+//!                                 └─ Http: http tasks, the node's HTTP client ([`http`])
 //! ```
 //!
 //! Every outcome records the isolation used. `executor.isolation = auto` picks the strongest
@@ -25,6 +26,7 @@ use edgerun_model::{Isolation, Outcome, TaskError, Work};
 
 pub mod cgroup;
 pub mod container;
+pub mod http;
 pub mod inproc;
 pub mod process;
 pub mod seccomp;
@@ -63,12 +65,15 @@ pub trait Executor: Send + Sync + 'static {
     fn run(&self, job: Job) -> RunFuture<'_>;
 }
 
-/// A wasm task that reached an executor of another kind (the node routes wasm work to its
-/// wasm runtime: [`wasm::Routed`]); never retried here.
-pub(crate) fn not_wasm(executor: &str) -> Outcome {
+/// A wasm or http task that reached an executor of another kind (the node routes them to
+/// its wasm runtime and HTTP client: [`wasm::Routed`]); never retried here.
+pub(crate) fn not_routed(work: &Work, executor: &str) -> Outcome {
     failed(
         "unsupported",
-        format!("a wasm task reached the {executor} executor; wasm tasks run on the wasm runtime"),
+        format!(
+            "a {} task reached the {executor} executor (this node has no runtime for it; see its log at start)",
+            work.kind()
+        ),
         false,
     )
 }

@@ -446,7 +446,7 @@ impl Executor for ProcessExecutor {
             match job.work.clone() {
                 Work::Kernel { input, .. } => self.kernel(input, &job).await,
                 Work::Exec { argv, env } => self.exec(argv, env, &job).await,
-                Work::Wasm { .. } => super::not_wasm("process"),
+                w @ (Work::Wasm { .. } | Work::Http(_)) => super::not_routed(&w, "process"),
             }
         })
     }

@@ -162,10 +162,12 @@ impl Executor for WasmExecutor {
     }
 }
 
-/// The node's executor with wasm work routed to the wasm runtime.
+/// The node's executor with wasm work routed to the wasm runtime (when the node has one) and
+/// http work to the HTTP client.
 pub struct Routed {
     pub base: Arc<dyn Executor>,
-    pub wasm: Arc<WasmExecutor>,
+    pub wasm: Option<Arc<WasmExecutor>>,
+    pub http: Arc<super::http::HttpExecutor>,
 }
 
 impl Executor for Routed {
@@ -175,14 +177,16 @@ impl Executor for Routed {
 
     fn isolation_for(&self, work: &Work) -> Isolation {
         match work {
-            Work::Wasm { .. } => Isolation::Wasm,
+            Work::Wasm { .. } if self.wasm.is_some() => Isolation::Wasm,
+            Work::Http(_) => Isolation::Http,
             other => self.base.isolation_for(other),
         }
     }
 
     fn run(&self, job: Job) -> RunFuture<'_> {
-        match job.work {
-            Work::Wasm { .. } => self.wasm.run(job),
+        match (&job.work, &self.wasm) {
+            (Work::Wasm { .. }, Some(w)) => w.run(job),
+            (Work::Http(_), _) => self.http.run(job),
             _ => self.base.run(job),
         }
     }

@@ -109,33 +109,13 @@ fn netloc(url: &str) -> Option<(String, u16)> {
     }
 }
 
-/// Resolve `host:port` and keep the addresses `streams.http_sink_allow` allows (none: an
-/// error that names the setting). ureq connects only to what this returns, so a name that
-/// resolves elsewhere later (DNS rebinding) or a redirect (none are followed) cannot get past
-/// the check.
+/// `host:port`'s addresses that `streams.http_sink_allow` allows
+/// ([`edgerun_config::allow::resolve`]).
 fn allowed_addrs(
     allow: &[edgerun_config::allow::Allowed],
     netloc: &str,
 ) -> std::io::Result<Vec<std::net::SocketAddr>> {
-    use std::net::ToSocketAddrs;
-    let host = netloc
-        .rsplit_once(':')
-        .map_or(netloc, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let all: Vec<std::net::SocketAddr> = netloc.to_socket_addrs()?.collect();
-    let ok: Vec<std::net::SocketAddr> = all
-        .iter()
-        .copied()
-        .filter(|a| edgerun_config::allow::allows(allow, host, *a))
-        .collect();
-    if ok.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!("{netloc} ({all:?}) is not in streams.http_sink_allow on this node"),
-        ));
-    }
-    Ok(ok)
+    edgerun_config::allow::resolve(allow, netloc, "streams.http_sink_allow")
 }
 
 pub struct FileSink {

@@ -70,7 +70,7 @@ pub async fn upload(
     ctx: web::Data<TasksCtx>,
     req: HttpRequest,
     q: web::Query<UploadQuery>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let name = q.into_inner().name.unwrap_or_default();
     if !valid_name(&name) {
@@ -85,25 +85,7 @@ pub async fn upload(
             details: serde_json::Value::Null,
         });
     };
-    let limit = ctx.modules.max_bytes;
-    let mut body = Vec::new();
-    while let Some(chunk) = std::future::poll_fn(|cx| {
-        futures_core::Stream::poll_next(std::pin::Pin::new(&mut payload), cx)
-    })
-    .await
-    {
-        let chunk = chunk.map_err(|e| {
-            if e.to_string().contains(crate::body::LATE) {
-                ApiError::BodyTimeout(crate::body::LATE.into())
-            } else {
-                ApiError::bad_request(ErrorCode::InvalidBody, format!("reading the body: {e}"))
-            }
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = crate::body::read_capped(payload, ctx.modules.max_bytes).await?;
     if body.is_empty() {
         return Err(invalid("the body is empty: send the module's .wasm bytes"));
     }

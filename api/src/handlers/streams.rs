@@ -290,7 +290,7 @@ pub async fn records(
     ctx: web::Data<TasksCtx>,
     id: web::Path<String>,
     q: web::Query<RecordsQuery>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let batch_id = q.into_inner().batch_id;
@@ -324,25 +324,7 @@ pub async fn records(
             })
         }
     }
-    let limit = ctx.streams.max_body;
-    let mut body = Vec::new();
-    while let Some(chunk) = std::future::poll_fn(|cx| {
-        futures_core::Stream::poll_next(std::pin::Pin::new(&mut payload), cx)
-    })
-    .await
-    {
-        let chunk = chunk.map_err(|e| {
-            if e.to_string().contains(crate::body::LATE) {
-                ApiError::BodyTimeout(crate::body::LATE.into())
-            } else {
-                ApiError::bad_request(ErrorCode::InvalidBody, format!("reading the body: {e}"))
-            }
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = crate::body::read_capped(payload, ctx.streams.max_body).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidBody,

@@ -263,6 +263,15 @@ fn submitted_view(work: &edgerun_model::Work) -> serde_json::Value {
                 "env": env.keys().map(|k| (k.clone(), json!("(hidden)"))).collect::<serde_json::Map<_, _>>(),
             }
         }),
+        edgerun_model::Work::Http(c) => json!({
+            "http": {
+                "method": c.method,
+                "url": c.url,
+                "headers": c.headers.keys().map(|k| (k.clone(), json!("(hidden)"))).collect::<serde_json::Map<_, _>>(),
+                "body": c.body.as_deref().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()),
+                "expect_status": [c.expect_status.0, c.expect_status.1],
+            }
+        }),
         edgerun_model::Work::Wasm {
             module,
             args,
