@@ -149,12 +149,23 @@ fn uploaded_modules_run_as_tasks_across_a_cluster_and_survive_a_kill() {
     );
 
     // A module is deleted by id, not while a job uses it; an unknown module is a 400.
+    // A cron job runs the module too: a slot fires a wasm task that succeeds.
     let job = first.must_post(
         "/v1/jobs",
-        &json!({ "name": "every-hour", "schedule": "0 0 * * * *",
-                 "task": { "wasm": { "module": "anomaly" }, "input": { "values": [1] } } }),
+        &json!({ "name": "every-second", "schedule": "* * * * * *",
+                 "task": { "wasm": { "module": "anomaly" }, "input": { "values": [1, 2, 3] } } }),
     );
     assert_eq!(job.status, 201, "{}", job.body);
+    let job_id = job.body["id"].as_u64().unwrap_or(0);
+    let fired = wait_until("the job to fire", Duration::from_secs(30), || {
+        let j = first.must_get(&format!("/v1/jobs/{job_id}"));
+        j.body["last_task"].as_u64().ok_or(j.body.to_string())
+    });
+    let t = first.wait_for_task_end(fired, Duration::from_secs(60));
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(t["isolation"], "wasm", "{t}");
+    assert_eq!(t["result"]["count"], 3, "{t}");
+    // ... and holds it: not deleted while the job exists.
     let anomaly_id = b.body["id"].as_str().unwrap_or("");
     let busy = first.agent_delete(&format!("/v1/modules/{anomaly_id}"));
     assert_eq!(busy.status, 409, "{}", busy.body);
