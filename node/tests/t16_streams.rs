@@ -789,21 +789,16 @@ fn a_file_source_is_tailed_into_windows_equal_a_reference() {
     }
 }
 
-#[test]
-fn an_mqtt_sink_publishes_each_window_at_least_once_with_its_result_id() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let broker = Mosquitto::must_start(&dir.path().join("mqtt"));
-    let node = Node::must_start(&dir.path().join("n1"), &[]);
-    let out = dir.path().join("sub.jsonl");
-    let _sub = broker.subscribe_to_file("windows/out", &out);
-    // MQTT drops what is published before a subscription exists: probe until the subscriber
-    // gets a message, then start the job.
+/// A subscriber writing `topic`'s messages to `out`, once it is subscribed: MQTT drops what
+/// is published before a subscription exists, so it is probed until a probe arrives.
+fn subscribed_to(broker: &Mosquitto, topic: &str, out: &std::path::Path) -> common::ChildGuard {
+    let sub = broker.subscribe_to_file(topic, out);
     wait_until(
         "the subscriber to be subscribed",
         Duration::from_secs(30),
         || {
-            broker.must_publish("windows/out", &["{\"probe\":true}".to_string()]);
-            let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+            broker.must_publish(topic, &["{\"probe\":true}".to_string()]);
+            let text = std::fs::read_to_string(out).map_err(|e| e.to_string())?;
             if text.contains("probe") {
                 Ok(())
             } else {
@@ -811,6 +806,16 @@ fn an_mqtt_sink_publishes_each_window_at_least_once_with_its_result_id() {
             }
         },
     );
+    sub
+}
+
+#[test]
+fn an_mqtt_sink_publishes_each_window_at_least_once_with_its_result_id() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Mosquitto::must_start(&dir.path().join("mqtt"));
+    let node = Node::must_start(&dir.path().join("n1"), &[]);
+    let out = dir.path().join("sub.jsonl");
+    let _sub = subscribed_to(&broker, "windows/out", &out);
     let job = json!({
         "name": "to-mqtt",
         "source": { "type": "http" },
@@ -891,22 +896,7 @@ fn a_checkpoint_kept_by_hash_survives_a_kill_and_the_mqtt_sink_repeats_with_the_
     let mut cluster = Cluster::must_start(dir.path(), 3, &sets);
     let leader = cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(30));
     let out = dir.path().join("sub.jsonl");
-    let _sub = broker.subscribe_to_file("windows/out", &out);
-    // MQTT drops what is published before a subscription exists: probe until the subscriber
-    // gets a message, then start the job.
-    wait_until(
-        "the subscriber to be subscribed",
-        Duration::from_secs(30),
-        || {
-            broker.must_publish("windows/out", &["{\"probe\":true}".to_string()]);
-            let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
-            if text.contains("probe") {
-                Ok(())
-            } else {
-                Err("no probe yet".into())
-            }
-        },
-    );
+    let _sub = subscribed_to(&broker, "windows/out", &out);
     let job = json!({
         "name": "by-hash",
         "source": { "type": "mqtt", "url": broker.url(), "topic": "plant/#", "qos": 1 },
